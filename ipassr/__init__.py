@@ -1,0 +1,22 @@
+"""ipassr: iPASSR stereo image super-resolution (Wang et al., CVPRW 2021).
+
+>>> import ipassr
+>>> model = ipassr.load_model("weights.pth.tar")          # or load_model(scale=4): shipped weights
+>>> sr_left, sr_right = model.super_resolve(left, right)    # PIL images, arrays or tensors
+"""
+
+from .attention import AttentionMaps
+from .checkpoint import load_network, save_weights
+from .errors import CheckpointError, ImageReadError, IpassrError
+from .inference import StereoSR, load_model
+from .io import read_image, write_image
+from .losses import LossConfig, ipassr_loss
+from .model import IPASSR, ModelConfig, count_parameters
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttentionMaps", "CheckpointError", "IPASSR", "ImageReadError", "IpassrError", "LossConfig",
+    "ModelConfig", "StereoSR", "count_parameters", "ipassr_loss", "load_model", "load_network",
+    "read_image", "save_weights", "write_image", "__version__",
+]

@@ -1,0 +1,61 @@
+"""The ``ipassr`` command line: one subcommand per job, each in ``ipassr/commands/<name>.py``.
+
+A command module provides ``add_parser(subparsers)`` and ``run(args) -> int``. Usage errors and
+bad input (``IpassrError``) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from .errors import IpassrError
+
+COMMANDS = ("demo", "infer", "evaluate", "prepare", "train", "visualize", "export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available subcommand."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ipassr", description="iPASSR stereo image super-resolution.")
+    parser.add_argument("--version", action="version", version=f"ipassr {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__package__}.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"ipassr: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ipassr`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    warnings.showwarning = _show_warning
+    try:
+        return int(args.run(args) or 0)
+    except IpassrError as exc:
+        print(f"ipassr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ipassr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Super-resolving stereo pairs: the Python API behind ``ipassr infer``.
+
+``load_model`` gives a ``StereoSR``, whose ``super_resolve(left, right)`` takes PIL images, NumPy
+arrays or tensors and returns the same kind. The network runs in eval mode under
+``torch.inference_mode``: biPAM's BatchNorm normalises each view by its own statistics, so a pair's
+result does not depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import load_network
+from .errors import CheckpointError, IpassrError
+from .io import PathLike, image_to_tensor, pil_to_rgb_array, read_stereo_pair, tensor_to_image
+from .model import IPASSR
+
+SHIPPED_SCALES = (2, 4)
+
+
+def shipped_weights_path(scale: int) -> Path:
+    """Path of the trained weights shipped in the package for ``scale`` (may not exist)."""
+    return Path(str(resources.files("ipassr") / "weights" / f"ipassr_x{scale}.safetensors"))
+
+
+def resolve_weights(weights: PathLike | None, scale: int | None) -> Path:
+    """The weights file to use: the one given, or the shipped one for ``scale``."""
+    if weights is not None:
+        return Path(weights)
+    if scale is None:
+        raise IpassrError("give --weights, or --scale to use the shipped weights")
+    path = shipped_weights_path(scale)
+    if not path.is_file():
+        raise CheckpointError(
+            f"no shipped weights for x{scale} (looked for {path}); pass --weights FILE"
+            + ("" if scale in SHIPPED_SCALES else f"; shipped scales are {SHIPPED_SCALES}"))
+    return path
+
+
+class StereoSR:
+    """A loaded iPASSR network ready to super-resolve stereo pairs."""
+
+    def __init__(self, network: IPASSR, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+
+    @property
+    def scale(self) -> int:
+        return self.network.scale
+
+    def super_resolve_tensors(self, left: torch.Tensor, right: torch.Tensor,
+                              return_attention: bool = False):
+        """Float (B, 3, H, W) pairs in [0, 1] -> raw network output (B, 3, sH, sW), unclamped."""
+        check_finite(left, "left")
+        check_finite(right, "right")
+        with torch.inference_mode():
+            outputs = self.network(left.to(self.device, torch.float32),
+                                   right.to(self.device, torch.float32),
+                                   return_attention=return_attention)
+        return outputs
+
+    def super_resolve(self, left: Any, right: Any) -> tuple[Any, Any]:
+        """Super-resolve one pair (or a batch of tensors); output of the same kind as the input.
+
+        PIL images -> PIL RGB images; uint8 (H, W, 3) arrays -> uint8 arrays; float arrays in
+        [0, 1] -> float32 arrays; tensors (3, H, W) or (B, 3, H, W) -> float tensors. All clamped
+        to [0, 1] (or 0-255).
+        """
+        left_t, kind = to_batch_tensor(left, "left")
+        right_t, _ = to_batch_tensor(right, "right")
+        if left_t.shape != right_t.shape:
+            raise IpassrError(f"left is {_size(left_t)} but right is {_size(right_t)}: "
+                              "the two views must have the same size")
+        sr_left, sr_right = self.super_resolve_tensors(left_t, right_t)
+        return from_batch_tensor(sr_left.clamp(0, 1), kind), from_batch_tensor(sr_right.clamp(0, 1), kind)
+
+    def super_resolve_files(self, left: PathLike, right: PathLike, output_left: PathLike,
+                            output_right: PathLike) -> None:
+        """Read a pair of image files, super-resolve it and write both views as 8-bit images."""
+        from .io import write_image
+
+        left_image, right_image = read_stereo_pair(left, right)
+        sr_left, sr_right = self.super_resolve(left_image, right_image)
+        write_image(output_left, sr_left)
+        write_image(output_right, sr_right)
+
+
+def load_model(weights: PathLike | None = None, *, scale: int | None = None,
+               device: str | torch.device = "cpu") -> StereoSR:
+    """Load iPASSR weights (reference ``.pth.tar``, our ``.safetensors``, or the shipped ones).
+
+    ``scale`` picks the shipped weights when ``weights`` is None, and is checked against the file
+    otherwise (a mismatch is a ``CheckpointError``).
+    """
+    path = resolve_weights(weights, scale)
+    return StereoSR(load_network(path, scale=scale), device=device)
+
+
+def check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Refuse NaN or infinite input values, which would silently poison the whole row's attention."""
+    if not torch.isfinite(tensor).all():
+        raise IpassrError(f"{name} view contains NaN or infinite values")
+
+
+def _size(t: torch.Tensor) -> str:
+    return f"{t.shape[-1]}x{t.shape[-2]}"
+
+
+def to_batch_tensor(image: Any, name: str = "image") -> tuple[torch.Tensor, str]:
+    """Any supported image -> float tensor (B, 3, H, W) in [0, 1], plus a tag of the input kind."""
+    if isinstance(image, Image.Image):
+        return image_to_tensor(pil_to_rgb_array(image, name)), "pil"
+    if isinstance(image, torch.Tensor):
+        tensor = image.unsqueeze(0) if image.dim() == 3 else image
+        if tensor.dim() != 4 or tensor.shape[1] != 3:
+            raise IpassrError(f"{name}: expected a tensor (3, H, W) or (B, 3, H, W), "
+                              f"got shape {tuple(image.shape)}")
+        if not tensor.is_floating_point():
+            raise IpassrError(f"{name}: expected a float tensor in [0, 1], got {tensor.dtype}")
+        return tensor, "tensor" if image.dim() == 4 else "tensor3"
+    if isinstance(image, np.ndarray):
+        return _array_to_tensor(image, name)
+    raise IpassrError(f"{name}: unsupported image type {type(image).__name__} "
+                      "(use a PIL image, a NumPy array or a torch tensor)")
+
+
+def _array_to_tensor(array: np.ndarray, name: str) -> tuple[torch.Tensor, str]:
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise IpassrError(f"{name}: expected an array (H, W, 3), got shape {array.shape}")
+    if array.shape[2] == 4:
+        import warnings
+
+        warnings.warn(f"{name}: alpha channel dropped", stacklevel=4)
+        array = array[:, :, :3]
+    if array.dtype == np.uint8:
+        return image_to_tensor(array), "uint8"
+    if array.dtype == np.uint16:
+        return torch.from_numpy(array.astype(np.float32) / 65535.0).permute(2, 0, 1)[None], "float"
+    if np.issubdtype(array.dtype, np.floating):
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None], "float"
+    raise IpassrError(f"{name}: unsupported array dtype {array.dtype}")
+
+
+def from_batch_tensor(tensor: torch.Tensor, kind: str) -> Any:
+    """Inverse of ``to_batch_tensor`` for a (B, 3, H, W) result in [0, 1]."""
+    if kind == "tensor":
+        return tensor
+    if kind == "tensor3":
+        return tensor[0]
+    if kind == "float":
+        return tensor[0].permute(1, 2, 0).float().cpu().numpy()
+    image = tensor_to_image(tensor)
+    return Image.fromarray(image) if kind == "pil" else image

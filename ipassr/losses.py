@@ -1,0 +1,149 @@
+"""The five training losses of iPASSR (Sec. 3.3, eq. 9-14), as the reference training computed them.
+
+All terms are mean absolute errors. The photometric, cycle and stereo-consistency terms compare
+*residuals* (HR minus the bicubic-upsampled LR, brought back to LR size) rather than images, so that
+illuminance differences between the views cancel; each term can be switched to its plain-image form
+and each can be switched off, which is what the paper's Table 2 ablates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .attention import AttentionMaps, row_transfer
+
+LOSS_TERMS = ("sr", "photo", "smooth", "cycle", "cons")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which terms enter the total, in which form, and their weight lambda (0.1 in the paper)."""
+
+    sr: bool = True
+    photo: bool = True
+    smooth: bool = True
+    cycle: bool = True
+    cons: bool = True
+    residual_photo: bool = True
+    residual_cycle: bool = True
+    residual_cons: bool = True
+    weight: float = 0.1
+    views: str = "both"  # "left": asymmetric training, only the left SR view is supervised
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.photo or self.smooth or self.cycle or self.cons
+
+
+def bicubic(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """PyTorch-style bicubic resize by ``factor`` (align_corners=False, no antialias)."""
+    return F.interpolate(x, scale_factor=factor, mode="bicubic", align_corners=False)
+
+
+def masked_l1(target: torch.Tensor, warped: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """L1(V * target, V * warped): the error counted only where the valid mask V trusts it."""
+    return F.l1_loss(target * valid, warped * valid)
+
+
+def sr_loss(sr_left, sr_right, hr_left, hr_right, views: str = "both") -> torch.Tensor:
+    """L_SR (eq. 9): L1 between each SR view and its HR view."""
+    loss = F.l1_loss(sr_left, hr_left)
+    if views == "both":
+        loss = loss + F.l1_loss(sr_right, hr_right)
+    return loss
+
+
+def lr_residuals(hr_left, hr_right, lr_left, lr_right, scale: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """X_L, X_R = down(|HR - up(LR)|): the high-frequency content missing from bicubic (LR size)."""
+    res_left = bicubic((hr_left - bicubic(lr_left, scale)).abs(), 1 / scale)
+    res_right = bicubic((hr_right - bicubic(lr_right, scale)).abs(), 1 / scale)
+    return res_left, res_right
+
+
+def photometric_loss(x_left, x_right, maps: AttentionMaps) -> torch.Tensor:
+    """L_photo (eq. 10): each view against the other view warped onto it."""
+    return (masked_l1(x_left, row_transfer(maps.right_to_left, x_right), maps.valid_left)
+            + masked_l1(x_right, row_transfer(maps.left_to_right, x_left), maps.valid_right))
+
+
+def cycle_loss(x_left, x_right, maps: AttentionMaps) -> torch.Tensor:
+    """L_cycle (eq. 12): each view against itself after a round trip to the other view and back."""
+    left_to_right = row_transfer(maps.left_to_right, x_left)
+    right_to_left = row_transfer(maps.right_to_left, x_right)
+    cycle_left = row_transfer(maps.right_to_left, left_to_right)
+    cycle_right = row_transfer(maps.left_to_right, right_to_left)
+    return (masked_l1(x_left, cycle_left, maps.valid_left)
+            + masked_l1(x_right, cycle_right, maps.valid_right))
+
+
+def smoothness_loss(maps: AttentionMaps) -> torch.Tensor:
+    """L_smooth (eq. 11): neighbouring rows and diagonal steps of each map should agree."""
+    loss = 0
+    for m in (maps.right_to_left, maps.left_to_right):  # (B, H, W, W)
+        loss = loss + F.l1_loss(m[:, :-1], m[:, 1:]) \
+            + F.l1_loss(m[:, :, :-1, :-1], m[:, :, 1:, 1:])
+    return loss
+
+
+def consistency_loss(y_left, y_right, maps: AttentionMaps, views: str = "both") -> torch.Tensor:
+    """L_cons (eq. 14) on SR-side quantities, with the attention maps detached (SPEC.md)."""
+    right_to_left = maps.right_to_left.detach()
+    left_to_right = maps.left_to_right.detach()
+    loss = masked_l1(y_left, row_transfer(right_to_left, y_right), maps.valid_left)
+    if views == "both":
+        loss = loss + masked_l1(y_right, row_transfer(left_to_right, y_left), maps.valid_right)
+    return loss
+
+
+def ipassr_loss(sr_left: torch.Tensor, sr_right: torch.Tensor, hr_left: torch.Tensor,
+                hr_right: torch.Tensor, lr_left: torch.Tensor, lr_right: torch.Tensor,
+                maps: AttentionMaps | None, scale: int,
+                config: LossConfig = LossConfig()) -> dict[str, torch.Tensor]:
+    """All enabled loss terms and their weighted total (eq. 15), as a dict with key ``total``.
+
+    LR (B, 3, h, w), SR and HR (B, 3, sh, sw); ``maps`` from the network's ``return_attention``.
+    Asymmetric training (``views="left"``) may pass ``sr_right=None``.
+    """
+    terms: dict[str, torch.Tensor] = {}
+    if config.sr:
+        terms["sr"] = sr_loss(sr_left, sr_right, hr_left, hr_right, config.views)
+    if maps is not None and config.needs_attention:
+        if config.photo or config.cycle:
+            residuals = lr_residuals(hr_left, hr_right, lr_left, lr_right, scale)
+        if config.photo:
+            terms["photo"] = photometric_loss(
+                *(residuals if config.residual_photo else (lr_left, lr_right)), maps)
+        if config.smooth:
+            terms["smooth"] = smoothness_loss(maps)
+        if config.cycle:
+            terms["cycle"] = cycle_loss(
+                *(residuals if config.residual_cycle else (lr_left, lr_right)), maps)
+        if config.cons:
+            terms["cons"] = consistency_loss(
+                *_consistency_inputs(sr_left, sr_right, hr_left, hr_right, scale, config),
+                maps, config.views)
+    total = terms.get("sr", sr_left.new_zeros(()))
+    stereo = [terms[k] for k in ("cons", "photo", "smooth", "cycle") if k in terms]
+    if "cons" in terms:  # summed in the reference's order: SR + w*cons + w*(photo+smooth+cycle)
+        total = total + config.weight * stereo.pop(0)
+    if stereo:
+        total = total + config.weight * sum(stereo[1:], stereo[0])
+    terms["total"] = total
+    return terms
+
+
+def _consistency_inputs(sr_left, sr_right, hr_left, hr_right, scale: int, config: LossConfig):
+    """Y_L, Y_R = down(|HR - SR|) (residual form) or down(SR) (plain form); Y_R absent if asymmetric."""
+    def project(sr, hr):
+        if sr is None:
+            return None
+        return bicubic((hr - sr).abs() if config.residual_cons else sr, 1 / scale)
+
+    return project(sr_left, hr_left), project(sr_right if config.views == "both" else None, hr_right)

@@ -1,0 +1,193 @@
+"""The iPASSR network (Wang et al., CVPRW 2021, Sec. 3 and Fig. 1).
+
+One set of weights super-resolves both views (Siamese): feature extraction (conv + residual dense
+group), biPAM exchanging information along epipolar lines, feature fusion with channel attention,
+reconstruction (a second residual dense group) and a sub-pixel upsampler on top of a global bicubic
+residual. Shapes: LR views (B, 3, H, W) in [0, 1] -> SR views (B, 3, sH, sW).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import LEAKY_SLOPE, AttentionMaps, BiPAM
+
+ARCHITECTURE = "ipassr-v1"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that changes the network's shape or forward pass (saved with the weights).
+
+    ``use_attention=False`` is the paper's single-input variant (Table 1): no biPAM, each view
+    fused with itself. ``use_whitening`` / ``use_valid_mask`` are the Table 3 ablations.
+    """
+
+    scale: int = 4
+    use_attention: bool = True
+    use_whitening: bool = True
+    use_valid_mask: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DenseLayer(nn.Module):
+    """3x3 conv + LeakyReLU whose output is concatenated to its input (one RDB layer)."""
+
+    def __init__(self, in_channels: int, growth: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, growth, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((x, F.leaky_relu(self.conv(x), LEAKY_SLOPE)), dim=1)
+
+
+class ResidualDenseBlock(nn.Module):
+    """RDB(G0, C, G): C dense layers, 1x1 local feature fusion back to G0 channels, plus input."""
+
+    def __init__(self, channels: int, growth: int, layers: int = 4) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            *[DenseLayer(channels + i * growth, growth) for i in range(layers)])
+        self.fuse = nn.Conv2d(channels + layers * growth, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fuse(self.layers(x))
+
+
+class ResidualDenseGroup(nn.Module):
+    """RDG: RDBs in sequence; returns the 1x1-fused output and the concatenation of all RDB outputs.
+
+    The concatenation (B, blocks * channels, H, W) is the hierarchical feature that biPAM uses.
+    """
+
+    def __init__(self, channels: int = 64, growth: int = 24, blocks: int = 4) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(ResidualDenseBlock(channels, growth) for _ in range(blocks))
+        self.fuse = nn.Conv2d(blocks * channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = []
+        for block in self.blocks:
+            x = block(x)
+            outputs.append(x)
+        hierarchy = torch.cat(outputs, dim=1)
+        return self.fuse(hierarchy), hierarchy
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation: global average pool, 1x1 down by 16, LeakyReLU, 1x1 up, sigmoid."""
+
+    def __init__(self, channels: int = 128, reduction: int = 16) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(channels, channels // reduction, 1)
+        self.excite = nn.Conv2d(channels // reduction, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3), keepdim=True)
+        weights = torch.sigmoid(self.excite(F.leaky_relu(self.squeeze(pooled), LEAKY_SLOPE)))
+        return x * weights
+
+
+class Fusion(nn.Module):
+    """Fuse a view's own features with those converted from the other view: 128 -> 64 channels."""
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        self.dense = ResidualDenseBlock(2 * channels, 32)
+        self.channel_attention = ChannelAttention(2 * channels)
+        self.project = nn.Conv2d(2 * channels, channels, 1)
+
+    def forward(self, own: torch.Tensor, converted: torch.Tensor) -> torch.Tensor:
+        x = torch.cat((own, converted), dim=1)
+        return self.project(self.channel_attention(self.dense(x)))
+
+
+class Upsampler(nn.Module):
+    """Sub-pixel upsampling: 1x1 conv to 64*s^2, PixelShuffle(s), 3x3 conv to RGB."""
+
+    def __init__(self, scale: int, channels: int = 64) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(channels, channels * scale ** 2, 1)
+        self.shuffle = nn.PixelShuffle(scale)
+        self.to_rgb = nn.Conv2d(channels, 3, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_rgb(self.shuffle(self.expand(x)))
+
+
+class IPASSR(nn.Module):
+    """iPASSR: super-resolves a stereo pair with one Siamese network.
+
+    ``forward(left, right)`` returns ``(sr_left, sr_right)``; with ``return_attention=True`` it
+    returns ``(sr_left, sr_right, AttentionMaps)`` for the losses and visualisations.
+    Call ``.eval()`` for inference: biPAM's BatchNorm then normalises each view of each pair by its
+    own statistics, as the published evaluation did (SPEC.md).
+    """
+
+    def __init__(self, scale: int = 4, *, use_attention: bool = True, use_whitening: bool = True,
+                 use_valid_mask: bool = True, channels: int = 64) -> None:
+        super().__init__()
+        if not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        self.config = ModelConfig(scale, use_attention, use_whitening, use_valid_mask)
+        self.feature_conv = nn.Conv2d(3, channels, 3, 1, 1)
+        self.feature_group = ResidualDenseGroup(channels)
+        self.attention = (BiPAM(channels, 4 * channels, use_whitening=use_whitening,
+                                use_valid_mask=use_valid_mask) if use_attention else None)
+        self.fusion = Fusion(channels)
+        self.reconstruction_group = ResidualDenseGroup(channels)
+        self.upsampler = Upsampler(scale, channels)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "IPASSR":
+        return cls(config.scale, use_attention=config.use_attention,
+                   use_whitening=config.use_whitening, use_valid_mask=config.use_valid_mask)
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    def extract(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, 64, H, W) and hierarchical features (N, 256, H, W) of a stack of views."""
+        return self.feature_group(self.feature_conv(views))
+
+    def reconstruct(self, views: torch.Tensor, own: torch.Tensor, converted: torch.Tensor
+                    ) -> torch.Tensor:
+        """Fused features -> SR views (N, 3, sH, sW), adding the bicubic-upsampled input."""
+        features, _ = self.reconstruction_group(self.fusion(own, converted))
+        upsampled = F.interpolate(views, scale_factor=self.scale, mode="bicubic",
+                                  align_corners=False)
+        return self.upsampler(features) + upsampled
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor, return_attention: bool = False):
+        if left.shape != right.shape:
+            raise ValueError(f"left {tuple(left.shape)} and right {tuple(right.shape)} differ")
+        batch = left.shape[0]
+        views = torch.cat((left, right), dim=0)  # both views through the shared trunk at once
+        features, hierarchy = self.extract(views)
+        feat_left, feat_right = features[:batch], features[batch:]
+        if self.attention is None:
+            converted, maps = features, None
+        else:
+            conv_left, conv_right, maps = self.attention(
+                feat_left, feat_right, hierarchy[:batch], hierarchy[batch:])
+            converted = torch.cat((conv_left, conv_right), dim=0)
+        sr = self.reconstruct(views, features, converted)
+        sr_left, sr_right = sr[:batch], sr[batch:]
+        if return_attention:
+            return sr_left, sr_right, maps
+        return sr_left, sr_right
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of learnable parameters (the paper's #Params)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["IPASSR", "ModelConfig", "AttentionMaps", "count_parameters", "ARCHITECTURE"]
