@@ -1,0 +1,169 @@
+"""``ipassr prepare``: make test sets (HR + MATLAB-exact LR) and training patch files from real datasets."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..datasets import LAYOUTS, StereoDataset, check_pairs, open_dataset, read_pair
+from ..disparity import read_disparity, write_pfm
+from ..errors import IpassrError
+from ..io import write_image
+from ..patches import plan_patches, write_patch_file
+from ..resize import imresize
+
+TESTSET_MOD = 4  # HR mod-crop shared by x2 and x4
+
+
+def add_parser(subparsers) -> None:
+    """Register ``prepare testset`` and ``prepare patches``."""
+    parser = subparsers.add_parser(
+        "prepare", help="make test sets and training patches from stereo datasets",
+        description="Turn real stereo datasets into a test set in the community layout "
+                    "(hr/, lr_x2/, lr_x4/) or into one training patch file. Layouts: "
+                    + "; ".join(LAYOUTS.values()) + ".")
+    sub = parser.add_subparsers(dest="prepare_command", metavar="WHAT")
+    sub.required = True
+
+    testset = sub.add_parser(
+        "testset", help="write ROOT/NAME/hr, lr_x2, lr_x4 from a dataset folder",
+        description="Write ROOT/NAME/hr/<scene>/hr0.png, hr1.png (mod-cropped to a multiple of 4) and "
+                    "lr_x2/, lr_x4/<scene>/lr0.png, lr1.png (MATLAB-exact bicubic). Ground-truth "
+                    "disparity found next to the images is copied as hr/<scene>/disp0.pfm.")
+    testset.add_argument("source", type=Path, metavar="SRC", help="dataset folder (any supported layout)")
+    testset.add_argument("--name", required=True, help="dataset name (folder under --output-root)")
+    testset.add_argument("--output-root", required=True, type=Path, help="root of the test sets")
+    testset.add_argument("--layout", choices=sorted(LAYOUTS), help="force the layout instead of detecting it")
+    testset.add_argument("--scales", type=int, nargs="+", default=[2, 4], metavar="S",
+                         help="LR scales to write (default: 2 4; each must divide 4)")
+    testset.add_argument("--overwrite", action="store_true", help="replace an existing ROOT/NAME")
+    testset.set_defaults(run=run_testset)
+
+    patches = sub.add_parser(
+        "patches", help="extract the paper's training patches into one .safetensors file",
+        description="Cut 30x90 LR patches (stride 20, 3-pixel margin) and the matching HR patches "
+                    "from every pair of every SRC, MATLAB-exact LR, into one memory-mappable file. "
+                    "Middlebury sources are first shrunk by 2, as in the paper.")
+    patches.add_argument("sources", type=Path, nargs="+", metavar="SRC", help="dataset folders")
+    patches.add_argument("--scale", type=int, required=True, help="upscaling factor (2 or 4)")
+    patches.add_argument("--output", type=Path, required=True, help="output .safetensors file")
+    patches.add_argument("--layout", choices=sorted(LAYOUTS), help="force the layout of every SRC")
+    shrink = patches.add_mutually_exclusive_group()
+    shrink.add_argument("--shrink-middlebury", dest="shrink", action="store_const", const=True,
+                        help="shrink every SRC by 2 first, as Middlebury (default: only Middlebury layouts)")
+    shrink.add_argument("--no-shrink", dest="shrink", action="store_const", const=False,
+                        help="never shrink by 2 (e.g. for already reduced Middlebury images)")
+    patches.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    patches.set_defaults(run=run_patches, shrink=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Not reached: the sub-subcommands set their own ``run``."""
+    raise IpassrError("choose 'ipassr prepare testset' or 'ipassr prepare patches'")
+
+
+def _mod_crop(image: np.ndarray, multiple: int) -> np.ndarray:
+    """Crop (H, W, C) at the bottom/right to a multiple of ``multiple``."""
+    return image[: image.shape[0] // multiple * multiple, : image.shape[1] // multiple * multiple]
+
+
+def run_testset(args: argparse.Namespace) -> int:
+    """Write the test set; every pair is checked before anything is written."""
+    scales = sorted(set(args.scales))
+    bad = [s for s in scales if s < 1 or TESTSET_MOD % s]
+    if bad:
+        raise IpassrError(f"--scales {bad}: each scale must divide the HR mod-crop {TESTSET_MOD}")
+    dataset = open_dataset(args.source, args.layout)
+    check_pairs(dataset.pairs, args.source)
+    target = args.output_root / args.name
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        if not args.overwrite:
+            raise IpassrError(f"{target} already exists and is not empty (use --overwrite to replace it)")
+        if not (target / "hr").is_dir():
+            raise IpassrError(f"{target} does not look like a test set (no hr/ folder): not replacing it")
+    print(f"{args.source}: {dataset.description}, {len(dataset)} pairs")
+    partial = args.output_root / f".{args.name}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    try:
+        small = _write_testset(dataset, partial, scales, args.name)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    with_gt = sum(p.disparity is not None for p in dataset.pairs)
+    print(f"wrote {target}: {len(dataset)} scenes, hr + " + ", ".join(f"lr_x{s}" for s in scales)
+          + (f", ground-truth disparity for {with_gt}" if with_gt else ""))
+    if small:
+        print(f"note: {len(small)} scene(s) are too narrow for the 64-column 'Left' crop: {', '.join(small)}")
+    return 0
+
+
+def _write_testset(dataset: StereoDataset, target: Path, scales: list[int], name: str) -> list[str]:
+    """Write hr/, lr_x{s}/ (and GT disp0.pfm) of every pair under ``target``; return too-narrow scenes."""
+    small = []
+    for pair in tqdm(dataset.pairs, desc=f"preparing {name}", unit="pair"):
+        left, right = read_pair(pair)
+        left, right = _mod_crop(left, TESTSET_MOD), _mod_crop(right, TESTSET_MOD)
+        if left.size == 0:
+            raise IpassrError(f"{pair.left}: image smaller than {TESTSET_MOD}x{TESTSET_MOD}")
+        if left.shape[1] <= 64 + 10:
+            small.append(pair.name)
+        write_image(target / "hr" / pair.name / "hr0.png", left)
+        write_image(target / "hr" / pair.name / "hr1.png", right)
+        for scale in scales:
+            folder = target / f"lr_x{scale}" / pair.name
+            write_image(folder / "lr0.png", imresize(left, 1.0 / scale))
+            write_image(folder / "lr1.png", imresize(right, 1.0 / scale))
+        if pair.disparity is not None:
+            disparity = read_disparity(pair.disparity)
+            write_pfm(target / "hr" / pair.name / "disp0.pfm", disparity[: left.shape[0], : left.shape[1]])
+    return small
+
+
+def _source_name(path: Path, taken: set[str]) -> str:
+    """A unique, readable source name: the folder path as given, posix style."""
+    name = path.as_posix().rstrip("/") or "."
+    base, k = name, 2
+    while name in taken:
+        name, k = f"{base}#{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def run_patches(args: argparse.Namespace) -> int:
+    """Plan patch counts from headers, then stream every pair's patches into the output file."""
+    if args.scale < 1:
+        raise IpassrError(f"--scale must be a positive integer, got {args.scale}")
+    if args.output.exists() and not args.overwrite:
+        raise IpassrError(f"{args.output} already exists (use --overwrite to replace it)")
+    if args.output.suffix != ".safetensors":
+        raise IpassrError(f"{args.output}: the patch file must end in .safetensors")
+    datasets: list[tuple[str, StereoDataset, bool]] = []
+    taken: set[str] = set()
+    for source in args.sources:
+        dataset = open_dataset(source, args.layout)
+        check_pairs(dataset.pairs, source)
+        shrink = dataset.is_middlebury if args.shrink is None else args.shrink
+        datasets.append((_source_name(source, taken), dataset, shrink))
+        print(f"{source}: {dataset.description}, {len(dataset)} pairs"
+              + (", shrunk by 2 first" if shrink else ""))
+    jobs = plan_patches(datasets, args.scale)
+    bar = tqdm(total=len(jobs), desc="cutting patches", unit="pair")
+    counts = write_patch_file(args.output, jobs, args.scale, read_pair, progress=lambda job: bar.update())
+    bar.close()
+    width = max(len(name) for name in counts)
+    for name, count in counts.items():
+        print(f"  {name:<{width}}  {count:>8} patches")
+    print(f"wrote {args.output}: {sum(counts.values())} patch pairs at x{args.scale}, "
+          f"{args.output.stat().st_size / 2**20:.1f} MiB")
+    zero = [j.pair.name for j in jobs if j.count == 0]
+    if zero:
+        print(f"note: {len(zero)} pair(s) too small for any patch: {', '.join(zero[:10])}")
+    return 0
