@@ -1,0 +1,33 @@
+"""Shared fixtures: where the conformance fixtures and real data live (../shared, as in CI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CONFORMANCE = SHARED / "conformance"
+DATA = SHARED / "data"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def conformance_dir() -> Path:
+    assert CONFORMANCE.is_dir(), f"conformance fixtures not found at {CONFORMANCE}"
+    return CONFORMANCE
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    assert DATA.is_dir(), f"shared data not found at {DATA}"
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def cones_pair(data_dir: Path) -> tuple[Path, Path]:
+    """A real Middlebury 2003 stereo pair (450x375)."""
+    folder = data_dir / "middlebury" / "2003" / "Cones"
+    return folder / "im2.png", folder / "im6.png"

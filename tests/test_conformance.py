@@ -1,0 +1,104 @@
+"""The network and losses against the reference implementation's own outputs (SPEC.md, conformance/)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ipassr.checkpoint import load_network, reference_to_ours
+from ipassr.losses import ipassr_loss
+from ipassr.model import count_parameters
+
+SCALES = (2, 4)
+PARAMS = {2: 1_377_931, 4: 1_427_851}
+LOSS_KEYS = {"sr": "loss_SR", "photo": "loss_photo", "smooth": "loss_smooth",
+             "cycle": "loss_cycle", "cons": "loss_cons", "total": "loss_total"}
+
+
+@pytest.fixture(scope="module", params=SCALES, ids=lambda s: f"x{s}")
+def fixture(request, conformance_dir):
+    scale = request.param
+    arrays = np.load(conformance_dir / f"x{scale}.npz")
+    tensors = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+    info = json.loads((conformance_dir / f"x{scale}.json").read_text())
+    model = load_network(conformance_dir / f"x{scale}.pth.tar")
+    return scale, model, tensors, info
+
+
+@pytest.fixture(scope="module")
+def training_pass(fixture):
+    """One training-mode forward + loss + backward of the whole batch, as the reference did."""
+    scale, model, t, _ = fixture
+    model.train()
+    model.zero_grad()
+    sr_left, sr_right, maps = model(t["LR_left"], t["LR_right"], return_attention=True)
+    terms = ipassr_loss(sr_left, sr_right, t["HR_left"], t["HR_right"], t["LR_left"],
+                        t["LR_right"], maps, scale)
+    terms["total"].backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return sr_left.detach(), sr_right.detach(), maps, terms, grads
+
+
+def test_parameter_count(fixture):
+    scale, model, _, info = fixture
+    assert count_parameters(model) == PARAMS[scale] == info["param_count"]
+
+
+def test_inference_outputs_each_pair_alone(fixture):
+    _, model, t, _ = fixture
+    model.eval()
+    with torch.no_grad():
+        for i in range(t["LR_left"].shape[0]):
+            sr_left, sr_right = model(t["LR_left"][i:i + 1], t["LR_right"][i:i + 1])
+            torch.testing.assert_close(sr_left, t["infer_SR_left"][i:i + 1], atol=1e-4, rtol=0)
+            torch.testing.assert_close(sr_right, t["infer_SR_right"][i:i + 1], atol=1e-4, rtol=0)
+
+
+def test_inference_batch_equals_single_runs(fixture):
+    """Each view is normalised by its own statistics, so batching pairs changes nothing."""
+    _, model, t, _ = fixture
+    model.eval()
+    with torch.no_grad():
+        sr_left, sr_right = model(t["LR_left"], t["LR_right"])
+    torch.testing.assert_close(sr_left, t["infer_SR_left"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(sr_right, t["infer_SR_right"], atol=1e-4, rtol=0)
+
+
+def test_training_outputs(fixture, training_pass):
+    _, _, t, _ = fixture
+    sr_left, sr_right, maps, _, _ = training_pass
+    torch.testing.assert_close(sr_left, t["train_SR_left"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(sr_right, t["train_SR_right"], atol=1e-4, rtol=0)
+
+
+def test_attention_maps_and_valid_masks(fixture, training_pass):
+    _, _, t, _ = fixture
+    maps = training_pass[2]
+    torch.testing.assert_close(maps.right_to_left.detach(), t["train_M_right_to_left"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(maps.left_to_right.detach(), t["train_M_left_to_right"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(maps.valid_left, t["train_V_left"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(maps.valid_right, t["train_V_right"], atol=1e-5, rtol=0)
+    assert not maps.valid_left.requires_grad and not maps.valid_right.requires_grad
+
+
+def test_every_loss_term(fixture, training_pass):
+    _, _, _, info = fixture
+    terms = training_pass[3]
+    for ours, theirs in LOSS_KEYS.items():
+        expected = info["losses"][theirs]
+        assert terms[ours].item() == pytest.approx(expected, rel=1e-5), ours
+
+
+def test_gradients(fixture, training_pass):
+    _, _, t, _ = fixture
+    grads = training_pass[4]
+    names = [k[len("grad."):] for k in t if k.startswith("grad.")]
+    assert names, "no gradients in the fixture"
+    for name in names:
+        ours = grads[reference_to_ours(name)]
+        reference = t[f"grad.{name}"]
+        relative = ((ours - reference).norm() / reference.norm()).item()
+        assert relative < 1e-3, f"{name}: relative gradient error {relative:.2e}"

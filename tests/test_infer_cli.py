@@ -1,0 +1,170 @@
+"""``ipassr infer`` and the Python API on real pairs, and their bad-input behaviour."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ipassr
+from ipassr.cli import main
+from ipassr.errors import CheckpointError, IpassrError
+from ipassr.io import read_image, write_image
+
+
+@pytest.fixture(scope="module")
+def small_pair(tmp_path_factory, cones_pair):
+    """A 40x64 crop of the real Cones pair (keeps the CPU test quick)."""
+    folder = tmp_path_factory.mktemp("pair")
+    for source, name in zip(cones_pair, ("left.png", "right.png")):
+        write_image(folder / name, read_image(source)[100:140, 150:214])
+    return folder / "left.png", folder / "right.png"
+
+
+@pytest.fixture(scope="module")
+def x2_weights(conformance_dir):
+    return conformance_dir / "x2.pth.tar"
+
+
+@pytest.fixture(scope="module")
+def model(x2_weights):
+    return ipassr.load_model(x2_weights)
+
+
+def test_cli_pair_writes_both_views(tmp_path, small_pair, x2_weights, model):
+    out_left, out_right = tmp_path / "a.png", tmp_path / "b.png"
+    code = main(["infer", "--left", str(small_pair[0]), "--right", str(small_pair[1]),
+                 "--weights", str(x2_weights), "--output-left", str(out_left),
+                 "--output-right", str(out_right)])
+    assert code == 0
+    sr_left = read_image(out_left)
+    assert sr_left.shape == (80, 128, 3)
+    expected, _ = model.super_resolve(read_image(small_pair[0]), read_image(small_pair[1]))
+    assert np.array_equal(sr_left, expected)
+
+
+def test_cli_folder_of_scenes(tmp_path, small_pair, x2_weights):
+    for scene in ("sceneA", "sceneB"):
+        (tmp_path / "in" / scene).mkdir(parents=True)
+        shutil.copy(small_pair[0], tmp_path / "in" / scene / "lr0.png")
+        shutil.copy(small_pair[1], tmp_path / "in" / scene / "lr1.png")
+    code = main(["infer", "--input-dir", str(tmp_path / "in"), "--weights", str(x2_weights),
+                 "--output-dir", str(tmp_path / "out")])
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "sceneA_L.png", "sceneA_R.png", "sceneB_L.png", "sceneB_R.png"]
+
+
+def test_cli_folder_with_incomplete_scene_writes_nothing(tmp_path, small_pair, x2_weights, capsys):
+    (tmp_path / "in" / "good").mkdir(parents=True)
+    (tmp_path / "in" / "bad").mkdir(parents=True)
+    for name in ("lr0.png", "lr1.png"):
+        shutil.copy(small_pair[0], tmp_path / "in" / "good" / name)
+    shutil.copy(small_pair[0], tmp_path / "in" / "bad" / "lr0.png")
+    code = main(["infer", "--input-dir", str(tmp_path / "in"), "--weights", str(x2_weights),
+                 "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    assert "bad (no lr1.png)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def run_cli_error(args, capsys):
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("ipassr: error:")
+    return err[0]
+
+
+def test_different_sizes(tmp_path, small_pair, x2_weights, capsys):
+    write_image(tmp_path / "small.png", read_image(small_pair[1])[:30])
+    message = run_cli_error(["infer", "--left", str(small_pair[0]), "--right",
+                             str(tmp_path / "small.png"), "--weights", str(x2_weights),
+                             "--output-left", str(tmp_path / "a.png"),
+                             "--output-right", str(tmp_path / "b.png")], capsys)
+    assert "same size" in message and "small.png" in message
+    assert not list(tmp_path.glob("[ab].png"))
+
+
+def test_missing_view(tmp_path, small_pair, x2_weights, capsys):
+    message = run_cli_error(["infer", "--left", str(small_pair[0]), "--right",
+                             str(tmp_path / "nope.png"), "--weights", str(x2_weights),
+                             "--output-left", str(tmp_path / "a.png"),
+                             "--output-right", str(tmp_path / "b.png")], capsys)
+    assert "nope.png: no such file" in message
+
+
+def test_corrupt_png(tmp_path, small_pair, x2_weights, capsys):
+    data = small_pair[1].read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    message = run_cli_error(["infer", "--left", str(small_pair[0]), "--right",
+                             str(tmp_path / "cut.png"), "--weights", str(x2_weights),
+                             "--output-left", str(tmp_path / "a.png"),
+                             "--output-right", str(tmp_path / "b.png")], capsys)
+    assert "cut.png" in message
+    assert not list(tmp_path.glob("[ab].png"))
+
+
+def test_wrong_scale_weights(tmp_path, small_pair, x2_weights, capsys):
+    message = run_cli_error(["infer", "--left", str(small_pair[0]), "--right",
+                             str(small_pair[1]), "--weights", str(x2_weights), "--scale", "4",
+                             "--output-left", str(tmp_path / "a.png"),
+                             "--output-right", str(tmp_path / "b.png")], capsys)
+    assert "x2 weights but x4" in message
+
+
+def test_malicious_checkpoint_via_cli(tmp_path, small_pair, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    torch.save({"state_dict": {"w": Evil()}}, tmp_path / "evil.pth")
+    message = run_cli_error(["infer", "--left", str(small_pair[0]), "--right",
+                             str(small_pair[1]), "--weights", str(tmp_path / "evil.pth"),
+                             "--output-left", str(tmp_path / "a.png"),
+                             "--output-right", str(tmp_path / "b.png")], capsys)
+    assert "evil.pth: refused to load" in message
+
+
+def test_usage_error_exit_code(capsys):
+    message = run_cli_error(["infer", "--left", "a.png"], capsys)
+    assert "--right" in message
+
+
+def test_console_script_module_entry(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ipassr", "infer", "--left", "x.png"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "ipassr: error:" in result.stderr
+
+
+def test_api_accepts_pil_numpy_and_tensors(model, small_pair):
+    left, right = read_image(small_pair[0]), read_image(small_pair[1])
+    from_numpy = model.super_resolve(left, right)
+    from_pil = model.super_resolve(Image.fromarray(left), Image.fromarray(right))
+    assert isinstance(from_pil[0], Image.Image) and from_pil[0].size == (128, 80)
+    assert np.array_equal(np.asarray(from_pil[0]), from_numpy[0])
+    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 255  # noqa: E731
+    from_tensor = model.super_resolve(as_tensor(left), as_tensor(right))
+    assert from_tensor[0].shape == (3, 80, 128)
+    assert np.array_equal(ipassr.io.tensor_to_image(from_tensor[0]), from_numpy[0])
+    from_float = model.super_resolve(left / 255.0, right / 255.0)
+    assert from_float[0].dtype == np.float32 and from_float[0].shape == (80, 128, 3)
+
+
+def test_api_rejects_non_finite_and_mismatched_inputs(model):
+    bad = torch.rand(3, 8, 8)
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(IpassrError, match="NaN"):
+        model.super_resolve(bad, torch.rand(3, 8, 8))
+    with pytest.raises(IpassrError, match="same size"):
+        model.super_resolve(torch.rand(3, 8, 8), torch.rand(3, 8, 9))
+
+
+def test_api_scale_check(x2_weights):
+    with pytest.raises(CheckpointError):
+        ipassr.load_model(x2_weights, scale=4)
