@@ -78,6 +78,8 @@ def prepare_pair(left: np.ndarray, right: np.ndarray, scale: int, middlebury: bo
 
 def _cut(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
     """Patches (len(rows) * len(cols), height, width, C) starting at every (row, col), row-major."""
+    if rows.size == 0 or cols.size == 0:
+        return np.zeros((0, height, width, image.shape[2]), dtype=image.dtype)
     windows = np.lib.stride_tricks.sliding_window_view(image, (height, width), axis=(0, 1))
     picked = windows[rows][:, cols]                                # (nr, nc, C, height, width)
     return np.ascontiguousarray(picked.transpose(0, 1, 3, 4, 2).reshape(-1, height, width, image.shape[2]))

@@ -1,0 +1,89 @@
+"""PSNR/SSIM as the paper's protocol, checked against scikit-image and by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ipassr.errors import IpassrError
+from ipassr.io import read_image
+from ipassr.metrics import psnr, score_pair, ssim
+from ipassr.resize import imresize
+
+skimage_metrics = pytest.importorskip("skimage.metrics")
+
+
+@pytest.fixture(scope="module")
+def real_pair(cones_pair):
+    """A real HR crop and its MATLAB-bicubic x2 reconstruction (SR-like degradation)."""
+    hr = read_image(cones_pair[0])[100:196, 120:260]
+    return hr, imresize(imresize(hr, 0.5), 2)
+
+
+def test_psnr_by_hand():
+    a = np.full((8, 9, 3), 100, np.uint8)
+    b = a.copy()
+    b[..., 0] += 3                                 # MSE = 9 / 3 = 3 over all values
+    assert psnr(a, b) == pytest.approx(10 * np.log10(255 ** 2 / 3.0))
+    assert psnr(a, a) == float("inf")
+
+
+def test_psnr_matches_skimage(real_pair):
+    hr, sr = real_pair
+    assert psnr(sr, hr) == pytest.approx(skimage_metrics.peak_signal_noise_ratio(hr, sr, data_range=255), abs=1e-10)
+
+
+def _skimage_ssim(a, b):
+    return skimage_metrics.structural_similarity(a, b, channel_axis=2, data_range=255, gaussian_weights=True,
+                                                 sigma=1.5, use_sample_covariance=False)
+
+
+def test_ssim_matches_skimage_gaussian_on_real_images(real_pair):
+    hr, sr = real_pair
+    value = ssim(sr, hr)
+    assert 0.5 < value < 1.0
+    assert value == pytest.approx(_skimage_ssim(hr, sr), abs=1e-10)
+
+
+def test_ssim_matches_skimage_on_noise_and_grey():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    assert ssim(a, b) == pytest.approx(_skimage_ssim(a, b), abs=1e-10)
+    grey = skimage_metrics.structural_similarity(a[..., 0], b[..., 0], data_range=255, gaussian_weights=True,
+                                                 sigma=1.5, use_sample_covariance=False)
+    assert ssim(a[..., 0], b[..., 0]) == pytest.approx(grey, abs=1e-10)
+    assert ssim(a, a) == pytest.approx(1.0)
+
+
+def test_ssim_is_not_the_uniform_window_definition(real_pair):
+    """Guard against silently switching to skimage's default 7x7 uniform window."""
+    hr, sr = real_pair
+    uniform = skimage_metrics.structural_similarity(hr, sr, channel_axis=2, data_range=255)
+    assert abs(ssim(sr, hr) - uniform) > 1e-4
+
+
+def test_left_score_crops_64_columns_and_stereo_is_uncropped(real_pair):
+    hr, sr = real_pair
+    spoiled = hr.copy()
+    spoiled[:, :64] = 255 - spoiled[:, :64]        # damage only the columns the 'Left' score ignores
+    score = score_pair(spoiled, sr, hr, hr)
+    assert score.left_psnr == float("inf") and score.left_ssim == pytest.approx(1.0)
+    assert score.stereo_psnr == pytest.approx((psnr(spoiled, hr) + psnr(sr, hr)) / 2)
+    assert score.stereo_ssim == pytest.approx((ssim(spoiled, hr) + ssim(sr, hr)) / 2)
+    plain = score_pair(sr, sr, hr, hr)
+    assert plain.left_psnr == pytest.approx(psnr(sr[:, 64:], hr[:, 64:]))
+    assert set(plain.to_dict()) == {"left_psnr", "left_ssim", "stereo_psnr", "stereo_ssim"}
+
+
+def test_bad_inputs():
+    small = np.zeros((20, 70, 3), np.uint8)
+    with pytest.raises(IpassrError, match="too small for the 64-column crop"):
+        score_pair(small, small, small, small, "Tiny/scene")
+    a = np.zeros((20, 100, 3), np.uint8)
+    with pytest.raises(IpassrError, match="Tiny/scene: SR right view is 99x20 but HR is 100x20"):
+        score_pair(a, a[:, :99], a, a, "Tiny/scene")
+    with pytest.raises(TypeError, match="uint8"):
+        psnr(a.astype(np.float32), a.astype(np.float32))
+    with pytest.raises(IpassrError, match="smaller than the 11x11 window"):
+        ssim(a[:5], a[:5])
