@@ -46,9 +46,11 @@ def resolve_weights(weights: PathLike | None, scale: int | None) -> Path:
 class StereoSR:
     """A loaded iPASSR network ready to super-resolve stereo pairs."""
 
-    def __init__(self, network: IPASSR, device: str | torch.device = "cpu") -> None:
+    def __init__(self, network: IPASSR, device: str | torch.device = "cpu", *,
+                 max_memory: int | None = None) -> None:
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
+        self.max_memory = max_memory  # bytes of activations per forward pass (None: default)
 
     @property
     def scale(self) -> int:
@@ -56,9 +58,20 @@ class StereoSR:
 
     def super_resolve_tensors(self, left: torch.Tensor, right: torch.Tensor,
                               return_attention: bool = False):
-        """Float (B, 3, H, W) pairs in [0, 1] -> raw network output (B, 3, sH, sW), unclamped."""
+        """Float (B, 3, H, W) pairs in [0, 1] -> raw network output (B, 3, sH, sW), unclamped.
+
+        Without attention maps this runs the fast, memory-bounded path (``ipassr.tiling``),
+        equal to the plain forward to float32 rounding; ``return_attention`` needs the full
+        (B, H, W, W) maps and so runs the plain forward.
+        """
         check_finite(left, "left")
         check_finite(right, "right")
+        if not return_attention:
+            from .tiling import stereo_forward
+
+            return stereo_forward(self.network, left.to(self.device, torch.float32),
+                                  right.to(self.device, torch.float32),
+                                  max_memory=self.max_memory)
         with torch.inference_mode():
             outputs = self.network(left.to(self.device, torch.float32),
                                    right.to(self.device, torch.float32),
@@ -92,14 +105,16 @@ class StereoSR:
 
 
 def load_model(weights: PathLike | None = None, *, scale: int | None = None,
-               device: str | torch.device = "cpu") -> StereoSR:
+               device: str | torch.device = "cpu", max_memory: int | None = None) -> StereoSR:
     """Load iPASSR weights (reference ``.pth.tar``, our ``.safetensors``, or the shipped ones).
 
     ``scale`` picks the shipped weights when ``weights`` is None, and is checked against the file
-    otherwise (a mismatch is a ``CheckpointError``).
+    otherwise (a mismatch is a ``CheckpointError``). ``max_memory`` bounds the activation memory
+    of one forward pass in bytes (default ``ipassr.tiling.DEFAULT_MAX_MEMORY``): larger images
+    are processed in chunks of rows and, if needed, in bands, with identical results.
     """
     path = resolve_weights(weights, scale)
-    return StereoSR(load_network(path, scale=scale), device=device)
+    return StereoSR(load_network(path, scale=scale), device=device, max_memory=max_memory)
 
 
 def check_finite(tensor: torch.Tensor, name: str) -> None:

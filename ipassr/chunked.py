@@ -1,0 +1,156 @@
+"""Memory-bounded biPAM: parallax attention computed a few image rows at a time.
+
+Each image row attends only within itself (the epipolar line), so the (H, W, W) attention maps
+never need to exist at once: rows are processed in chunks sized from a memory budget, and peak
+memory grows with H * W (the features) plus one chunk of (rows, W, W), instead of H * W^2.
+
+Everything is computed from one score matrix S (rows, W_left, W_right) per chunk, without
+transposed copies and without the 5-fold relaxed map of the reference implementation:
+
+* M_R->L = softmax(S, over right columns)             (``row_softmax``)
+* M_L->R^T = softmax(S, over left columns)            (``col_softmax``, the same layout as S)
+* V_L[i] = tanh(5 * sum_j (sum_{|d|<=2} M_R->L[i+d, j]) * M_L->R[j, i])
+* V_R[j] = tanh(5 * sum_i M_R->L[i, j] * (sum_{|d|<=2} M_L->R[j+d, i]))
+
+The relaxation is a sum of the map shifted along one axis (zero-filled), i.e. the sum of five
+shifted diagonals of M_R->L x M_L->R; it is applied to one chunk at a time. The results equal
+``BiPAM``'s plain path to float32 rounding (tests/test_chunked.py).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .attention import MASK_SHARPNESS, RELAX_PIXELS
+from .errors import IpassrError
+
+FLOAT_BYTES = 4
+# Live (rows, W, W) float32 buffers per chunk row: score, two softmaxes, relaxed sum, product.
+MAPS_PER_ROW = 5
+DEFAULT_ATTENTION_MEMORY = 512 * 2 ** 20  # bytes for one chunk of attention maps
+
+
+class RowAttention(NamedTuple):
+    """What the chunked biPAM can return besides the fused features (no full maps)."""
+
+    valid_left: torch.Tensor  # V_L (B, 1, H, W)
+    valid_right: torch.Tensor  # V_R (B, 1, H, W)
+    offset_left: torch.Tensor  # expected right column minus left column, (B, 1, H, W)
+    offset_right: torch.Tensor  # expected left column minus right column, (B, 1, H, W)
+
+
+def attention_row_bytes(batch: int, width: int) -> int:
+    """Bytes of attention buffers one image row needs (all pairs of the batch)."""
+    return MAPS_PER_ROW * batch * width * width * FLOAT_BYTES
+
+
+def rows_per_chunk(batch: int, height: int, width: int, budget: int) -> int:
+    """How many image rows of attention fit in ``budget`` bytes (at least one, at most H)."""
+    row = attention_row_bytes(batch, width)
+    if budget < row:
+        raise IpassrError(
+            f"memory budget {format_bytes(budget)} is too small for one image row of parallax "
+            f"attention at width {width} (batch {batch}): the minimum is {format_bytes(row)}")
+    return max(1, min(height, budget // row))
+
+
+def format_bytes(n: float) -> str:
+    """Human-readable byte count (KiB/MiB/GiB)."""
+    if n >= 2 ** 30:
+        return f"{n / 2 ** 30:.2f} GiB"
+    if n >= 2 ** 20:
+        return f"{n / 2 ** 20:.1f} MiB"
+    return f"{n / 2 ** 10:.1f} KiB"
+
+
+def relax_along(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS) -> torch.Tensor:
+    """Sum of ``maps`` shifted by -pixels..+pixels along ``dim`` (zero-filled), one new buffer."""
+    relaxed = maps.clone()
+    size = maps.shape[dim]
+    for shift in range(1, min(pixels, size - 1) + 1):
+        relaxed.narrow(dim, shift, size - shift).add_(maps.narrow(dim, 0, size - shift))
+        relaxed.narrow(dim, 0, size - shift).add_(maps.narrow(dim, shift, size - shift))
+    return relaxed
+
+
+def valid_masks_from_softmaxes(row_softmax: torch.Tensor, col_softmax: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """V_L (..., W_left) and V_R (..., W_right) from M_R->L and M_L->R^T, both (..., Wl, Wr)."""
+    relaxed = relax_along(row_softmax, dim=-2)  # relax M_R->L along its left-column axis
+    cycle_left = relaxed.mul_(col_softmax).sum(-1)
+    relaxed = relax_along(col_softmax, dim=-1)  # relax M_L->R along its right-column axis
+    cycle_right = relaxed.mul_(row_softmax).sum(-2)
+    return torch.tanh(MASK_SHARPNESS * cycle_left), torch.tanh(MASK_SHARPNESS * cycle_right)
+
+
+def expected_offset(maps: torch.Tensor) -> torch.Tensor:
+    """Expected source column minus target column of maps (..., W_target, W_source)."""
+    source = torch.arange(maps.shape[-1], dtype=maps.dtype, device=maps.device)
+    target = torch.arange(maps.shape[-2], dtype=maps.dtype, device=maps.device)
+    return maps @ source - target
+
+
+def _rows(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows start:stop of (B, C, H, W) as (B, rows, W, C) (a view when x is channels_last)."""
+    return x[:, :, start:stop].permute(0, 2, 3, 1)
+
+
+def _blend(own: torch.Tensor, converted: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """own * (1 - V) + converted * V (eq. 5); converted alone when there is no valid mask."""
+    if valid is None:
+        return converted
+    valid = valid.unsqueeze(-1)
+    return own * (1 - valid) + converted * valid
+
+
+def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.Tensor,
+                            right: torch.Tensor, *, use_valid_mask: bool = True,
+                            budget: int = DEFAULT_ATTENTION_MEMORY, rows: int | None = None,
+                            out_left: torch.Tensor | None = None,
+                            out_right: torch.Tensor | None = None, with_details: bool = False
+                            ) -> tuple[torch.Tensor, torch.Tensor, RowAttention | None]:
+    """biPAM's output (eq. 5) for both views, a chunk of rows at a time.
+
+    ``query`` (left) and ``key`` (right) are the whitened embeddings (B, Cq, H, W); ``left`` and
+    ``right`` the features to exchange (B, C, H, W). ``rows`` overrides the chunk height that
+    ``budget`` (bytes for the attention buffers) would give. Results go to ``out_left`` /
+    ``out_right`` when given (e.g. slices of a larger buffer). With ``with_details`` the valid
+    masks and the attention's expected column offsets are returned too, (B, 1, H, W) each.
+    """
+    batch, _, height, width = query.shape
+    step = rows if rows is not None else rows_per_chunk(batch, height, width, budget)
+    if out_left is None:
+        out_left = torch.empty_like(left)
+    if out_right is None:
+        out_right = torch.empty_like(right)
+    details = None
+    if with_details:
+        details = RowAttention(*(query.new_empty(batch, 1, height, width) for _ in range(4)))
+    for start in range(0, height, step):
+        stop = min(height, start + step)
+        score = torch.matmul(_rows(query, start, stop), key[:, :, start:stop].transpose(1, 2))
+        row_softmax = torch.softmax(score, dim=-1)  # M_R->L (B, r, Wl, Wr)
+        col_softmax = torch.softmax(score, dim=-2)  # M_L->R transposed, same layout
+        del score
+        own_left, own_right = _rows(left, start, stop), _rows(right, start, stop)
+        converted_left = torch.matmul(row_softmax, own_right)  # (B, r, Wl, C)
+        converted_right = torch.matmul(col_softmax.transpose(-1, -2), own_left)
+        valid_left = valid_right = None
+        if use_valid_mask:
+            valid_left, valid_right = valid_masks_from_softmaxes(row_softmax, col_softmax)
+        _rows(out_left, start, stop).copy_(_blend(own_left, converted_left, valid_left))
+        _rows(out_right, start, stop).copy_(_blend(own_right, converted_right, valid_right))
+        if details is not None:
+            ones = torch.ones_like(row_softmax[..., 0])
+            details.valid_left[:, 0, start:stop] = ones if valid_left is None else valid_left
+            details.valid_right[:, 0, start:stop] = ones if valid_right is None else valid_right
+            details.offset_left[:, 0, start:stop] = expected_offset(row_softmax)
+            details.offset_right[:, 0, start:stop] = expected_offset(col_softmax.transpose(-1, -2))
+    return out_left, out_right, details
+
+
+__all__ = ["RowAttention", "chunked_parallax_fusion", "rows_per_chunk", "attention_row_bytes",
+           "valid_masks_from_softmaxes", "relax_along", "expected_offset",
+           "DEFAULT_ATTENTION_MEMORY"]

@@ -1,0 +1,412 @@
+"""Fast, memory-bounded inference for any image size, equal to ``IPASSR.forward`` in eval mode.
+
+``stereo_forward(network, left, right, max_memory=...)`` runs the network's own modules in a
+faster and leaner way than the training-oriented ``forward``:
+
+* channels_last activations, no autograd (``torch.inference_mode``), in-place activations;
+* dense blocks write each layer's output into one preallocated buffer instead of re-concatenating
+  (``torch.cat`` copies the whole growing tensor at every layer);
+* the biPAM attention is computed a chunk of rows at a time (``ipassr.chunked``), so the
+  (H, W, W) maps never exist at once;
+* the upsampler runs in bands of rows, so its s^2-times-wider activations stay small.
+
+When even the H x W activations do not fit ``max_memory`` the image is processed in horizontal
+bands with enough overlap (halo) for the receptive field of each stage. The two statistics that
+span the whole image are gathered in extra passes so tiling stays exact: biPAM's per-image
+BatchNorm statistics (pass 1) and the channel attention's global average pool (pass 3).
+
+Shapes: views (B, 3, H, W) in [0, 1] -> SR views (B, 3, sH, sW). Eval-mode semantics only: each
+view is normalised by its own statistics, as in the published evaluation (SPEC.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import LEAKY_SLOPE, BiPAM
+from .chunked import (DEFAULT_ATTENTION_MEMORY, RowAttention, attention_row_bytes,
+                      chunked_parallax_fusion, format_bytes)
+from .errors import IpassrError
+from .model import IPASSR, ChannelAttention, ResidualDenseBlock, ResidualDenseGroup, Upsampler
+
+DEFAULT_MAX_MEMORY = 4 * 2 ** 30  # bytes of activations one forward pass may use
+FLOAT_BYTES = 4
+MIN_BAND_ROWS = 8
+UPSAMPLE_BAND_ROWS = 32
+# Peak live activation channels per LR pixel of each view (measured from the code below, rounded
+# up): untiled forward, and one band of the tiled forward (per row of band plus halo).
+UNTILED_CHANNELS = 800
+BAND_CHANNELS = 900
+STORED_CHANNELS_TILED = 128  # the fusion input/output buffer kept for the whole image
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """How one forward pass will run: whole image or bands, and the attention chunk height."""
+
+    tiled: bool
+    band_rows: int  # LR rows per band (H when untiled)
+    attention_rows: int  # image rows per attention chunk
+    estimated_bytes: int  # predicted peak activation memory
+
+
+def receptive_radius(module: nn.Module) -> int:
+    """Rows of context a chain of convolutions needs on each side (sum of kernel half-widths)."""
+    return sum((m.kernel_size[0] // 2) * m.dilation[0] for m in module.modules()
+               if isinstance(m, nn.Conv2d))
+
+
+def stage_halos(network: IPASSR) -> dict[str, int]:
+    """LR-row halo each tiled pass needs so that its band's central rows are exact."""
+    extract = receptive_radius(network.feature_conv) + receptive_radius(network.feature_group)
+    transition = receptive_radius(network.attention.transition) if network.attention else 0
+    # the upsampler's HR 3x3 conv needs under one LR row; the bicubic residual needs two
+    upsample = max(-(-receptive_radius(network.upsampler) // network.scale), 2)
+    return {"extract": extract, "embed": extract + transition,
+            "fusion": receptive_radius(network.fusion.dense),
+            "reconstruct": receptive_radius(network.reconstruction_group) + upsample}
+
+
+def plan_inference(network: IPASSR, batch: int, height: int, width: int,
+                   max_memory: int | None = None) -> InferencePlan:
+    """Choose untiled or tiled execution and chunk sizes so the pass fits ``max_memory`` bytes."""
+    budget = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
+    views = 2 * batch
+    row_attention = attention_row_bytes(batch, width) if network.attention is not None else 0
+    output = views * 3 * network.scale ** 2 * height * width * FLOAT_BYTES
+    untiled = UNTILED_CHANNELS * views * height * width * FLOAT_BYTES + output
+    if untiled + row_attention <= budget:
+        rows = _attention_rows(batch, height, width, budget - untiled)
+        return InferencePlan(False, height, rows, untiled + rows * row_attention)
+    halo = max(stage_halos(network).values())
+    stored = STORED_CHANNELS_TILED * views * height * width * FLOAT_BYTES + output
+    per_band_row = BAND_CHANNELS * views * width * FLOAT_BYTES
+    minimum = stored + row_attention + per_band_row * (MIN_BAND_ROWS + 2 * halo)
+    if budget < minimum:
+        raise IpassrError(_too_large_message(budget, minimum, batch, height, width, views,
+                                             row_attention, per_band_row, halo, network.scale))
+    spare = budget - stored - row_attention
+    band = min(height, spare // per_band_row - 2 * halo)
+    attention_budget = budget - stored - per_band_row * (band + 2 * halo)
+    rows = _attention_rows(batch, band, width, attention_budget)
+    return InferencePlan(True, int(band), rows,
+                         stored + per_band_row * (band + 2 * halo) + rows * row_attention)
+
+
+def _attention_rows(batch: int, height: int, width: int, budget: int) -> int:
+    """Attention chunk height: what the budget allows, capped (bigger chunks are not faster)."""
+    row = attention_row_bytes(batch, width)
+    return int(max(1, min(height, min(budget, max(DEFAULT_ATTENTION_MEMORY, row)) // row)))
+
+
+def _too_large_message(budget: int, minimum: int, batch: int, height: int, width: int,
+                       views: int, row_attention: int, per_band_row: int, halo: int,
+                       scale: int) -> str:
+    """Explain that a pair does not fit even tiled, and what would."""
+    per_image_row = (STORED_CHANNELS_TILED + 3 * scale ** 2) * views * width * FLOAT_BYTES
+    fixed = row_attention + per_band_row * (MIN_BAND_ROWS + 2 * halo)
+    fits = max(0, (budget - fixed) // per_image_row)
+    hint = (f"at width {width} at most about {fits} rows fit" if fits >= MIN_BAND_ROWS else
+            f"not even one band of {MIN_BAND_ROWS} rows fits at width {width}")
+    return (f"a {width}x{height} pair (batch {batch}) needs at least {format_bytes(minimum)} "
+            f"even when tiled, but the memory budget is {format_bytes(budget)} ({hint}); "
+            "raise --max-memory or use smaller images")
+
+
+# -- the network's stages, run fast (eval mode, no autograd) --------------------------------------
+
+def _empty_like_layout(x: torch.Tensor, channels: int, height: int | None = None) -> torch.Tensor:
+    """A channels_last (N, channels, H, W) buffer on x's device and dtype."""
+    n, _, h, w = x.shape
+    return torch.empty(n, channels, h if height is None else height, w, dtype=x.dtype,
+                       device=x.device, memory_format=torch.channels_last)
+
+
+def dense_block_in(block: ResidualDenseBlock, buffer: torch.Tensor) -> torch.Tensor:
+    """RDB whose input already fills ``buffer[:, :G0]``; layers write into the rest of it."""
+    channels = block.fuse.out_channels
+    for layer in block.layers:
+        width = layer.conv.in_channels
+        grown = F.leaky_relu_(layer.conv(buffer[:, :width]), LEAKY_SLOPE)
+        buffer[:, width:width + grown.shape[1]] = grown
+    out = block.fuse(buffer)
+    return out.add_(buffer[:, :channels])
+
+
+def dense_block(block: ResidualDenseBlock, x: torch.Tensor) -> torch.Tensor:
+    """RDB forward with one preallocated concatenation buffer, (N, G0, H, W) -> same."""
+    buffer = _empty_like_layout(x, block.fuse.in_channels)
+    buffer[:, :x.shape[1]] = x
+    return dense_block_in(block, buffer)
+
+
+def dense_group(group: ResidualDenseGroup, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RDG forward: the fused output (N, 64, H, W) and the hierarchy (N, 256, H, W)."""
+    channels = x.shape[1]
+    hierarchy = _empty_like_layout(x, group.fuse.in_channels)
+    for i, block in enumerate(group.blocks):
+        x = dense_block(block, x)
+        hierarchy[:, i * channels:(i + 1) * channels] = x
+    return group.fuse(hierarchy), hierarchy
+
+
+def extract(network: IPASSR, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature extraction of a stack of views: features (N, 64, H, W), hierarchy (N, 256, H, W)."""
+    return dense_group(network.feature_group, network.feature_conv(views))
+
+
+def normalize(bipam: BiPAM, hierarchy: torch.Tensor,
+              stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """biPAM's eval-mode BatchNorm: each view by its own statistics (given, or of ``hierarchy``)."""
+    norm = bipam.norm
+    if stats is None:
+        return F.instance_norm(hierarchy, weight=norm.weight, bias=norm.bias,
+                               use_input_stats=True, eps=norm.eps)
+    mean, invstd = stats  # (N, C) each, for exactly the views in ``hierarchy``
+    scale = (invstd * norm.weight).to(hierarchy.dtype)
+    shift = (norm.bias - mean * invstd * norm.weight).to(hierarchy.dtype)
+    return hierarchy * scale[:, :, None, None] + shift[:, :, None, None]
+
+
+def embed(bipam: BiPAM, normalized: torch.Tensor, projection: nn.Conv2d,
+          rows: slice | None = None) -> torch.Tensor:
+    """Transition block and 1x1 projection of normalised hierarchy -> query or key (N, 64, h, W)."""
+    transition = bipam.transition
+    hidden = F.leaky_relu_(transition.conv1(normalized), LEAKY_SLOPE)
+    hidden = transition.conv2(hidden).add_(normalized)
+    if rows is not None:
+        hidden = hidden[:, :, rows]
+    embedded = projection(hidden)
+    if bipam.use_whitening:
+        embedded = embedded - embedded.mean(dim=3, keepdim=True)
+    return embedded
+
+
+def channel_weights(attention: ChannelAttention, pooled: torch.Tensor) -> torch.Tensor:
+    """Channel-attention weights (N, C, 1, 1) from the global average pool (N, C, 1, 1)."""
+    hidden = F.leaky_relu(attention.squeeze(pooled), LEAKY_SLOPE)
+    return torch.sigmoid(attention.excite(hidden))
+
+
+def upsample_rows(upsampler: Upsampler, scale: int, features: torch.Tensor, views: torch.Tensor,
+                  out: torch.Tensor, rows: int = UPSAMPLE_BAND_ROWS, first: int = 0,
+                  last: int | None = None) -> None:
+    """Write upsampler(features) + bicubic(views) for LR rows first:last into ``out`` (HR rows).
+
+    Runs in bands of ``rows`` LR rows (2-row halo) so the s^2-wide activations stay small.
+    ``features`` and ``views`` cover the same LR rows; ``out`` receives HR rows for first:last.
+    """
+    height = features.shape[2]
+    last = height if last is None else last
+    for start in range(first, last, rows):
+        stop = min(last, start + rows)
+        lo, hi = max(0, start - 2), min(height, stop + 2)
+        hr = upsampler(features[:, :, lo:hi])
+        hr += F.interpolate(views[:, :, lo:hi], scale_factor=scale, mode="bicubic",
+                            align_corners=False)
+        out[:, :, (start - first) * scale:(stop - first) * scale] = \
+            hr[:, :, (start - lo) * scale:(stop - lo) * scale]
+
+
+def _row_bands(height: int, band: int) -> list[tuple[int, int]]:
+    return [(start, min(height, start + band)) for start in range(0, height, band)]
+
+
+def _with_halo(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, start: int,
+               stop: int, halo: int) -> torch.Tensor:
+    """fn applied to rows start:stop of x plus ``halo`` rows each side; the rows start:stop back."""
+    lo, hi = max(0, start - halo), min(x.shape[2], stop + halo)
+    return fn(x[:, :, lo:hi])[:, :, start - lo:stop - lo]
+
+
+# -- whole passes -----------------------------------------------------------------------------------
+
+def _prepare(network: IPASSR, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    if network.training:
+        raise ValueError("stereo_forward implements eval-mode inference: call network.eval()")
+    if left.shape != right.shape:
+        raise IpassrError(f"left {tuple(left.shape)} and right {tuple(right.shape)} differ")
+    return torch.cat((left, right), dim=0).contiguous(memory_format=torch.channels_last)
+
+
+def _exchange(network: IPASSR, query: torch.Tensor, key: torch.Tensor, fusion_input: torch.Tensor,
+              rows: slice, attention_rows: int, details: RowAttention | None) -> None:
+    """biPAM on image rows ``rows``: fills fusion_input[:, 64:128, rows] from [:, :64, rows]."""
+    channels = network.fusion.project.out_channels
+    own = fusion_input[:, :channels, rows]
+    converted = fusion_input[:, channels:2 * channels, rows]
+    if network.attention is None:
+        converted.copy_(own)
+        return
+    batch = query.shape[0]
+    _, _, info = chunked_parallax_fusion(
+        query, key, own[:batch], own[batch:], use_valid_mask=network.attention.use_valid_mask,
+        rows=attention_rows, out_left=converted[:batch], out_right=converted[batch:],
+        with_details=details is not None)
+    if details is not None:
+        for full, part in zip(details, info):
+            full[:, :, rows] = part
+
+
+def _reconstruct_rows(network: IPASSR, fused: torch.Tensor, weights: torch.Tensor,
+                      views: torch.Tensor, out: torch.Tensor, first: int, last: int) -> None:
+    """Channel attention, projection, reconstruction RDG and upsampler for LR rows first:last.
+
+    ``fused`` and ``views`` hold the same LR rows (a band with its halo, or the whole image);
+    first:last index into them, and ``out`` receives the matching HR rows.
+    """
+    features = network.fusion.project(fused * weights)
+    features, _ = dense_group(network.reconstruction_group, features)
+    upsample_rows(network.upsampler, network.scale, features, views, out, first=first, last=last)
+
+
+def _new_details(views: torch.Tensor) -> RowAttention:
+    batch = views.shape[0] // 2
+    return RowAttention(*(views.new_empty(batch, 1, views.shape[2], views.shape[3])
+                          for _ in range(4)))
+
+
+def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
+             details: RowAttention | None) -> torch.Tensor:
+    """Whole-image forward: every stage at once, attention in chunks of rows."""
+    batch, height = views.shape[0] // 2, views.shape[2]
+    channels = network.fusion.project.out_channels
+    fusion_buffer = _empty_like_layout(views, network.fusion.dense.fuse.in_channels)
+    features, hierarchy = extract(network, views)
+    fusion_buffer[:, :channels] = features
+    del features
+    query = key = None
+    if network.attention is not None:
+        bipam = network.attention
+        query = embed(bipam, normalize(bipam, hierarchy[:batch]), bipam.query)
+        key = embed(bipam, normalize(bipam, hierarchy[batch:]), bipam.key)
+    del hierarchy
+    _exchange(network, query, key, fusion_buffer, slice(0, height), plan.attention_rows, details)
+    del query, key
+    fused = dense_block_in(network.fusion.dense, fusion_buffer)
+    del fusion_buffer
+    weights = channel_weights(network.fusion.channel_attention,
+                              fused.mean(dim=(2, 3), keepdim=True))
+    out = views.new_empty(views.shape[0], 3, network.scale * height,
+                          network.scale * views.shape[3])
+    _reconstruct_rows(network, fused, weights, views, out, 0, height)
+    return out
+
+
+def _hierarchy_statistics(network: IPASSR, views: torch.Tensor, fusion_buffer: torch.Tensor,
+                          plan: InferencePlan, halo: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass 1: features into the fusion buffer; per-view mean and 1/std of the hierarchy (N, 256)."""
+    channels = network.fusion.project.out_channels
+    total = torch.zeros(views.shape[0], network.feature_group.fuse.in_channels,
+                        dtype=torch.float64, device=views.device)
+    squares = torch.zeros_like(total)
+    for start, stop in _row_bands(views.shape[2], plan.band_rows):
+        lo, hi = max(0, start - halo), min(views.shape[2], stop + halo)
+        features, hierarchy = extract(network, views[:, :, lo:hi])
+        core = slice(start - lo, stop - lo)
+        fusion_buffer[:, :channels, start:stop] = features[:, :, core]
+        hierarchy = hierarchy[:, :, core].double()
+        total += hierarchy.sum(dim=(2, 3))
+        squares += hierarchy.square().sum(dim=(2, 3))
+    count = views.shape[2] * views.shape[3]
+    mean = total / count
+    variance = (squares / count - mean.square()).clamp_min(0)
+    return mean, torch.rsqrt(variance + network.attention.norm.eps)
+
+
+def _tiled_attention(network: IPASSR, views: torch.Tensor, fusion_buffer: torch.Tensor,
+                     stats: tuple[torch.Tensor, torch.Tensor], plan: InferencePlan, halo: int,
+                     details: RowAttention | None) -> None:
+    """Pass 2: per band, recompute the hierarchy, embed with whole-image statistics, attend."""
+    bipam, batch = network.attention, views.shape[0] // 2
+    mean, invstd = stats
+    for start, stop in _row_bands(views.shape[2], plan.band_rows):
+        lo, hi = max(0, start - halo), min(views.shape[2], stop + halo)
+        _, hierarchy = extract(network, views[:, :, lo:hi])
+        core = slice(start - lo, stop - lo)
+        query = embed(bipam, normalize(bipam, hierarchy[:batch], (mean[:batch], invstd[:batch])),
+                      bipam.query, core)
+        key = embed(bipam, normalize(bipam, hierarchy[batch:], (mean[batch:], invstd[batch:])),
+                    bipam.key, core)
+        del hierarchy
+        _exchange(network, query, key, fusion_buffer, slice(start, stop), plan.attention_rows,
+                  details)
+
+
+def _tiled_fusion(network: IPASSR, fusion_buffer: torch.Tensor, plan: InferencePlan, halo: int
+                  ) -> torch.Tensor:
+    """Pass 3: fusion RDB band by band, written back in place; returns the global pool (N, C)."""
+    height = fusion_buffer.shape[2]
+    channels = network.fusion.dense.fuse.out_channels
+    fused_input = fusion_buffer[:, :channels]
+    total = torch.zeros(fusion_buffer.shape[0], channels, dtype=torch.float64,
+                        device=fusion_buffer.device)
+    pending = None  # a band's output is written once the next band has read its halo rows
+    for start, stop in _row_bands(height, plan.band_rows):
+        fused = _with_halo(lambda x: dense_block(network.fusion.dense, x), fused_input, start,
+                           stop, halo)
+        total += fused.double().sum(dim=(2, 3))
+        if pending is not None:
+            fused_input[:, :, pending[0]] = pending[1]
+        pending = (slice(start, stop), fused)
+    fused_input[:, :, pending[0]] = pending[1]
+    return total / (height * fusion_buffer.shape[3])
+
+
+def _tiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
+           details: RowAttention | None) -> torch.Tensor:
+    """Band-wise forward in four passes; exact thanks to halos and whole-image statistics."""
+    height, width, scale = views.shape[2], views.shape[3], network.scale
+    halos = stage_halos(network)
+    channels = network.fusion.project.out_channels
+    fusion_buffer = _empty_like_layout(views, 2 * channels)
+    if network.attention is not None:
+        stats = _hierarchy_statistics(network, views, fusion_buffer, plan, halos["extract"])
+        _tiled_attention(network, views, fusion_buffer, stats, plan, halos["embed"], details)
+    else:
+        for start, stop in _row_bands(height, plan.band_rows):
+            features = _with_halo(lambda v: extract(network, v)[0], views, start, stop,
+                                  halos["extract"])
+            fusion_buffer[:, :channels, start:stop] = features
+            fusion_buffer[:, channels:, start:stop] = features
+    pooled = _tiled_fusion(network, fusion_buffer, plan, halos["fusion"])
+    fused = fusion_buffer[:, :2 * channels]
+    weights = channel_weights(network.fusion.channel_attention,
+                              pooled.to(views.dtype)[:, :, None, None])
+    out = views.new_empty(views.shape[0], 3, scale * height, scale * width)
+    halo = halos["reconstruct"]
+    for start, stop in _row_bands(height, plan.band_rows):
+        lo, hi = max(0, start - halo), min(height, stop + halo)
+        _reconstruct_rows(network, fused[:, :, lo:hi], weights, views[:, :, lo:hi],
+                          out[:, :, scale * start:scale * stop], start - lo, stop - lo)
+    return out
+
+
+def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
+                   max_memory: int | None = None, plan: InferencePlan | None = None,
+                   return_details: bool = False):
+    """Super-resolve (B, 3, H, W) pairs within ``max_memory`` bytes of activations.
+
+    Equals ``network(left, right)`` in eval mode to float32 rounding. ``plan`` overrides the
+    automatic choice (tests force tiling with it). With ``return_details`` a ``RowAttention``
+    (valid masks and attention offsets, (B, 1, H, W) each) is returned as a third value.
+    """
+    views = _prepare(network, left, right)
+    batch, height, width = left.shape[0], left.shape[2], left.shape[3]
+    if plan is None:
+        plan = plan_inference(network, batch, height, width, max_memory)
+    details = _new_details(views) if return_details else None
+    with torch.inference_mode():
+        run = _tiled if plan.tiled else _untiled
+        out = run(network, views, plan, details).contiguous()
+    sr_left, sr_right = out[:batch], out[batch:]
+    return (sr_left, sr_right, details) if return_details else (sr_left, sr_right)
+
+
+__all__ = ["InferencePlan", "plan_inference", "stereo_forward", "stage_halos",
+           "receptive_radius", "DEFAULT_MAX_MEMORY"]
