@@ -1,0 +1,141 @@
+"""``ipassr train``: train iPASSR from a patch file, by default exactly as the paper did.
+
+Every TrainConfig key is an option (``lr_step_epochs`` -> ``--lr-step-epochs``; booleans also as
+``--no-...``). Precedence: defaults < ``--preset`` < ``--config FILE`` < options. Multi-GPU or
+multi-process: ``torchrun --nproc_per_node=K -m ipassr train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import IpassrError
+from ..train_config import (FIELDS, PRESETS, TrainConfig, apply_overrides, parse_duration,
+                            preset_config, read_config_file)
+
+HELP = {
+    "patches": "patch file (.safetensors) made by `ipassr prepare patches`",
+    "scale": "upscaling factor (default: the patch file's)",
+    "lr_crop": "train on random HxW crops of the LR patches, e.g. 24x48 (not in the paper)",
+    "hflip": "random horizontal flip with view swap (paper: on)",
+    "vflip": "random vertical flip (paper: on)",
+    "replicate_left": "Table 1 'replicated inputs': feed the left view as both views",
+    "workers": "DataLoader worker processes",
+    "attention": "biPAM; --no-attention = single-input variant (Table 1)",
+    "whitening": "whitening of Q and K (Table 3)",
+    "valid_mask": "valid masks in the network and losses (Table 3)",
+    "views": "both, or left = asymmetric: only the left view supervised",
+    "batch_size": "global batch size, split over processes (paper: 36)",
+    "lr": "initial learning rate (paper: 2e-4)",
+    "lr_step_epochs": "halve (x lr_gamma) the learning rate every N epochs (paper: 30)",
+    "amp": "off, or bf16 autocast (losses and softmax in fp32)",
+    "device": "auto, cpu, cuda or cuda:N",
+    "sync_batchnorm": "BatchNorm statistics over the global batch when distributed",
+    "checkpoint_every_steps": "also checkpoint every N steps (0: only each epoch)",
+    "keep_checkpoints": "step-numbered checkpoints kept besides last.pt",
+    "validate": "community-layout test root (ROOT/<Dataset>/hr, lr_x<s>) to validate on",
+    "validate_max_scenes": "validate on at most N scenes per dataset",
+}
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train", help="train iPASSR from a patch file (paper recipe by default)",
+        description="Train iPASSR. Defaults reproduce the paper; every key of the config can be "
+                    "given as an option or in --config FILE (TOML or YAML). Run directory: "
+                    "OUT/config.toml, OUT/checkpoints/, OUT/weights/{last,best}.safetensors, "
+                    "OUT/log.jsonl.")
+    parser.add_argument("--out", "-o", required=True, type=Path, help="run directory")
+    parser.add_argument("--config", type=Path, help="config file (.toml or .yaml)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="smoke: a couple of minutes on a CPU (without --patches it uses "
+                             "scikit-image's Motorcycle pair)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue OUT's last checkpoint (options given override the saved config)")
+    parser.add_argument("--auto-resume", action="store_true",
+                        help="resume when OUT holds a checkpoint, else start (for short time slots)")
+    parser.add_argument("--init-weights", type=Path,
+                        help="start from these weights (any format `ipassr infer` reads)")
+    parser.add_argument("--max-steps", type=int,
+                        help="stop (with a checkpoint) once this many steps in total are done")
+    parser.add_argument("--time-limit", type=parse_duration,
+                        help="stop (with a checkpoint) before this much time is spent: 600, 10m, 1.5h")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("recipe (defaults: the paper)")
+    for name, field in FIELDS.items():
+        kind = str(field.type)
+        help_text = HELP.get(name, "") + f" (default: {getattr(TrainConfig(), name)})"
+        if kind == "bool":
+            group.add_argument(_option(name), action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(_option(name), default=argparse.SUPPRESS, metavar=name.upper(),
+                               help=help_text)
+    group.add_argument("--single-view", dest="attention", action="store_false",
+                       default=argparse.SUPPRESS, help="= --no-attention (Table 1 single input)")
+    group.add_argument("--asymmetric", dest="views", action="store_const", const="left",
+                       default=argparse.SUPPRESS, help="= --views left")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
+    """The run's config from preset, file and options; and the keys set explicitly (for --resume)."""
+    config = preset_config(args.preset) if args.preset else TrainConfig()
+    explicit: set[str] = set(PRESETS[args.preset]) if args.preset else set()
+    if args.config is not None:
+        values = read_config_file(args.config)
+        config = apply_overrides(config, values, str(args.config))
+        explicit |= set(values)
+    options = {k: v for k, v in vars(args).items() if k in FIELDS}
+    config = apply_overrides(config, options, "command line")
+    return config, explicit | set(options)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..distributed import shutdown_distributed
+    from ..train_data import motorcycle_patches
+
+    config, explicit = resolve_config(args)
+    resume = args.resume or (args.auto_resume and (args.out / "checkpoints" / "last.pt").exists())
+    source = None
+    if args.preset == "smoke" and config.patches is None:
+        source = motorcycle_patches(config.scale or 2)
+        print(f"ipassr: smoke preset without --patches: {len(source)} patches cut from "
+              "scikit-image's Motorcycle pair", file=sys.stderr)
+    if args.max_steps is not None and args.max_steps < 0:
+        raise IpassrError(f"--max-steps must be >= 0 (got {args.max_steps})")
+    try:
+        return _train(args, config, explicit, source, resume)
+    finally:
+        shutdown_distributed()
+
+
+def _train(args: argparse.Namespace, config: TrainConfig, explicit: set[str], source,
+           resume: bool) -> int:
+    """Build (or resume) the run, fit it within the budget, report where things are."""
+    from ..training import Trainer, summary
+
+    trainer = Trainer(config, args.out, source=source, resume=resume, overrides=explicit,
+                      init_weights=args.init_weights, progress=not args.no_progress)
+    if trainer.env.is_main:
+        print(f"ipassr: training {summary(trainer)} -> {args.out}", file=sys.stderr)
+    result = trainer.fit(max_steps=args.max_steps, time_limit=args.time_limit)
+    if trainer.env.is_main:
+        where = trainer.paths.last_checkpoint
+        if result.status == "finished":
+            print(f"ipassr: finished {result.epoch} epochs ({result.global_step} steps); weights in "
+                  f"{trainer.paths.weights}", file=sys.stderr)
+        else:
+            print(f"ipassr: stopped ({result.status}) at epoch {result.epoch + 1}, global step "
+                  f"{result.global_step}; checkpoint {where}; continue with --resume",
+                  file=sys.stderr)
+    if result.status == "interrupted":
+        return 128 + int(result.signal or 2)
+    return 0

@@ -1,0 +1,264 @@
+"""Training: faithful step (conformance gradients), exact resume, checkpoints, ablations, bad input."""
+
+from __future__ import annotations
+
+import errno
+import json
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from ipassr.checkpoint import load_network, reference_to_ours
+from ipassr.errors import IpassrError
+from ipassr.inference import StereoSR
+from ipassr.train_config import TrainConfig
+from ipassr.train_data import ArrayPatches
+from ipassr import training
+from ipassr.training import Trainer, TrainingDiverged, read_checkpoint
+
+from training_helpers import CONFORMANCE, TINY, cones_patches
+
+
+@pytest.fixture(scope="module")
+def cones_x2() -> tuple[np.ndarray, ...]:
+    return cones_patches(2)
+
+
+def tiny_source(arrays, count: int = 6, scale: int = 2) -> ArrayPatches:
+    return ArrayPatches(*(a[:count] for a in arrays), scale=scale, name="cones")
+
+
+def tiny_config(**changes) -> TrainConfig:
+    return TrainConfig(**{**TINY, **changes})
+
+
+def state_of(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.network.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------- faithful step
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_one_training_step_reproduces_conformance_losses_and_gradients(tmp_path, scale):
+    """The trainer's step from the reference checkpoint on the reference batch = reference numbers."""
+    fixture = np.load(CONFORMANCE / f"x{scale}.npz")
+    expected = json.loads((CONFORMANCE / f"x{scale}.json").read_text())["losses"]
+    to_uint8 = [np.round(fixture[k].transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+                for k in ("LR_left", "LR_right", "HR_left", "HR_right")]
+    source = ArrayPatches(*to_uint8, scale=scale, name="conformance")
+    config = TrainConfig(scale=scale, batch_size=2, hflip=False, vflip=False, workers=0,
+                         tensorboard=False)
+    trainer = Trainer(config, tmp_path / "run", source=source, progress=False,
+                      init_weights=CONFORMANCE / f"x{scale}.pth.tar")
+    inputs = next(trainer.batches())
+    order = [int(i) for i in torch.argsort(inputs[0].flatten(1).sum(1))]
+    reference_order = [int(i) for i in np.argsort(fixture["LR_left"].reshape(2, -1).sum(1))]
+    assert sorted(order) == sorted(reference_order)
+    values = trainer.train_step(inputs)
+    for ours, theirs in (("sr", "loss_SR"), ("photo", "loss_photo"), ("smooth", "loss_smooth"),
+                         ("cycle", "loss_cycle"), ("cons", "loss_cons"), ("total", "loss_total")):
+        assert values[ours] == pytest.approx(expected[theirs], rel=1e-5, abs=1e-7), ours
+    params = dict(trainer.network.named_parameters())
+    grads = [k for k in fixture.files if k.startswith("grad.")]
+    assert grads
+    for key in grads:
+        grad = params[reference_to_ours(key[len("grad."):])].grad
+        torch.testing.assert_close(grad, torch.from_numpy(fixture[key]), rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- resume
+
+def test_resume_gives_the_same_weights_as_training_straight(tmp_path, cones_x2):
+    """2N steps straight == N steps, checkpoint, new Trainer, N more (across an epoch boundary)."""
+    source = tiny_source(cones_x2, count=6)  # 3 steps per epoch
+    config = tiny_config(lr_step_epochs=1)  # the lr halves at the epoch boundary
+    straight = Trainer(config, tmp_path / "straight", source=source, progress=False)
+    assert straight.fit(max_steps=4).status == "budget"
+
+    first = Trainer(config, tmp_path / "resumed", source=source, progress=False)
+    first.fit(max_steps=2)
+    assert read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["global_step"] == 2
+    second = Trainer(config, tmp_path / "resumed", source=source, resume=True, progress=False)
+    assert (second.epoch, second.step_in_epoch, second.global_step) == (0, 2, 2)
+    second.fit(max_steps=4)
+
+    assert straight.optimizer.param_groups[0]["lr"] == second.optimizer.param_groups[0]["lr"] == 1e-4
+    a, b = state_of(straight), state_of(second)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    sa, sb = straight.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    # the log of the resumed run has each step once, in order
+    steps = [r["global_step"] for r in map(json.loads, (tmp_path / "resumed" / "log.jsonl")
+                                            .read_text().splitlines()) if r["event"] == "step"]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_checkpoint_is_weights_only_and_exports_load_for_inference(tmp_path, cones_x2):
+    source = tiny_source(cones_x2, count=4)
+    trainer = Trainer(tiny_config(epochs=1, keep_checkpoints=1), tmp_path / "run", source=source,
+                      progress=False)
+    assert trainer.fit().status == "finished"
+    run = tmp_path / "run"
+    payload = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["epoch"] == 1 and payload["global_step"] == 2 and payload["config"]["scale"] == 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "step-00000002.pt"]
+    for name in ("last", "best"):
+        network = load_network(run / "weights" / f"{name}.safetensors", scale=2)
+        torch.testing.assert_close(network.state_dict()["upsampler.to_rgb.weight"],
+                                   trainer.network.state_dict()["upsampler.to_rgb.weight"])
+    assert load_network(run / "checkpoints" / "last.pt").scale == 2  # read_state_dict understands it
+    sr_left, _ = StereoSR(network).super_resolve(cones_x2[0][0], cones_x2[1][0])
+    assert sr_left.shape == (60, 180, 3) and sr_left.dtype == np.uint8
+    assert "patches" in (run / "config.toml").read_text()
+
+
+# ----------------------------------------------------------------------------- ablations
+
+@pytest.mark.parametrize("changes", [
+    {"attention": False},  # Table 1 single input
+    {"views": "left"},  # asymmetric
+    {"replicate_left": True},  # Table 1 replicated inputs
+    {"whitening": False, "valid_mask": False},  # Table 3
+    {"residual_photo": False, "residual_cycle": False, "residual_cons": False},  # Table 2
+    {"loss_photo": False, "loss_smooth": False, "loss_cycle": False, "loss_cons": False},
+], ids=["single-view", "asymmetric", "replicated", "no-whitening-no-mask", "plain-losses", "sr-only"])
+def test_each_ablation_trains_and_its_weights_load_and_infer(tmp_path, cones_x2, changes):
+    source = tiny_source(cones_x2, count=2)
+    trainer = Trainer(tiny_config(epochs=1, **changes), tmp_path / "run", source=source,
+                      progress=False)
+    trainer.fit()
+    network = load_network(tmp_path / "run" / "weights" / "last.safetensors")
+    assert network.config == trainer.network.config
+    assert (network.attention is None) == (changes.get("attention") is False)
+    sr_left, sr_right = StereoSR(network).super_resolve(cones_x2[0][0][:12, :24],
+                                                        cones_x2[1][0][:12, :24])
+    assert sr_left.shape == sr_right.shape == (24, 48, 3)
+    terms = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    logged = next(r["loss"] for r in terms if r["event"] == "step")
+    if changes.get("attention") is False or "loss_photo" in changes:
+        assert set(logged) == {"total", "sr"}
+
+
+def test_asymmetric_training_ignores_the_right_hr(tmp_path, cones_x2):
+    """views='left': the right SR view is not supervised (L_SR left only, no L_cons).
+
+    The right HR still feeds the residuals X_R of L_photo / L_cycle, which train the attention.
+    """
+    arrays = list(a[:2] for a in cones_x2)
+    noisy = list(arrays)
+    noisy[3] = np.random.default_rng(0).integers(0, 256, arrays[3].shape, dtype=np.uint8)
+    losses = []
+    for i, chosen in enumerate((arrays, noisy)):
+        trainer = Trainer(tiny_config(views="left", hflip=False), tmp_path / f"r{i}",
+                          source=ArrayPatches(*chosen, scale=2), progress=False)
+        losses.append(trainer.train_step(next(trainer.batches())))
+    assert losses[0]["sr"] == losses[1]["sr"]
+    assert losses[0]["photo"] != losses[1]["photo"]
+    assert "cons" not in losses[0]
+
+
+# ----------------------------------------------------------------------------- stopping
+
+def test_sigint_finishes_the_step_and_writes_a_checkpoint(tmp_path, cones_x2, monkeypatch):
+    trainer = Trainer(tiny_config(), tmp_path / "run", source=tiny_source(cones_x2), progress=False)
+    step = trainer.train_step
+
+    def step_then_interrupt(inputs):
+        values = step(inputs)
+        if trainer.global_step == 1:  # during the second step
+            signal.raise_signal(signal.SIGINT)
+        return values
+
+    monkeypatch.setattr(trainer, "train_step", step_then_interrupt)
+    result = trainer.fit()
+    assert (result.status, result.global_step, result.signal) == ("interrupted", 2, signal.SIGINT)
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, cones_x2,
+                                                                            monkeypatch):
+    trainer = Trainer(tiny_config(checkpoint_every_steps=1), tmp_path / "run",
+                      source=tiny_source(cones_x2), progress=False)
+    trainer.fit(max_steps=1)
+    saved = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    before = {k: p.detach().clone() for k, p in trainer.network.named_parameters()}
+    real = training.compute_losses
+
+    def poisoned(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(training, "compute_losses", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"not finite at epoch 1, step 2 .*last good checkpoint"):
+        trainer.fit(max_steps=3)
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == saved
+    assert all(torch.equal(before[k], p) for k, p in trainer.network.named_parameters())
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, cones_x2,
+                                                                      monkeypatch):
+    trainer = Trainer(tiny_config(checkpoint_every_steps=1), tmp_path / "run",
+                      source=tiny_source(cones_x2), progress=False)
+    trainer.fit(max_steps=1)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    saved = last.read_bytes()
+
+    def full_disk(obj, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(training.torch, "save", full_disk)
+    with pytest.raises(IpassrError, match="disk full.*previous checkpoint is intact"):
+        trainer.fit(max_steps=2)
+    assert last.read_bytes() == saved
+    assert [p.name for p in last.parent.iterdir() if p.name.startswith(".")] == []
+    assert read_checkpoint(last)["global_step"] == 1
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path, cones_x2):
+    trainer = Trainer(tiny_config(), tmp_path / "run", source=tiny_source(cones_x2), progress=False)
+    result = trainer.fit(time_limit=1e-3)
+    assert result.status == "budget" and result.global_step == 1
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 1
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_wrong_scale_patches_are_refused(tmp_path, cones_x2):
+    with pytest.raises(IpassrError, match=r"cones: patches are for x2 but the run trains x4"):
+        Trainer(tiny_config(scale=4), tmp_path / "run", source=tiny_source(cones_x2))
+
+
+def test_fewer_patches_than_a_batch_is_refused(tmp_path, cones_x2):
+    with pytest.raises(IpassrError, match="holds 1 patches, fewer than one batch"):
+        Trainer(tiny_config(), tmp_path / "run", source=tiny_source(cones_x2, count=1))
+
+
+def test_resume_with_a_different_network_is_refused(tmp_path, cones_x2):
+    Trainer(tiny_config(), tmp_path / "run", source=tiny_source(cones_x2), progress=False).fit(max_steps=1)
+    with pytest.raises(IpassrError, match=r"different network \(attention: True -> False\)"):
+        Trainer(tiny_config(attention=False), tmp_path / "run", source=tiny_source(cones_x2),
+                resume=True, overrides={"attention"})
+    with pytest.raises(IpassrError, match=r"scale: 2 -> 4"):
+        Trainer(tiny_config(scale=4), tmp_path / "run", source=tiny_source(cones_x2),
+                resume=True, overrides={"scale"})
+    with pytest.raises(IpassrError, match="already holds a training run; pass --resume"):
+        Trainer(tiny_config(), tmp_path / "run", source=tiny_source(cones_x2))
+
+
+def test_a_foreign_file_is_not_resumed(tmp_path):
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, last)
+    with pytest.raises(IpassrError, match="not an ipassr training checkpoint"):
+        Trainer(tiny_config(), tmp_path / "run", resume=True)
+    last.write_bytes(b"garbage")
+    with pytest.raises(IpassrError, match="not a readable training checkpoint"):
+        Trainer(tiny_config(), tmp_path / "run", resume=True)
