@@ -270,5 +270,13 @@ class PatchFile:
         indices = np.asarray(indices, dtype=np.int64)
         return tuple(np.asarray(self._arrays[name][indices]) for name in TENSOR_NAMES)  # type: ignore[return-value]
 
+    def __getstate__(self) -> dict:
+        """Pickle by path only (DataLoader workers re-open the memory map instead of copying the data)."""
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict) -> None:
+        """Re-open the file after unpickling."""
+        self.__init__(state["path"])
+
     def __repr__(self) -> str:
         return f"PatchFile({str(self.path)!r}, patches={self._length}, scale={self.scale})"

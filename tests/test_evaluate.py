@@ -161,9 +161,10 @@ def test_real_middlebury_scene_end_to_end(data_dir, tmp_path, capsys):
     assert 20 < scores["left_psnr"] < 30 and 0.5 < scores["left_ssim"] < 0.9
 
 
-def test_prepare_copies_ground_truth_disparity(tmp_path):
-    for folder in ("image_2", "image_3"):
-        write_image(tmp_path / "k15" / folder / "000000_10.png", np.full((42, 90, 3), 50, np.uint8))
+def test_prepare_copies_ground_truth_disparity_and_evaluate_uses_it(tmp_path, capsys):
+    texture = np.random.default_rng(0).integers(0, 256, (42, 100, 3), dtype=np.uint8)
+    write_image(tmp_path / "k15" / "image_2" / "000000_10.png", texture[:, 3:93])     # left(x) = right(x - 3)
+    write_image(tmp_path / "k15" / "image_3" / "000000_10.png", texture[:, 6:96])
     raw = np.full((42, 90), 256 * 3, dtype=np.uint16)
     raw[0, 0] = 0
     (tmp_path / "k15" / "disp_occ_0").mkdir()
@@ -172,3 +173,10 @@ def test_prepare_copies_ground_truth_disparity(tmp_path):
                  "--output-root", str(tmp_path / "out")]) == 0
     disparity = read_pfm(tmp_path / "out" / "KITTI2015" / "hr" / "000000_10" / "disp0.pfm")
     assert disparity.shape == (40, 88) and np.isnan(disparity[0, 0]) and disparity[5, 5] == 3.0
+    pytest.importorskip("cv2")
+    capsys.readouterr()
+    assert main(["evaluate", "--dataset-root", str(tmp_path / "out"), "--scale", "2", "--bicubic", "--disparity",
+                 "--json", str(tmp_path / "d.json")]) == 0
+    assert "Disparity (StereoSGBM) on KITTI2015, x2" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "d.json").read_text())["disparity"]["datasets"]["KITTI2015"]
+    assert list(rows) == ["Bicubic", "HR"] and rows["HR"]["scenes"]["000000_10"]["epe"] < 1.0

@@ -103,6 +103,10 @@ def test_prepare_patches_cli_writes_one_safetensors_file(sources, tmp_path, caps
     np.testing.assert_array_equal(patches[-1][0], patches.batch([len(patches) - 1])[0][0])
     with pytest.raises(IndexError):
         patches[len(patches)]
+    import pickle
+    blob = pickle.dumps(patches)
+    assert len(blob) < 1000                                          # by path, not by data
+    np.testing.assert_array_equal(pickle.loads(blob)[7][2], patches[7][2])
     # The standard safetensors reader agrees on names, shapes and metadata.
     loaded = safetensors_numpy.load_file(str(out))
     assert {k: v.shape for k, v in loaded.items()} == {

@@ -85,7 +85,7 @@ def run_testset(args: argparse.Namespace) -> int:
             raise IpassrError(f"{target} already exists and is not empty (use --overwrite to replace it)")
         if not (target / "hr").is_dir():
             raise IpassrError(f"{target} does not look like a test set (no hr/ folder): not replacing it")
-    print(f"{args.source}: {dataset.description}, {len(dataset)} pairs")
+    print(f"{args.source}: {dataset.description}, {len(dataset)} pair{'' if len(dataset) == 1 else 's'}")
     partial = args.output_root / f".{args.name}.partial"
     if partial.exists():
         shutil.rmtree(partial)
@@ -152,7 +152,7 @@ def run_patches(args: argparse.Namespace) -> int:
         check_pairs(dataset.pairs, source)
         shrink = dataset.is_middlebury if args.shrink is None else args.shrink
         datasets.append((_source_name(source, taken), dataset, shrink))
-        print(f"{source}: {dataset.description}, {len(dataset)} pairs"
+        print(f"{source}: {dataset.description}, {len(dataset)} pair{'' if len(dataset) == 1 else 's'}"
               + (", shrunk by 2 first" if shrink else ""))
     jobs = plan_patches(datasets, args.scale)
     bar = tqdm(total=len(jobs), desc="cutting patches", unit="pair")
