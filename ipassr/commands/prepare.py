@@ -26,6 +26,7 @@ def add_parser(subparsers) -> None:
         description="Turn real stereo datasets into a test set in the community layout "
                     "(hr/, lr_x2/, lr_x4/) or into one training patch file. Layouts: "
                     + "; ".join(LAYOUTS.values()) + ".")
+    parser.set_defaults(run=run)
     sub = parser.add_subparsers(dest="prepare_command", metavar="WHAT")
     sub.required = True
 
@@ -163,7 +164,9 @@ def run_patches(args: argparse.Namespace) -> int:
         print(f"  {name:<{width}}  {count:>8} patches")
     print(f"wrote {args.output}: {sum(counts.values())} patch pairs at x{args.scale}, "
           f"{args.output.stat().st_size / 2**20:.1f} MiB")
-    zero = [j.pair.name for j in jobs if j.count == 0]
+    zero = [j for j in jobs if j.count == 0]
     if zero:
-        print(f"note: {len(zero)} pair(s) too small for any patch: {', '.join(zero[:10])}")
+        print(f"note: {len(zero)} pair(s) too small for any patch: {', '.join(j.pair.name for j in zero[:10])}"
+              + (" (Middlebury sources are shrunk by 2 first; --no-shrink keeps already reduced images, "
+                 "e.g. MiddEval3 trainingQ, at their size)" if any(j.middlebury for j in zero) else ""))
     return 0
