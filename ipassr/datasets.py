@@ -34,7 +34,7 @@ from .errors import ImageReadError, IpassrError
 from .io import PathLike, read_image
 
 __all__ = ["LAYOUTS", "PairFiles", "StereoDataset", "TestScene", "open_dataset", "detect_layout",
-           "read_testset", "check_pairs", "MIDDLEBURY_LAYOUTS"]
+           "read_testset", "check_pairs", "read_pair", "probe_image", "MIDDLEBURY_LAYOUTS"]
 
 IMAGE_SUFFIXES = (".png", ".ppm", ".pgm", ".pnm", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp")
 
@@ -351,7 +351,7 @@ def read_testset(root: PathLike, scale: int) -> list[TestScene]:
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
-def _probe(path: Path) -> tuple[tuple[int, int], str]:
+def probe_image(path: Path) -> tuple[tuple[int, int], str]:
     """Size (W, H) and colour kind ('grey'/'colour') from the header only; ImageReadError if unreadable."""
     try:
         with Image.open(path) as image:
@@ -367,7 +367,7 @@ def check_pairs(pairs: list[PairFiles], root: PathLike = "") -> None:
     problems = []
     for pair in pairs:
         try:
-            (lsize, lkind), (rsize, rkind) = _probe(pair.left), _probe(pair.right)
+            (lsize, lkind), (rsize, rkind) = probe_image(pair.left), probe_image(pair.right)
         except ImageReadError as exc:
             problems.append(str(exc))
             continue

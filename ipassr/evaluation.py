@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .datasets import TestScene, _GREY_MODES, _probe, _subdirs, read_testset
+from .datasets import TestScene, probe_image, _subdirs, read_testset
 from .errors import ImageReadError, IpassrError
 from .io import PathLike, atomic_path, read_image
 from .metrics import LEFT_CROP, SSIM_DEFINITION, PairScore, score_pair
@@ -157,7 +157,7 @@ def _scene_problems(dataset: str, scene: TestScene, methods: list[Method], scale
     where = f"{dataset}/{scene.name}"
     files = {"hr0": scene.hr_left, "hr1": scene.hr_right, "lr0": scene.lr_left, "lr1": scene.lr_right}
     try:
-        info = {key: _probe(path) for key, path in files.items()}
+        info = {key: probe_image(path) for key, path in files.items()}
     except ImageReadError as exc:
         return [f"{where}: {exc}"]
     problems = []
@@ -179,14 +179,18 @@ def _scene_problems(dataset: str, scene: TestScene, methods: list[Method], scale
         if result is None:
             continue
         try:
-            sizes = [_probe(p)[0] for p in result]
+            probes = [probe_image(p) for p in result]
         except ImageReadError as exc:
             problems.append(f"{where}: {method.label}: {exc}")
             continue
-        for path, size in zip(result, sizes):
+        for path, (size, kind) in zip(result, probes):
             if size != hr:
                 problems.append(f"{where}: {method.label} result {path.name} is {_describe(size)} but HR is "
                                 f"{_describe(hr)}")
+            elif kind != kinds["hr0"]:
+                problems.append(f"{where}: {method.label} result {path.name} is "
+                                f"{'grayscale' if kind == 'grey' else 'RGB'} but HR is "
+                                f"{'grayscale' if kinds['hr0'] == 'grey' else 'RGB'} (mixed grayscale/RGB)")
     return problems
 
 

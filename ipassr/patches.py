@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .datasets import PairFiles, StereoDataset, _probe
+from .datasets import PairFiles, StereoDataset, probe_image
 from .errors import IpassrError
 from .io import PathLike, atomic_path
 from .resize import imresize, output_size
@@ -135,7 +135,7 @@ def plan_patches(sources: Iterable[tuple[str, StereoDataset, bool]], scale: int)
     jobs = []
     for name, dataset, middlebury in sources:
         for pair in dataset.pairs:
-            (width, height), _ = _probe(pair.left)
+            (width, height), _ = probe_image(pair.left)
             jobs.append(_Job(pair, name, middlebury, count_patches(width, height, scale, middlebury)))
     return jobs
 

@@ -90,6 +90,9 @@ def test_sr_dir_equals_bicubic_and_missing_results_listed(root, tmp_path, capsys
     assert list(methods) == ["Bicubic", "Mine"]
     assert methods["Mine"] == methods["Bicubic"]
     capsys.readouterr()
+    Image.open(sr / "Mid" / "Teddy_R.png").convert("L").save(sr / "Mid" / "Teddy_R.png")
+    assert main(["evaluate", "--dataset-root", str(root), "--scale", "4", "--sr-dir", str(sr)]) == 2
+    assert "Mid/Teddy: sr result Teddy_R.png is grayscale but HR is RGB" in capsys.readouterr().err
     (sr / "Crops" / "s0_R.png").unlink()
     (sr / "Mid" / "Teddy_L.png").unlink()
     assert main(["evaluate", "--dataset-root", str(root), "--scale", "4", "--sr-dir", str(sr)]) == 2
