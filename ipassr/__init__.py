@@ -10,13 +10,18 @@ from .checkpoint import load_network, save_weights
 from .errors import CheckpointError, ImageReadError, IpassrError
 from .inference import StereoSR, load_model
 from .io import read_image, write_image
+from .datasets import open_dataset
 from .losses import LossConfig, ipassr_loss
+from .metrics import psnr, score_pair, ssim
 from .model import IPASSR, ModelConfig, count_parameters
+from .patches import PatchFile
+from .resize import imresize, imresize_tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttentionMaps", "CheckpointError", "IPASSR", "ImageReadError", "IpassrError", "LossConfig",
-    "ModelConfig", "StereoSR", "count_parameters", "ipassr_loss", "load_model", "load_network",
-    "read_image", "save_weights", "write_image", "__version__",
+    "ModelConfig", "PatchFile", "StereoSR", "count_parameters", "imresize", "imresize_tensor",
+    "ipassr_loss", "load_model", "load_network", "open_dataset", "psnr", "read_image",
+    "save_weights", "score_pair", "ssim", "write_image", "__version__",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,3 +84,12 @@ def test_interrupted_write_keeps_the_old_file(tmp_path):
             raise KeyboardInterrupt
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_image(tmp_path / "m.png", np.zeros((2, 2, 3), dtype=np.uint8))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.png").stat().st_mode & 0o777 == 0o644
