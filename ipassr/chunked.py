@@ -19,7 +19,7 @@ shifted diagonals of M_R->L x M_L->R; it is applied to one chunk at a time. The 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -33,12 +33,17 @@ DEFAULT_ATTENTION_MEMORY = 512 * 2 ** 20  # bytes for one chunk of attention map
 
 
 class RowAttention(NamedTuple):
-    """What the chunked biPAM can return besides the fused features (no full maps)."""
+    """What the chunked biPAM can return besides the fused features (no full maps).
+
+    ``rows`` holds the full maps of a few requested image rows only: row -> (M_R->L, M_L->R),
+    each (B, W, W) indexed (b, target column, source column).
+    """
 
     valid_left: torch.Tensor  # V_L (B, 1, H, W)
     valid_right: torch.Tensor  # V_R (B, 1, H, W)
     offset_left: torch.Tensor  # expected right column minus left column, (B, 1, H, W)
     offset_right: torch.Tensor  # expected left column minus right column, (B, 1, H, W)
+    rows: dict[int, tuple[torch.Tensor, torch.Tensor]]
 
 
 def attention_row_bytes(batch: int, width: int) -> int:
@@ -98,18 +103,18 @@ def _rows(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
 
 
 def _blend(own: torch.Tensor, converted: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """own * (1 - V) + converted * V (eq. 5); converted alone when there is no valid mask."""
+    """own * (1 - V) + converted * V (eq. 5), in place in ``converted``; it alone without a mask."""
     if valid is None:
         return converted
-    valid = valid.unsqueeze(-1)
-    return own * (1 - valid) + converted * valid
+    return converted.sub_(own).mul_(valid.unsqueeze(-1)).add_(own)  # own + V (converted - own)
 
 
 def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.Tensor,
                             right: torch.Tensor, *, use_valid_mask: bool = True,
                             budget: int = DEFAULT_ATTENTION_MEMORY, rows: int | None = None,
                             out_left: torch.Tensor | None = None,
-                            out_right: torch.Tensor | None = None, with_details: bool = False
+                            out_right: torch.Tensor | None = None, with_details: bool = False,
+                            keep_rows: Sequence[int] = ()
                             ) -> tuple[torch.Tensor, torch.Tensor, RowAttention | None]:
     """biPAM's output (eq. 5) for both views, a chunk of rows at a time.
 
@@ -117,7 +122,8 @@ def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.
     ``right`` the features to exchange (B, C, H, W). ``rows`` overrides the chunk height that
     ``budget`` (bytes for the attention buffers) would give. Results go to ``out_left`` /
     ``out_right`` when given (e.g. slices of a larger buffer). With ``with_details`` the valid
-    masks and the attention's expected column offsets are returned too, (B, 1, H, W) each.
+    masks and the attention's expected column offsets are returned too, (B, 1, H, W) each,
+    plus the full maps of the rows listed in ``keep_rows``.
     """
     batch, _, height, width = query.shape
     step = rows if rows is not None else rows_per_chunk(batch, height, width, budget)
@@ -127,7 +133,7 @@ def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.
         out_right = torch.empty_like(right)
     details = None
     if with_details:
-        details = RowAttention(*(query.new_empty(batch, 1, height, width) for _ in range(4)))
+        details = RowAttention(*(query.new_empty(batch, 1, height, width) for _ in range(4)), {})
     for start in range(0, height, step):
         stop = min(height, start + step)
         score = torch.matmul(_rows(query, start, stop), key[:, :, start:stop].transpose(1, 2))
@@ -148,6 +154,10 @@ def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.
             details.valid_right[:, 0, start:stop] = ones if valid_right is None else valid_right
             details.offset_left[:, 0, start:stop] = expected_offset(row_softmax)
             details.offset_right[:, 0, start:stop] = expected_offset(col_softmax.transpose(-1, -2))
+            for row in keep_rows:
+                if start <= row < stop:
+                    details.rows[row] = (row_softmax[:, row - start].clone(),
+                                         col_softmax[:, row - start].transpose(-1, -2).clone())
     return out_left, out_right, details
 
 

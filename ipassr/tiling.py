@@ -22,7 +22,7 @@ view is normalised by its own statistics, as in the published evaluation (SPEC.m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,26 @@ class InferencePlan:
     band_rows: int  # LR rows per band (H when untiled)
     attention_rows: int  # image rows per attention chunk
     estimated_bytes: int  # predicted peak activation memory
+
+
+_UNITS = {"": 1, "B": 1, "K": 2 ** 10, "KB": 2 ** 10, "KIB": 2 ** 10, "M": 2 ** 20, "MB": 2 ** 20,
+          "MIB": 2 ** 20, "G": 2 ** 30, "GB": 2 ** 30, "GIB": 2 ** 30, "T": 2 ** 40, "TB": 2 ** 40,
+          "TIB": 2 ** 40}
+
+
+def parse_memory_size(text: str) -> int:
+    """'4G', '512M', '1.5GiB' or a byte count -> bytes (binary units); IpassrError if unreadable."""
+    cleaned = str(text).strip().upper().replace(" ", "")
+    number = cleaned.rstrip("KMGTIB")
+    unit = cleaned[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    if unit not in _UNITS or not value > 0 or value == float("inf"):
+        raise IpassrError(f"--max-memory {text!r}: expected a positive size such as 4G, 512M "
+                          "or a number of bytes")
+    return int(value * _UNITS[unit])
 
 
 def receptive_radius(module: nn.Module) -> int:
@@ -127,22 +147,32 @@ def _empty_like_layout(x: torch.Tensor, channels: int, height: int | None = None
                        device=x.device, memory_format=torch.channels_last)
 
 
-def dense_block_in(block: ResidualDenseBlock, buffer: torch.Tensor) -> torch.Tensor:
-    """RDB whose input already fills ``buffer[:, :G0]``; layers write into the rest of it."""
+def dense_block_in(block: ResidualDenseBlock, buffer: torch.Tensor,
+                   first_input: torch.Tensor | None = None) -> torch.Tensor:
+    """RDB whose input already fills ``buffer[:, :G0]``; layers write into the rest of it.
+
+    ``first_input``, a contiguous copy of that input if the caller has one, saves the first
+    layer a copy (a convolution needs a dense input, and a channel prefix of the buffer is not).
+    """
     channels = block.fuse.out_channels
-    for layer in block.layers:
+    for i, layer in enumerate(block.layers):
         width = layer.conv.in_channels
-        grown = F.leaky_relu_(layer.conv(buffer[:, :width]), LEAKY_SLOPE)
+        source = first_input if i == 0 and first_input is not None else buffer[:, :width]
+        grown = F.leaky_relu_(layer.conv(source), LEAKY_SLOPE)
         buffer[:, width:width + grown.shape[1]] = grown
     out = block.fuse(buffer)
-    return out.add_(buffer[:, :channels])
+    return out.add_(buffer[:, :channels] if first_input is None else first_input)
 
 
 def dense_block(block: ResidualDenseBlock, x: torch.Tensor) -> torch.Tensor:
     """RDB forward with one preallocated concatenation buffer, (N, G0, H, W) -> same."""
     buffer = _empty_like_layout(x, block.fuse.in_channels)
     buffer[:, :x.shape[1]] = x
-    return dense_block_in(block, buffer)
+    return dense_block_in(block, buffer, x if _is_dense(x) else None)
+
+
+def _is_dense(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous()
 
 
 def dense_group(group: ResidualDenseGroup, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +265,8 @@ def _prepare(network: IPASSR, left: torch.Tensor, right: torch.Tensor) -> torch.
 
 
 def _exchange(network: IPASSR, query: torch.Tensor, key: torch.Tensor, fusion_input: torch.Tensor,
-              rows: slice, attention_rows: int, details: RowAttention | None) -> None:
+              rows: slice, attention_rows: int, details: RowAttention | None,
+              keep_rows: Sequence[int] = ()) -> None:
     """biPAM on image rows ``rows``: fills fusion_input[:, 64:128, rows] from [:, :64, rows]."""
     channels = network.fusion.project.out_channels
     own = fusion_input[:, :channels, rows]
@@ -247,10 +278,11 @@ def _exchange(network: IPASSR, query: torch.Tensor, key: torch.Tensor, fusion_in
     _, _, info = chunked_parallax_fusion(
         query, key, own[:batch], own[batch:], use_valid_mask=network.attention.use_valid_mask,
         rows=attention_rows, out_left=converted[:batch], out_right=converted[batch:],
-        with_details=details is not None)
+        with_details=details is not None, keep_rows=[r - rows.start for r in keep_rows])
     if details is not None:
-        for full, part in zip(details, info):
+        for full, part in zip(details[:4], info[:4]):
             full[:, :, rows] = part
+        details.rows.update({r + rows.start: maps for r, maps in info.rows.items()})
 
 
 def _reconstruct_rows(network: IPASSR, fused: torch.Tensor, weights: torch.Tensor,
@@ -268,11 +300,11 @@ def _reconstruct_rows(network: IPASSR, fused: torch.Tensor, weights: torch.Tenso
 def _new_details(views: torch.Tensor) -> RowAttention:
     batch = views.shape[0] // 2
     return RowAttention(*(views.new_empty(batch, 1, views.shape[2], views.shape[3])
-                          for _ in range(4)))
+                          for _ in range(4)), {})
 
 
 def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
-             details: RowAttention | None) -> torch.Tensor:
+             details: RowAttention | None, keep_rows: Sequence[int] = ()) -> torch.Tensor:
     """Whole-image forward: every stage at once, attention in chunks of rows."""
     batch, height = views.shape[0] // 2, views.shape[2]
     channels = network.fusion.project.out_channels
@@ -286,7 +318,8 @@ def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
         query = embed(bipam, normalize(bipam, hierarchy[:batch]), bipam.query)
         key = embed(bipam, normalize(bipam, hierarchy[batch:]), bipam.key)
     del hierarchy
-    _exchange(network, query, key, fusion_buffer, slice(0, height), plan.attention_rows, details)
+    _exchange(network, query, key, fusion_buffer, slice(0, height), plan.attention_rows, details,
+              keep_rows)
     del query, key
     fused = dense_block_in(network.fusion.dense, fusion_buffer)
     del fusion_buffer
@@ -321,7 +354,7 @@ def _hierarchy_statistics(network: IPASSR, views: torch.Tensor, fusion_buffer: t
 
 def _tiled_attention(network: IPASSR, views: torch.Tensor, fusion_buffer: torch.Tensor,
                      stats: tuple[torch.Tensor, torch.Tensor], plan: InferencePlan, halo: int,
-                     details: RowAttention | None) -> None:
+                     details: RowAttention | None, keep_rows: Sequence[int] = ()) -> None:
     """Pass 2: per band, recompute the hierarchy, embed with whole-image statistics, attend."""
     bipam, batch = network.attention, views.shape[0] // 2
     mean, invstd = stats
@@ -335,7 +368,7 @@ def _tiled_attention(network: IPASSR, views: torch.Tensor, fusion_buffer: torch.
                     bipam.key, core)
         del hierarchy
         _exchange(network, query, key, fusion_buffer, slice(start, stop), plan.attention_rows,
-                  details)
+                  details, [r for r in keep_rows if start <= r < stop])
 
 
 def _tiled_fusion(network: IPASSR, fusion_buffer: torch.Tensor, plan: InferencePlan, halo: int
@@ -359,7 +392,7 @@ def _tiled_fusion(network: IPASSR, fusion_buffer: torch.Tensor, plan: InferenceP
 
 
 def _tiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
-           details: RowAttention | None) -> torch.Tensor:
+           details: RowAttention | None, keep_rows: Sequence[int] = ()) -> torch.Tensor:
     """Band-wise forward in four passes; exact thanks to halos and whole-image statistics."""
     height, width, scale = views.shape[2], views.shape[3], network.scale
     halos = stage_halos(network)
@@ -367,7 +400,8 @@ def _tiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
     fusion_buffer = _empty_like_layout(views, 2 * channels)
     if network.attention is not None:
         stats = _hierarchy_statistics(network, views, fusion_buffer, plan, halos["extract"])
-        _tiled_attention(network, views, fusion_buffer, stats, plan, halos["embed"], details)
+        _tiled_attention(network, views, fusion_buffer, stats, plan, halos["embed"], details,
+                         keep_rows)
     else:
         for start, stop in _row_bands(height, plan.band_rows):
             features = _with_halo(lambda v: extract(network, v)[0], views, start, stop,
@@ -389,12 +423,13 @@ def _tiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
 
 def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
                    max_memory: int | None = None, plan: InferencePlan | None = None,
-                   return_details: bool = False):
+                   return_details: bool = False, keep_rows: Sequence[int] = ()):
     """Super-resolve (B, 3, H, W) pairs within ``max_memory`` bytes of activations.
 
     Equals ``network(left, right)`` in eval mode to float32 rounding. ``plan`` overrides the
     automatic choice (tests force tiling with it). With ``return_details`` a ``RowAttention``
-    (valid masks and attention offsets, (B, 1, H, W) each) is returned as a third value.
+    (valid masks and attention offsets, (B, 1, H, W) each, and the full maps of the image
+    rows listed in ``keep_rows``) is returned as a third value.
     """
     views = _prepare(network, left, right)
     batch, height, width = left.shape[0], left.shape[2], left.shape[3]
@@ -403,10 +438,10 @@ def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
     details = _new_details(views) if return_details else None
     with torch.inference_mode():
         run = _tiled if plan.tiled else _untiled
-        out = run(network, views, plan, details).contiguous()
+        out = run(network, views, plan, details, keep_rows).contiguous()
     sr_left, sr_right = out[:batch], out[batch:]
     return (sr_left, sr_right, details) if return_details else (sr_left, sr_right)
 
 
-__all__ = ["InferencePlan", "plan_inference", "stereo_forward", "stage_halos",
+__all__ = ["InferencePlan", "plan_inference", "stereo_forward", "stage_halos", "parse_memory_size",
            "receptive_radius", "DEFAULT_MAX_MEMORY"]

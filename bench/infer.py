@@ -1,0 +1,315 @@
+"""Inference benchmark: the fast, memory-bounded path against a straightforward implementation.
+
+The straightforward path mirrors the reference implementation published with the paper: each
+view through the trunk separately with ``torch.cat`` dense blocks, and a biPAM that materialises
+the full (H, W, W) maps with ``bmm`` on contiguous permuted copies, builds the 5-fold relaxed map
+by concatenation, and ``repeat``s the valid masks over the channels. Both paths use the same
+weights (a conformance checkpoint); the benchmark checks that they give the same output.
+
+Each (path, size) runs in its own subprocess so that peak memory (``ru_maxrss`` on CPU,
+``torch.cuda.max_memory_allocated`` on GPU) is not polluted by the other. FLOPs are counted with
+``torch.utils.flop_counter`` on a few rows (FLOPs are exactly linear in the height: every layer
+and every attention row costs the same per image row) and compared with the machine's measured
+fp32 matrix-multiply rate (the roofline).
+
+    python bench/infer.py                       # KITTI sizes x4 and x2, then LR 1920x1080 x2
+    python bench/infer.py --sizes 310x93:4 --repeats 1
+    python bench/infer.py --device cuda --dtypes float32,bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ipassr.checkpoint import load_network  # noqa: E402
+from ipassr.model import IPASSR  # noqa: E402
+from ipassr.tiling import plan_inference, stereo_forward  # noqa: E402
+
+CONFORMANCE = ROOT.parent / "shared" / "conformance"
+DEFAULT_SIZES = "310x93:4,621x187:2,1920x1080:2"
+STRAIGHTFORWARD_LIMIT = 48 * 2 ** 30  # skip the straightforward path above this estimate
+
+
+# -- the straightforward (reference-style) implementation -------------------------------------------
+
+def m_relax(maps: torch.Tensor, pixels: int = 2) -> torch.Tensor:
+    """Reference ``M_Relax``: stack the map and its zero-padded shifts, then sum (5 full copies)."""
+    shifted = [maps.unsqueeze(1)]
+    for i in range(pixels):
+        shifted.append(F.pad(maps[:, :-1 - i, :], (0, 0, i + 1, 0)).unsqueeze(1))
+    for i in range(pixels):
+        shifted.append(F.pad(maps[:, i + 1:, :], (0, 0, 0, i + 1)).unsqueeze(1))
+    return torch.sum(torch.cat(shifted, 1), dim=1)
+
+
+def straightforward_pam(bipam, x_left, x_right, cat_left, cat_right):
+    """The reference biPAM forward (batch statistics in BatchNorm, as its evaluation ran it)."""
+    b, c0, h0, w0 = x_left.shape
+    norm = bipam.norm
+
+    def embed(cat, projection):
+        normed = F.batch_norm(cat, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
+        q = projection(bipam.transition(normed))
+        _, c, h, w = q.shape
+        return q - torch.mean(q, 3).unsqueeze(3).repeat(1, 1, 1, w)
+
+    Q, K = embed(cat_left, bipam.query), embed(cat_right, bipam.key)
+    _, c, h, w = Q.shape
+    score = torch.bmm(Q.permute(0, 2, 3, 1).contiguous().view(-1, w, c),
+                      K.permute(0, 2, 1, 3).contiguous().view(-1, c, w))
+    m_rl = torch.softmax(score, -1)
+    m_lr = torch.softmax(score.permute(0, 2, 1), -1)
+    relaxed = m_relax(m_rl)
+    v_left = torch.bmm(relaxed.contiguous().view(-1, w).unsqueeze(1),
+                       m_lr.permute(0, 2, 1).contiguous().view(-1, w).unsqueeze(2)
+                       ).contiguous().view(b, 1, h, w)
+    relaxed = m_relax(m_lr)
+    v_right = torch.bmm(relaxed.contiguous().view(-1, w).unsqueeze(1),
+                        m_rl.permute(0, 2, 1).contiguous().view(-1, w).unsqueeze(2)
+                        ).contiguous().view(b, 1, h, w)
+    v_left, v_right = torch.tanh(5 * v_left), torch.tanh(5 * v_right)
+    x_left_t = torch.bmm(m_rl, x_right.permute(0, 2, 3, 1).contiguous().view(-1, w0, c0)
+                         ).contiguous().view(b, h0, w0, c0).permute(0, 3, 1, 2)
+    x_right_t = torch.bmm(m_lr, x_left.permute(0, 2, 3, 1).contiguous().view(-1, w0, c0)
+                          ).contiguous().view(b, h0, w0, c0).permute(0, 3, 1, 2)
+    out_left = (x_left * (1 - v_left.repeat(1, c0, 1, 1))
+                + x_left_t * v_left.repeat(1, c0, 1, 1))
+    out_right = (x_right * (1 - v_right.repeat(1, c0, 1, 1))
+                 + x_right_t * v_right.repeat(1, c0, 1, 1))
+    return out_left, out_right
+
+
+def straightforward_forward(net: IPASSR, left: torch.Tensor, right: torch.Tensor):
+    """The reference network forward: each view separately, full attention maps."""
+    up_left = F.interpolate(left, scale_factor=net.scale, mode="bicubic", align_corners=False)
+    up_right = F.interpolate(right, scale_factor=net.scale, mode="bicubic", align_corners=False)
+    buf_left, cat_left = net.feature_group(net.feature_conv(left))
+    buf_right, cat_right = net.feature_group(net.feature_conv(right))
+    t_left, t_right = straightforward_pam(net.attention, buf_left, buf_right, cat_left, cat_right)
+    f_left = net.fusion(buf_left, t_left)
+    f_right = net.fusion(buf_right, t_right)
+    f_left, _ = net.reconstruction_group(f_left)
+    f_right, _ = net.reconstruction_group(f_right)
+    return net.upsampler(f_left) + up_left, net.upsampler(f_right) + up_right
+
+
+# -- measurements ---------------------------------------------------------------------------------
+
+def matmul_gflops(device: str, dtype: torch.dtype = torch.float32, n: int = 2048,
+                  repeats: int = 5) -> float:
+    """Best measured dense matrix-multiply rate (GFLOP/s): the roofline's compute ceiling."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def count_flops(net: IPASSR, width: int, height: int, device: str, dtype: torch.dtype,
+                rows: int = 8) -> float:
+    """FLOPs of one fast forward of a (width x height) pair: counted on ``rows`` rows, scaled."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    left = torch.rand(1, 3, rows, width, device=device, dtype=dtype)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        stereo_forward(net, left, left.clone())
+    return counter.get_total_flops() * height / rows
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _inputs(width: int, height: int, device: str, dtype: torch.dtype):
+    """A deterministic textured pair: the right view is the left shifted by a few columns."""
+    generator = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 3, height, width + 8, generator=generator)
+    left, right = base[..., 8:], base[..., :width]
+    return (left.contiguous().to(device, dtype), right.contiguous().to(device, dtype))
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Run one path at one size in this process; report time, peak memory, FLOPs and output."""
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    net = load_network(CONFORMANCE / f"x{args.scale}.pth.tar", scale=args.scale)
+    net = net.to(args.device, dtype).eval()
+    width, height = args.width, args.height
+    left, right = _inputs(width, height, args.device, dtype)
+    warm_left, warm_right = _inputs(32, 16, args.device, dtype)
+    run = ((lambda l, r: stereo_forward(net, l, r, max_memory=args.max_memory))
+           if args.path == "fast" else (lambda l, r: straightforward_forward(net, l, r)))
+    with torch.inference_mode():
+        run(warm_left, warm_right)
+    _sync(args.device)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = []
+    for _ in range(args.repeats):
+        _sync(args.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = run(left, right)
+        _sync(args.device)
+        times.append(time.perf_counter() - start)
+    result = {"path": args.path, "seconds": min(times), "all_seconds": times,
+              "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              "rss_before": rss_before}
+    if args.device.startswith("cuda"):
+        result["peak_device_memory"] = torch.cuda.max_memory_allocated()
+    if args.path == "fast":
+        plan = plan_inference(net, 1, height, width, args.max_memory)
+        result["plan"] = {"tiled": plan.tiled, "band_rows": plan.band_rows,
+                          "attention_rows": plan.attention_rows,
+                          "estimated_bytes": plan.estimated_bytes}
+        result["flops"] = count_flops(net, width, height, args.device, dtype)
+        result["matmul_gflops"] = matmul_gflops(args.device, dtype)
+    if args.save_output:
+        np.save(args.save_output, torch.cat(out).float().cpu().numpy())
+    return result
+
+
+# -- driver ---------------------------------------------------------------------------------------
+
+def _spawn(path: str, width: int, height: int, scale: int, args: argparse.Namespace,
+           dtype: str, save: str | None) -> dict:
+    command = [sys.executable, __file__, "--worker", path, "--width", str(width),
+               "--height", str(height), "--scale", str(scale), "--device", args.device,
+               "--dtype", dtype, "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    if args.max_memory:
+        command += ["--max-memory", str(args.max_memory)]
+    if save:
+        command += ["--save-output", save]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"path": path, "error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def straightforward_estimate(width: int, height: int) -> int:
+    """Rough peak bytes of the straightforward path: about 12 live (H, W, W) float32 maps."""
+    return 12 * height * width * width * 4
+
+
+def machine_description(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2 ** 30:.2f} GiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES,
+                        help="comma-separated LR WIDTHxHEIGHT:SCALE (default %(default)s)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtypes", default="float32", help="e.g. float32,bfloat16 (GPU)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--max-memory", type=int, default=None, help="fast path budget, bytes")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--worker", choices=("fast", "straightforward"), help=argparse.SUPPRESS)
+    parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--save-output", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        args.path = args.worker
+        print(json.dumps(worker(args)))
+        return 0
+    memory_key = "peak_device_memory" if args.device.startswith("cuda") else "peak_rss"
+    print(f"# {datetime.date.today()} on {machine_description(args.device)} "
+          f"({args.threads} threads)")
+    print("| LR size | scale | dtype | fast s/pair | straightforward s/pair | time ratio | "
+          "fast peak | straightforward peak | memory ratio | max abs diff | GFLOP/s | "
+          "% of matmul |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in args.sizes.split(","):
+            size, scale = spec.split(":")
+            width, height = (int(v) for v in size.split("x"))
+            for dtype in args.dtypes.split(","):
+                fast_out, plain_out = f"{tmp}/fast.npy", f"{tmp}/plain.npy"
+                skip = straightforward_estimate(width, height) > STRAIGHTFORWARD_LIMIT
+                save = not skip
+                fast = _spawn("fast", width, height, int(scale), args, dtype,
+                              fast_out if save else None)
+                plain = ({"skipped": "infeasible (needs about "
+                          f"{_gib(straightforward_estimate(width, height))})"} if skip else
+                         _spawn("straightforward", width, height, int(scale), args, dtype,
+                                plain_out))
+                row = {"width": width, "height": height, "scale": int(scale), "dtype": dtype,
+                       "fast": fast, "straightforward": plain}
+                if "seconds" in fast and "seconds" in plain:
+                    row["max_abs_diff"] = float(np.abs(np.load(fast_out)
+                                                       - np.load(plain_out)).max())
+                results.append(row)
+                print(_table_row(row, memory_key), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def _table_row(row: dict, memory_key: str) -> str:
+    fast, plain = row["fast"], row["straightforward"]
+    cells = [f"{row['width']}x{row['height']}", f"x{row['scale']}", row["dtype"]]
+    if "error" in fast:
+        return "| " + " | ".join(cells + [f"fast failed: {fast['error']}"]) + " |"
+    gflops = fast["flops"] / fast["seconds"] / 1e9
+    cells.append(f"{fast['seconds']:.2f}")
+    if "seconds" in plain:
+        cells += [f"{plain['seconds']:.2f}", f"{fast['seconds'] / plain['seconds']:.2f}x"]
+    else:
+        cells += [plain.get("skipped", f"failed: {plain.get('error')}"), "-"]
+    cells.append(_gib(fast[memory_key]))
+    if memory_key in plain:
+        cells += [_gib(plain[memory_key]), f"{fast[memory_key] / plain[memory_key]:.2f}x"]
+    else:
+        cells += ["-", "-"]
+    cells.append(f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "-")
+    cells += [f"{gflops:.1f}", f"{100 * gflops / fast['matmul_gflops']:.0f}% of "
+              f"{fast['matmul_gflops']:.0f}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Pictures of what iPASSR does: valid masks, attention rows, attention disparity, comparisons.
+
+* ``valid mask`` heat maps over the image (the paper's Fig. 3): where a view's pixels found a
+  consistent match in the other view (V = 1) or are occluded (V = 0);
+* ``attention row``: the (W, W) map of one image row (Fig. 2 and 5), target column down, source
+  column across; a clean stereo row is a bright diagonal line offset by the disparity;
+* ``attention disparity``: the expected source column under the attention minus the target
+  column, i.e. where each pixel looked in the other view. For a rectified pair the left view's
+  offset is minus its disparity; the maps show ``disparity = -offset`` for the left view and
+  ``+offset`` for the right, both positive for a normal pair;
+* ``comparison``: bicubic (MATLAB-exact ``imresize``), SR and optionally HR side by side, each
+  with a zoomed crop underneath.
+
+All images are uint8 RGB arrays (H, W, 3); ``save_visualizations`` writes them atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .chunked import RowAttention
+from .errors import IpassrError
+from .inference import StereoSR, check_finite, to_batch_tensor
+from .io import PathLike, tensor_to_image, write_image
+
+# Viridis-like colour map: anchors at 0, 0.25, 0.5, 0.75, 1 (dark purple -> teal -> yellow).
+_ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
+                    dtype=np.float64)
+
+
+def colormap(values: np.ndarray, low: float | None = None, high: float | None = None
+             ) -> np.ndarray:
+    """Map a 2-D array to RGB uint8 (H, W, 3); ``low``/``high`` default to its min and max."""
+    values = np.asarray(values, dtype=np.float64)
+    low = float(np.nanmin(values)) if low is None else low
+    high = float(np.nanmax(values)) if high is None else high
+    scaled = np.clip((values - low) / max(high - low, 1e-12), 0, 1) * (len(_ANCHORS) - 1)
+    index = np.minimum(scaled.astype(np.int64), len(_ANCHORS) - 2)
+    fraction = (scaled - index)[..., None]
+    rgb = _ANCHORS[index] * (1 - fraction) + _ANCHORS[index + 1] * fraction
+    return np.round(rgb).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Blend a heat map (H, W, 3) over a grey version of ``image`` (H, W, 3), both uint8."""
+    grey = image.astype(np.float64).mean(axis=2, keepdims=True)
+    return np.round((1 - alpha) * grey + alpha * heat.astype(np.float64)).astype(np.uint8)
+
+
+def mask_heatmap(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Valid mask (H, W) in [0, 1] as a heat map over the image (Fig. 3)."""
+    return overlay(image, colormap(mask, 0.0, 1.0))
+
+
+def attention_row_image(maps: np.ndarray, gamma: float = 0.5) -> np.ndarray:
+    """One row's attention map (W_target, W_source) as an image; gamma < 1 shows faint mass."""
+    peak = max(float(maps.max()), 1e-12)
+    return colormap(np.power(maps / peak, gamma), 0.0, 1.0)
+
+
+def mark_row(image: np.ndarray, row: int) -> np.ndarray:
+    """The image with the visualised row drawn as a line."""
+    marked = Image.fromarray(image)
+    ImageDraw.Draw(marked).line([(0, row), (image.shape[1] - 1, row)], fill=(255, 0, 0))
+    return np.asarray(marked)
+
+
+@dataclass
+class Visualization:
+    """Everything ``visualize_pair`` computed, as uint8 RGB images keyed by output name."""
+
+    images: dict[str, np.ndarray]
+    details: RowAttention
+
+    def save(self, folder: PathLike) -> list[Path]:
+        """Write every image as ``<folder>/<name>.png`` (atomically); return the paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, image in self.images.items():
+            path = folder / f"{name}.png"
+            write_image(path, image)
+            paths.append(path)
+        return paths
+
+
+def bicubic_upscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-exact ``imresize(image, scale, 'bicubic')`` of a uint8 (H, W, 3) image."""
+    from .resize import imresize
+
+    return imresize(image, scale)
+
+
+def crop_box(height: int, width: int, crop: tuple[int, int, int, int] | None
+             ) -> tuple[int, int, int, int]:
+    """A valid (x, y, w, h) box inside the image: the one given, or a centred quarter."""
+    if crop is None:
+        w, h = max(1, width // 4), max(1, height // 4)
+        return (width - w) // 2, (height - h) // 2, w, h
+    x, y, w, h = crop
+    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
+        raise IpassrError(f"crop {x},{y},{w},{h} (x,y,w,h) is not inside the {width}x{height} "
+                          "SR image")
+    return crop
+
+
+def comparison(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int] | None = None,
+               zoom_width: int | None = None) -> np.ndarray:
+    """Side-by-side panels (same size) with labels, a crop box, and the zoomed crop below."""
+    first = next(iter(panels.values()))
+    height, width = first.shape[:2]
+    for name, panel in panels.items():
+        if panel.shape != first.shape:
+            raise IpassrError(f"comparison: panel {name} is {panel.shape[1]}x{panel.shape[0]}, "
+                              f"expected {width}x{height}")
+    x, y, w, h = crop_box(height, width, crop)
+    zoom_width = width if zoom_width is None else zoom_width
+    zoom_height = max(1, round(h * zoom_width / w))
+    gap, label = 4, 14
+    canvas = Image.new("RGB", (len(panels) * (width + gap) - gap,
+                               label + height + gap + zoom_height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, panel) in enumerate(panels.items()):
+        left = i * (width + gap)
+        draw.text((left + 2, 1), name, fill=(0, 0, 0))
+        canvas.paste(Image.fromarray(panel), (left, label))
+        draw.rectangle([left + x, label + y, left + x + w - 1, label + y + h - 1],
+                       outline=(255, 0, 0))
+        zoomed = Image.fromarray(panel[y:y + h, x:x + w]).resize((zoom_width, zoom_height),
+                                                                  Image.NEAREST)
+        canvas.paste(zoomed, (left, label + height + gap))
+    return np.asarray(canvas)
+
+
+def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = None,
+                   hr_left: Any = None, crop: tuple[int, int, int, int] | None = None
+                   ) -> Visualization:
+    """Super-resolve a pair and draw its valid masks, one attention row, disparity, comparison.
+
+    ``left``/``right``: PIL images or uint8 (H, W, 3) arrays (LR). ``row`` defaults to the middle
+    row. ``hr_left`` (optional) adds a ground-truth panel; ``crop`` is (x, y, w, h) in SR pixels.
+    """
+    left_t, _ = to_batch_tensor(left, "left")
+    right_t, _ = to_batch_tensor(right, "right")
+    if left_t.shape != right_t.shape or left_t.shape[0] != 1:
+        raise IpassrError("visualize needs one pair of views of the same size")
+    check_finite(left_t, "left")
+    check_finite(right_t, "right")
+    height, width = left_t.shape[2:]
+    row = height // 2 if row is None else row
+    if not 0 <= row < height:
+        raise IpassrError(f"row {row} is outside the image (0..{height - 1})")
+    if model.network.attention is None:
+        raise IpassrError("this model variant has no parallax attention (use_attention=False): "
+                          "there are no masks or attention maps to show")
+    from .tiling import stereo_forward
+
+    sr_left, sr_right, details = stereo_forward(
+        model.network, left_t.to(model.device), right_t.to(model.device),
+        max_memory=model.max_memory, return_details=True, keep_rows=[row])
+    lr_left, lr_right = tensor_to_image(left_t), tensor_to_image(right_t)
+    valid_left = details.valid_left[0, 0].cpu().numpy()
+    valid_right = details.valid_right[0, 0].cpu().numpy()
+    disparity_left = -details.offset_left[0, 0].cpu().numpy()
+    disparity_right = details.offset_right[0, 0].cpu().numpy()
+    low = min(disparity_left.min(), disparity_right.min())
+    high = max(disparity_left.max(), disparity_right.max())
+    right_to_left, left_to_right = (m[0].cpu().numpy() for m in details.rows[row])
+    images = {
+        "valid_left": mask_heatmap(lr_left, valid_left),
+        "valid_right": mask_heatmap(lr_right, valid_right),
+        "disparity_left": colormap(disparity_left, low, high),
+        "disparity_right": colormap(disparity_right, low, high),
+        f"attention_row{row}_right_to_left": attention_row_image(right_to_left),
+        f"attention_row{row}_left_to_right": attention_row_image(left_to_right),
+        f"row{row}_marked_left": mark_row(lr_left, row),
+    }
+    panels = {"bicubic": bicubic_upscale(lr_left, model.scale),
+              "iPASSR": tensor_to_image(sr_left.clamp(0, 1))}
+    if hr_left is not None:
+        hr, _ = to_batch_tensor(hr_left, "HR left")
+        hr_image = tensor_to_image(hr)
+        if hr_image.shape != panels["iPASSR"].shape:
+            raise IpassrError(f"HR left is {hr_image.shape[1]}x{hr_image.shape[0]}, but the SR "
+                              f"image is {panels['iPASSR'].shape[1]}x{panels['iPASSR'].shape[0]}")
+        panels["HR"] = hr_image
+    images["comparison_left"] = comparison(panels, crop)
+    return Visualization(images, details)
+
+
+__all__ = ["Visualization", "visualize_pair", "colormap", "overlay", "mask_heatmap",
+           "attention_row_image", "comparison", "bicubic_upscale"]
