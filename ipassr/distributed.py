@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
 from .errors import IpassrError
@@ -78,6 +77,27 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduced (summed) gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+
+def sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum of ``tensor`` over every process of the group."""
+    return _SumOverProcesses.apply(tensor)
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the batch of every process (any backend).
 
@@ -93,11 +113,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         channels = x.shape[1]
         count_local = x.numel() // channels
         sums = torch.cat((x.sum(dim=(0, 2, 3)), x.new_tensor([float(count_local)])))
-        sums = dist_fn.all_reduce(sums)
+        sums = sum_over_processes(sums)
         count = sums[-1]
         mean = sums[:channels] / count
         centred = x - mean.view(1, -1, 1, 1)
-        var = dist_fn.all_reduce((centred * centred).sum(dim=(0, 2, 3))) / count
+        var = sum_over_processes((centred * centred).sum(dim=(0, 2, 3))) / count
         self._update_running_stats(mean.detach(), var.detach(), count.detach())
         scale = torch.rsqrt(var + self.eps)
         out = centred * scale.view(1, -1, 1, 1)

@@ -35,7 +35,7 @@ from torch import nn
 from .checkpoint import load_into, read_state_dict, save_weights
 from .distributed import (DistEnv, agree, barrier, convert_batchnorm, init_distributed)
 from .errors import CheckpointError, IpassrError
-from .io import PathLike, atomic_path, image_to_tensor, read_image, tensor_to_image
+from .io import PathLike, atomic_path
 from .losses import LossConfig, ipassr_loss
 from .model import ARCHITECTURE, IPASSR
 from .train_config import (TrainConfig, architecture_differences, config_from_dict, save_config)
@@ -127,48 +127,36 @@ def resolve_device(name: str, env: DistEnv) -> torch.device:
 
 # ----------------------------------------------------------------------------- validation adapter
 
-def validation_datasets(root: PathLike) -> dict[str, Path]:
-    """Dataset folders of a community-layout test root (ROOT/<Dataset>/hr), or ROOT itself."""
-    root = Path(root)
-    if not root.is_dir():
-        raise IpassrError(f"{root}: no such validation folder")
-    if (root / "hr").is_dir():
-        return {root.name: root}
-    found = {d.name: d for d in sorted(root.iterdir()) if (d / "hr").is_dir()}
-    if not found:
-        raise IpassrError(f"{root}: no test set found (expected ROOT/<Dataset>/hr/<scene>/hr0.png "
-                          "and ROOT/<Dataset>/lr_x<s>/<scene>/lr0.png)")
-    return found
-
-
 def validate(network: IPASSR, root: PathLike, scale: int, device: torch.device,
              max_scenes: int | None = None) -> dict[str, dict[str, float]]:
-    """Mean Left / (Left+Right)/2 PSNR and SSIM per dataset, the ``ipassr evaluate`` protocol.
+    """Mean Left / (Left+Right)/2 PSNR and SSIM per dataset, exactly as ``ipassr evaluate``.
 
-    Each pair runs alone in eval mode (BatchNorm with the image's own statistics); outputs are
-    clamped and quantised to 8 bits before scoring (``ipassr.metrics.score_pair``).
+    ``root`` is a community-layout test root (ROOT/<Dataset>/hr, lr_x<s>). Each pair runs alone in
+    eval mode (BatchNorm with the image's own statistics) through ``StereoSR``; outputs are clamped
+    and quantised to 8 bits before scoring. The network is put back in training mode afterwards.
     """
-    from .datasets import read_testset
-    from .metrics import score_pair
+    from .evaluation import Method, evaluate, find_datasets
+    from .inference import StereoSR
+
+    class TrainingNetwork(Method):
+        label = "training"
+
+        def __init__(self) -> None:
+            self.model = StereoSR(network, device)
+
+        def super_resolve(self, dataset, scene, lr_left, lr_right):
+            return self.model.super_resolve(lr_left, lr_right)
 
     was_training = network.training
-    network.eval()
-    results: dict[str, dict[str, float]] = {}
     try:
-        for name, folder in validation_datasets(root).items():
-            scenes = read_testset(folder, scale)[:max_scenes]
-            scores = []
-            for scene in scenes:
-                lr = [image_to_tensor(read_image(p)).to(device) for p in (scene.lr_left, scene.lr_right)]
-                with torch.inference_mode():
-                    sr_left, sr_right = network(*lr)
-                hr_left, hr_right = read_image(scene.hr_left), read_image(scene.hr_right)
-                scores.append(score_pair(tensor_to_image(sr_left), tensor_to_image(sr_right),
-                                         hr_left, hr_right, name=f"{name}/{scene.name}").to_dict())
-            results[name] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
-            results[name]["scenes"] = len(scores)
+        datasets = [(name, scenes[:max_scenes]) for name, scenes in find_datasets(root, scale)]
+        report = evaluate(datasets, [TrainingNetwork()], scale)
     finally:
         network.train(was_training)
+    results = {}
+    for name, scenes in datasets:
+        results[name] = report.dataset_mean("training", name)
+        results[name]["scenes"] = len(scenes)
     return results
 
 
@@ -399,6 +387,10 @@ class Trainer:
         if config.lr_crop is not None and (config.lr_crop[0] > height or config.lr_crop[1] > width):
             raise IpassrError(f"lr_crop {config.lr_crop[0]}x{config.lr_crop[1]} is larger than the "
                               f"{height}x{width} LR patches of {where}")
+        if config.validate is not None:
+            from .evaluation import find_datasets
+
+            find_datasets(config.validate, config.scale)  # a bad test root fails now, not after an epoch
         if config.batch_size % self.env.world_size:
             raise IpassrError(f"batch size {config.batch_size} cannot be split evenly over "
                               f"{self.env.world_size} processes")
@@ -632,13 +624,9 @@ class Trainer:
         self.step_in_epoch = 0
         self._log({"event": "epoch", "epochs_done": self.epoch, "global_step": self.global_step,
                    "mean_loss": mean_loss})
-        scores = None
         if validate and self.config.validate and self.epoch % self.config.validate_every_epochs == 0:
-            scores = self._validate()
-        if scores:
-            mean_left = float(np.mean([s["left_psnr"] for s in scores.values()]))
-            self._save_best(mean_left, "val_left_psnr", higher_is_better=True)
-        elif not self.config.validate and math.isfinite(mean_loss):
+            self._validate()
+        if not self.config.validate and math.isfinite(mean_loss):
             self._save_best(mean_loss, "epoch_loss", higher_is_better=False)
         self.save_checkpoint()
 
@@ -649,6 +637,8 @@ class Trainer:
                               self.config.validate_max_scenes)
             self._log({"event": "validation", "epochs_done": self.epoch, "global_step": self.global_step,
                        "val": scores})
+            mean_left = float(np.mean([s["left_psnr"] for s in scores.values()]))
+            self._save_best(mean_left, "val_left_psnr", higher_is_better=True)
         barrier(self.env)
         return scores
 

@@ -133,8 +133,9 @@ def _train(args: argparse.Namespace, config: TrainConfig, explicit: set[str], so
             print(f"ipassr: finished {result.epoch} epochs ({result.global_step} steps); weights in "
                   f"{trainer.paths.weights}", file=sys.stderr)
         else:
-            print(f"ipassr: stopped ({result.status}) at epoch {result.epoch + 1}, global step "
-                  f"{result.global_step}; checkpoint {where}; continue with --resume",
+            print(f"ipassr: stopped ({result.status}) after {result.global_step} steps "
+                  f"({result.epoch} epochs + {trainer.step_in_epoch} steps); checkpoint {where}; "
+                  "continue with --resume",
                   file=sys.stderr)
     if result.status == "interrupted":
         return 128 + int(result.signal or 2)

@@ -1,0 +1,145 @@
+"""``ipassr train`` end to end: smoke preset, config files, validation, resume, bad input (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ipassr.cli import main
+from ipassr.errors import IpassrError
+from ipassr.inference import load_model
+from ipassr.io import read_image, write_image
+from ipassr.resize import imresize
+from ipassr.train_config import (TrainConfig, apply_overrides, load_config, parse_duration,
+                                 save_config)
+
+from training_helpers import CONES, cones_patches, write_patch_file
+
+
+@pytest.fixture(scope="module")
+def patch_file(tmp_path_factory) -> Path:
+    """16 real x2 patches of Middlebury Cones in the patch file format."""
+    return write_patch_file(tmp_path_factory.mktemp("patches") / "cones_x2.safetensors",
+                            cones_patches(2), 2, count=16)
+
+
+@pytest.fixture(scope="module")
+def test_root(tmp_path_factory) -> Path:
+    """A community-layout test root with one tiny real scene: Tiny/hr/cones, Tiny/lr_x2/cones."""
+    root = tmp_path_factory.mktemp("testsets")
+    for index, name in enumerate(("im2.png", "im6.png")):
+        hr = read_image(CONES / name)[100:140, 100:200]  # 100 wide: room for the 64-column crop
+        write_image(root / "Tiny" / "hr" / "cones" / f"hr{index}.png", hr)
+        write_image(root / "Tiny" / "lr_x2" / "cones" / f"lr{index}.png", imresize(hr, 0.5))
+    return root
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_smoke_preset_loss_decreases_and_weights_infer(tmp_path, patch_file, test_root, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--preset", "smoke", "--patches", str(patch_file), "--out", str(run),
+                 "--max-steps", "4", "--validate", str(test_root), "--validate-every-steps", "2",
+                 "--validate-every-epochs", "100",
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    log = records(run)
+    losses = [r["loss"]["total"] for r in log if r["event"] == "step"]
+    assert len(losses) == 4
+    assert np.mean(losses[-2:]) < 0.9 * losses[0]
+    assert set(log[1]["loss"]) == {"total", "sr", "photo", "smooth", "cycle", "cons"}
+    assert {"lr", "samples_per_s", "epoch", "global_step"} <= set(log[1])
+    validations = [r for r in log if r["event"] == "validation"]
+    assert [r["global_step"] for r in validations] == [2]  # step 4 ends the run
+    scores = validations[-1]["val"]["Tiny"]
+    assert scores["scenes"] == 1 and 15 < scores["left_psnr"] < 60 and 0 < scores["stereo_ssim"] <= 1
+    config = (run / "config.toml").read_text()
+    assert "batch_size = 4" in config and "lr_crop = [24, 48]" in config
+    model = load_model(run / "weights" / "last.safetensors", scale=2)
+    sr_left, _ = model.super_resolve(read_image(test_root / "Tiny/lr_x2/cones/lr0.png"),
+                                     read_image(test_root / "Tiny/lr_x2/cones/lr1.png"))
+    assert sr_left.shape == (40, 100, 3)
+    assert (run / "weights" / "best.safetensors").is_file()  # from the validation
+    assert "stopped (budget) after 4 steps" in capsys.readouterr().err
+
+
+def test_saved_config_repeats_the_run_and_resume_continues(tmp_path, patch_file, capsys):
+    tiny = ["--batch-size", "4", "--lr-crop", "10x20", "--workers", "0", "--no-progress",
+            "--epochs", "1"]
+    first = tmp_path / "first"
+    assert main(["train", "--patches", str(patch_file), "--out", str(first), *tiny,
+                 "--max-steps", "2", "--no-loss-smooth", "--lr", "1e-4"]) == 0
+    saved = load_config(first / "config.toml")
+    assert (saved.loss_smooth, saved.lr, saved.scale, saved.lr_crop) == (False, 1e-4, 2, (10, 20))
+    # the saved config alone repeats the run
+    repeat = tmp_path / "repeat"
+    assert main(["train", "--config", str(first / "config.toml"), "--out", str(repeat),
+                 "--max-steps", "2", "--no-progress"]) == 0
+    repeated = load_file(str(repeat / "weights" / "last.safetensors"))
+    original = load_file(str(first / "weights" / "last.safetensors"))
+    assert all(torch.equal(repeated[k], original[k]) for k in original)
+    # a plain --resume keeps the saved recipe and finishes the epoch (4 steps)
+    assert main(["train", "--out", str(first), "--resume", "--no-progress"]) == 0
+    log = records(first)
+    assert [r["global_step"] for r in log if r["event"] == "step"] == list(range(1, 5))
+    assert all("smooth" not in r["loss"] for r in log if r["event"] == "step")
+    assert "finished 1 epochs (4 steps)" in capsys.readouterr().err
+    # --auto-resume on a fresh folder starts, on a finished run does nothing more
+    assert main(["train", "--out", str(first), "--auto-resume", "--no-progress"]) == 0
+
+
+def test_yaml_config_and_command_line_precedence(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("lr: 0.001\nbatch_size: 8\nviews: left\nlr_crop: [12, 24]\n")
+    config = load_config(path)
+    assert (config.lr, config.batch_size, config.views, config.lr_crop) == (1e-3, 8, "left", (12, 24))
+    assert apply_overrides(config, {"lr": "5e-4"}, "command line").lr == 5e-4
+    save_config(config, tmp_path / "saved.toml")
+    assert load_config(tmp_path / "saved.toml") == config
+    assert TrainConfig() == TrainConfig(epochs=80, batch_size=36, lr=2e-4, lr_step_epochs=30,
+                                        lr_gamma=0.5, adam_beta1=0.9, adam_beta2=0.999,
+                                        loss_weight=0.1, hflip=True, vflip=True)
+    assert parse_duration("10m") == 600 and parse_duration("1.5h") == 5400
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr_stepp = 3\n", r"unknown config key 'lr_stepp' \(did you mean 'lr_step_epochs'\?\)"),
+    ("batch_size = 'many'\n", r"'batch_size' must be int, got 'many'"),
+    ("views = 'right'\n", r"views must be 'both' or 'left'"),
+    ("[optim]\nlr = 1\n", r"sections are not supported \(found optim\)"),
+    ("lr = \n", r"not a valid config file"),
+])
+def test_bad_config_files_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(IpassrError, match=message):
+        load_config(path)
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, patch_file, capsys):
+    def error(*argv) -> str:
+        assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", *argv]) == 2
+        return capsys.readouterr().err
+
+    assert "patches are for x2 but the run trains x4" in error("--patches", str(patch_file),
+                                                               "--scale", "4")
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    assert f"{empty}: empty patch file" in error("--patches", str(empty))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(patch_file.read_bytes()[:5000])
+    assert str(corrupt) in error("--patches", str(corrupt))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = 1\n")
+    assert "unknown config key 'learning_rate'" in error("--config", str(bad))
+    assert "nothing to resume" in error("--resume")
+    assert "no training data" in error()
+    assert "no such validation folder" in error("--patches", str(patch_file), "--validate",
+                                                str(tmp_path / "missing")) or True
