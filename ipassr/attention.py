@@ -52,7 +52,15 @@ def valid_mask(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
 
 
 def parallax_attention(query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both attention maps from left queries and right keys, (B, C, H, W) each -> 2 x (B, H, W, W)."""
+    """Both attention maps from left queries and right keys, (B, C, H, W) each -> 2 x (B, H, W, W).
+
+    Under autocast (mixed-precision training) the scores and softmaxes are computed in fp32: the
+    scores are unscaled and large, and bf16 would round them by whole units. Without autocast
+    nothing changes.
+    """
+    if torch.is_autocast_enabled(query.device.type):
+        with torch.autocast(query.device.type, enabled=False):
+            return parallax_attention(query.float(), key.float())
     score = torch.matmul(query.permute(0, 2, 3, 1), key.permute(0, 2, 1, 3))  # (B, H, Wl, Wr)
     return torch.softmax(score, dim=-1), torch.softmax(score.transpose(-1, -2), dim=-1)
 

@@ -262,3 +262,18 @@ def test_a_foreign_file_is_not_resumed(tmp_path):
     last.write_bytes(b"garbage")
     with pytest.raises(IpassrError, match="not a readable training checkpoint"):
         Trainer(tiny_config(), tmp_path / "run", resume=True)
+
+
+def test_speed_options_train_close_to_the_fp32_step(tmp_path, cones_x2):
+    """channels_last keeps fp32 results (to rounding); bf16 autocast stays close, weights stay fp32."""
+    source = tiny_source(cones_x2, count=2)
+    results = {}
+    for name, options in {"fp32": {}, "channels_last": {"channels_last": True},
+                          "bf16": {"amp": "bf16", "channels_last": True}}.items():
+        trainer = Trainer(tiny_config(hflip=False, vflip=False, **options), tmp_path / name,
+                          source=source, progress=False)
+        results[name] = trainer.train_step(next(trainer.batches()))
+        assert all(p.dtype == torch.float32 for p in trainer.network.parameters())
+    for key, value in results["fp32"].items():
+        assert results["channels_last"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+        assert results["bf16"][key] == pytest.approx(value, rel=0.05, abs=2e-3), key
