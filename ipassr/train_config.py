@@ -70,6 +70,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     cudnn_benchmark: bool = True
+    tf32: bool = False  # allow TF32 matmuls/convolutions on Ampere+ GPUs (faster, less exact)
     deterministic: bool = False
     sync_batchnorm: bool = False  # distributed: BatchNorm statistics over the global batch
     # checkpoints, logging and validation

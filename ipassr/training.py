@@ -300,6 +300,8 @@ class Trainer:
                  init_weights: PathLike | None = None, progress: bool = True) -> None:
         self.paths = RunPaths(Path(run_dir))
         self.progress = progress
+        if resume and init_weights is not None:
+            raise IpassrError("--init-weights starts a new run; it cannot be combined with --resume")
         checkpoint = self._load_resume_state(config, overrides) if resume else None
         if checkpoint is None:
             self._refuse_existing_run()
@@ -390,6 +392,8 @@ class Trainer:
         if config.validate is not None:
             from .evaluation import find_datasets
 
+            if not Path(config.validate).is_dir():
+                raise IpassrError(f"--validate {config.validate}: no such folder")
             find_datasets(config.validate, config.scale)  # a bad test root fails now, not after an epoch
         if config.batch_size % self.env.world_size:
             raise IpassrError(f"batch size {config.batch_size} cannot be split evenly over "
@@ -398,8 +402,8 @@ class Trainer:
     def _configure_backends(self) -> None:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = self.config.cudnn_benchmark and not self.config.deterministic
-            torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 unless --amp is given
-            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = self.config.tf32  # fp32 means fp32 unless asked
+            torch.backends.cudnn.allow_tf32 = self.config.tf32
         if self.config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.deterministic = True
@@ -423,7 +427,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             model = DistributedDataParallel(
-                network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                network, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=not self.config.loss_sr)  # then some layers may get no loss
         if self.config.compile:
             model = torch.compile(model)
         return model

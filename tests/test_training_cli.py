@@ -141,5 +141,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, patch_file, capsys):
     assert "unknown config key 'learning_rate'" in error("--config", str(bad))
     assert "nothing to resume" in error("--resume")
     assert "no training data" in error()
-    assert "no such validation folder" in error("--patches", str(patch_file), "--validate",
-                                                str(tmp_path / "missing")) or True
+    assert "holds 16 patches, fewer than one batch (36)" in error("--patches", str(patch_file))
+    small = ["--patches", str(patch_file), "--batch-size", "4"]
+    assert "missing: no such folder" in error(*small, "--validate", str(tmp_path / "missing"))
+    assert "no datasets found" in error(*small, "--validate", str(tmp_path))

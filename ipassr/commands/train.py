@@ -32,6 +32,7 @@ HELP = {
     "lr_step_epochs": "halve (x lr_gamma) the learning rate every N epochs (paper: 30)",
     "amp": "off, or bf16 autocast (losses and softmax in fp32)",
     "device": "auto, cpu, cuda or cuda:N",
+    "tf32": "allow TF32 on Ampere+ GPUs (faster fp32 convolutions, about 1e-3 relative error)",
     "sync_batchnorm": "BatchNorm statistics over the global batch when distributed",
     "checkpoint_every_steps": "also checkpoint every N steps (0: only each epoch)",
     "keep_checkpoints": "step-numbered checkpoints kept besides last.pt",
