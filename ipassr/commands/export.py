@@ -1,0 +1,35 @@
+"""``ipassr export``: write the network as ONNX or TorchScript (dynamic batch, height, width)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..checkpoint import load_network
+from ..export import FORMATS, export_model
+from ..inference import resolve_weights
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export the network to ONNX or TorchScript",
+        description="Export iPASSR (eval mode) with dynamic batch, height and width, then check "
+                    "that the exported file reproduces PyTorch at another size (ONNX needs "
+                    "onnx and onnxruntime: pip install 'ipassr[export]').")
+    parser.add_argument("--weights", type=Path, help="weights file (.pth.tar or .safetensors); "
+                        "default: the shipped weights for --scale")
+    parser.add_argument("--scale", type=int, help="upscaling factor (checked against --weights)")
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
+    parser.add_argument("--output", type=Path, required=True, help="file to write")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip running the exported file against PyTorch")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    network = load_network(resolve_weights(args.weights, args.scale), scale=args.scale)
+    error = export_model(network, args.output, args.format, check=not args.no_check)
+    checked = "" if error is None else f"; matches PyTorch to {error:.1e}"
+    print(f"wrote {args.output} ({args.format}, x{network.scale}, inputs left/right "
+          f"(batch, 3, height, width){checked})")
+    return 0
