@@ -139,8 +139,8 @@ def _serialize_torchscript(module: ExportForward, example: tuple[torch.Tensor, t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, example, check_trace=False)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
     return buffer.getvalue()
 
 
@@ -160,7 +160,9 @@ def run_torchscript(data: bytes | PathLike, left: torch.Tensor, right: torch.Ten
                     ) -> list[torch.Tensor]:
     """Run an exported TorchScript model."""
     source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
-    module = torch.jit.load(source, map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load still works
+        module = torch.jit.load(source, map_location="cpu")
     with torch.inference_mode(), torch.jit.optimized_execution(False):  # skip slow JIT passes
         return list(module(left, right))
 

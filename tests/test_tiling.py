@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from ipassr.errors import IpassrError
 from ipassr.model import IPASSR
-from ipassr.tiling import (InferencePlan, plan_inference, receptive_radius, stage_halos,
-                           stereo_forward)
+from ipassr.tiling import (InferencePlan, parse_memory_size, plan_inference, receptive_radius,
+                           stage_halos, stereo_forward)
 
 
-def _randomised(network: IPASSR) -> IPASSR:
-    """Non-trivial BatchNorm affine parameters so normalisation errors would show."""
+def _network(scale: int, **options) -> IPASSR:
+    """A seeded random network with non-trivial BatchNorm affine parameters, in eval mode."""
     torch.manual_seed(7)
+    network = IPASSR(scale, **options)
     if network.attention is not None:
         with torch.no_grad():
             network.attention.norm.weight.uniform_(0.5, 1.5)
@@ -42,34 +44,38 @@ VARIANTS = [
 
 @pytest.mark.parametrize("scale,options", VARIANTS)
 def test_untiled_and_tiled_equal_plain_forward(scale, options):
-    network = _randomised(IPASSR(scale, **options))
+    network = _network(scale, **options)
     torch.manual_seed(11)
-    left, right = torch.rand(2, 3, 27, 19), torch.rand(2, 3, 27, 19)
+    left, right = torch.rand(2, 3, 11, 9), torch.rand(2, 3, 11, 9)
     expected = _plain(network, left, right)
-    untiled = stereo_forward(network, left, right, plan=InferencePlan(False, 27, 4, 0))
+    untiled = stereo_forward(network, left, right, plan=InferencePlan(False, 11, 4, 0))
     tiled = stereo_forward(network, left, right, plan=InferencePlan(True, 8, 3, 0))
     _assert_close(untiled, expected)
     _assert_close(tiled, expected)
 
 
-def test_tiled_equals_untiled_with_bands_smaller_than_halo():
-    network = _randomised(IPASSR(2))
+def test_tiled_equals_untiled_when_bands_and_halos_cut_the_image():
+    """52 rows, bands of 9: every pass crops its halo inside the image (halos 17 to 21)."""
+    network = _network(2)
     torch.manual_seed(12)
-    left, right = torch.rand(1, 3, 45, 16), torch.rand(1, 3, 45, 16)
-    untiled = stereo_forward(network, left, right, plan=InferencePlan(False, 45, 45, 0))
-    for band in (8, 13, 44):
-        tiled = stereo_forward(network, left, right, plan=InferencePlan(True, band, 2, 0))
-        _assert_close(tiled, untiled)
+    left, right = torch.rand(1, 3, 52, 7), torch.rand(1, 3, 52, 7)
+    untiled = stereo_forward(network, left, right, plan=InferencePlan(False, 52, 52, 0))
+    tiled = stereo_forward(network, left, right, plan=InferencePlan(True, 9, 2, 0))
+    _assert_close(tiled, untiled)
 
 
 def test_details_match_plain_attention_maps():
-    network = _randomised(IPASSR(2))
+    network = _network(2)
     torch.manual_seed(13)
     left, right = torch.rand(1, 3, 10, 14), torch.rand(1, 3, 10, 14)
     with torch.no_grad():
         *_, maps = network(left, right, return_attention=True)
     for plan in (InferencePlan(False, 10, 3, 0), InferencePlan(True, 8, 2, 0)):
-        *_, details = stereo_forward(network, left, right, plan=plan, return_details=True)
+        *_, details = stereo_forward(network, left, right, plan=plan, return_details=True,
+                                     keep_rows=[3, 9])
+        assert sorted(details.rows) == [3, 9]
+        torch.testing.assert_close(details.rows[9][0], maps.right_to_left[:, 9], rtol=0, atol=1e-5)
+        torch.testing.assert_close(details.rows[3][1], maps.left_to_right[:, 3], rtol=0, atol=1e-5)
         torch.testing.assert_close(details.valid_left, maps.valid_left, rtol=0, atol=1e-5)
         torch.testing.assert_close(details.valid_right, maps.valid_right, rtol=0, atol=1e-5)
         columns = torch.arange(14.0)
@@ -105,3 +111,58 @@ def test_training_mode_is_refused():
     network = IPASSR(2)
     with pytest.raises(ValueError, match="eval"):
         stereo_forward(network, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+
+
+def test_memory_sizes_parse_and_bad_ones_are_refused():
+    assert parse_memory_size("4G") == 4 * 2 ** 30
+    assert parse_memory_size("512m") == 512 * 2 ** 20
+    assert parse_memory_size("1.5GiB") == 3 * 2 ** 29
+    assert parse_memory_size("1000") == 1000
+    for bad in ("", "abc", "-1G", "0", "4X", "inf"):
+        with pytest.raises(IpassrError, match="expected a positive size"):
+            parse_memory_size(bad)
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory, cones_pair):
+    """Three tiny scenes from the real Cones pair: two of one size, one of another."""
+    from ipassr.io import read_image, write_image
+
+    root = tmp_path_factory.mktemp("scenes")
+    left, right = (read_image(p) for p in cones_pair)
+    for name, (y, x, h, w) in {"a": (100, 100, 12, 20), "b": (200, 150, 12, 20),
+                               "c": (50, 50, 10, 16)}.items():
+        (root / name).mkdir()
+        write_image(root / name / "lr0.png", left[y:y + h, x:x + w])
+        write_image(root / name / "lr1.png", right[y:y + h, x:x + w])
+    return root
+
+
+def test_infer_folder_batched_equals_one_by_one(tmp_path, scene_dir, conformance_dir):
+    from ipassr.cli import main
+    from ipassr.io import read_image
+
+    weights = str(conformance_dir / "x2.pth.tar")
+    for batch, out in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        assert main(["infer", "--weights", weights, "--input-dir", str(scene_dir),
+                     "--output-dir", str(out), "--batch-size", str(batch),
+                     "--max-memory", "64M"]) == 0
+    for name in ("a_L.png", "a_R.png", "b_L.png", "c_R.png"):
+        one, two = read_image(tmp_path / "one" / name), read_image(tmp_path / "two" / name)
+        assert np.abs(one.astype(int) - two.astype(int)).max() <= 1  # float rounding at .5
+
+
+def test_infer_reports_a_budget_too_small(tmp_path, scene_dir, conformance_dir, capsys):
+    from ipassr.cli import main
+
+    code = main(["infer", "--weights", str(conformance_dir / "x2.pth.tar"),
+                 "--left", str(scene_dir / "a" / "lr0.png"), "--right",
+                 str(scene_dir / "a" / "lr1.png"), "--output-left", str(tmp_path / "l.png"),
+                 "--output-right", str(tmp_path / "r.png"), "--max-memory", "2K"])
+    assert code == 2
+    assert "needs at least" in capsys.readouterr().err
+    assert not (tmp_path / "l.png").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["infer", "--max-memory", "lots"])
+    assert exit_info.value.code == 2
+    assert "expected a positive size" in capsys.readouterr().err

@@ -12,6 +12,14 @@ from ..tiling import parse_memory_size
 from ..visualize import visualize_pair
 
 
+def memory_size(text: str) -> int:
+    """argparse type for --max-memory: '4G', '512M' or bytes (shared with ``ipassr infer``)."""
+    try:
+        return parse_memory_size(text)
+    except IpassrError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "visualize", help="draw valid masks, attention maps, disparity and a comparison image",
@@ -29,7 +37,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--crop", help="zoomed region X,Y,W,H in SR pixels (default: centre)")
     parser.add_argument("--output-dir", type=Path, required=True, help="where to write the PNGs")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--max-memory", type=parse_memory_size,
+    parser.add_argument("--max-memory", type=memory_size,
                         help="activation memory budget, e.g. 4G (default 4G)")
     parser.set_defaults(run=run)
 
