@@ -35,7 +35,12 @@ def test_two_gloo_processes_match_one_process_with_sync_batchnorm(tmp_path):
     config = TrainConfig(patches=str(patches), batch_size=4, lr_crop=(10, 20), workers=0,
                          device="cpu", tensorboard=False)
     single = Trainer(config, tmp_path / "single", progress=False)
-    single.fit(max_steps=3)  # crosses the epoch boundary: 8 patches = 2 steps per epoch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1)
+    try:
+        single.fit(max_steps=3)
+    finally:
+        torch.set_num_threads(threads)  # crosses the epoch boundary: 8 patches = 2 steps per epoch
 
     ddp = load_file(str(tmp_path / "ddp" / "weights" / "last.safetensors"))
     ours = {k: v.detach() for k, v in single.network.state_dict().items()}
