@@ -300,6 +300,7 @@ class Trainer:
                  init_weights: PathLike | None = None, progress: bool = True) -> None:
         self.paths = RunPaths(Path(run_dir))
         self.progress = progress
+        self.resumed_changes: list[str] = []
         if resume and init_weights is not None:
             raise IpassrError("--init-weights starts a new run; it cannot be combined with --resume")
         checkpoint = self._load_resume_state(config, overrides) if resume else None
@@ -309,7 +310,7 @@ class Trainer:
         self.env = init_distributed(use_cuda=resolve_device(config.device, DistEnv()).type == "cuda")
         self.device = resolve_device(config.device, self.env)
         self.source = source if source is not None else self._open_source(config)
-        self.config = self._resolve_scale(config, self.source)
+        self.config = self._absolute_paths(self._resolve_scale(config, self.source))
         self._check_data(self.config, self.source)
         self._configure_backends()
         self.network = self._build_network(init_weights)
@@ -364,6 +365,13 @@ class Trainer:
         self.resumed_changes = sorted(k for k in changed if k != "scale")
         self.config = merged
         return checkpoint
+
+    @staticmethod
+    def _absolute_paths(config: TrainConfig) -> TrainConfig:
+        """Paths saved absolute, so a resume or a repeat from another directory finds the files."""
+        paths = {k: str(Path(getattr(config, k)).absolute()) for k in ("patches", "validate")
+                 if getattr(config, k) is not None}
+        return config.__class__(**{**config.__dict__, **paths})
 
     def _open_source(self, config: TrainConfig) -> PatchSource:
         if config.patches is None:
@@ -671,7 +679,7 @@ class Trainer:
         if event in ("start", "resume"):
             record.update(config=self.config.to_dict(), world_size=self.env.world_size,
                           device=str(self.device))
-            if event == "resume" and getattr(self, "resumed_changes", None):
+            if event == "resume" and self.resumed_changes:
                 record["changed"] = self.resumed_changes
         self._log(record)
 
