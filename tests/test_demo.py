@@ -1,0 +1,48 @@
+"""``ipassr demo`` on the built-in Motorcycle pair and on a user's own pair."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ipassr.cli import main
+from ipassr.io import read_image, write_image
+
+
+def test_demo_on_motorcycle_writes_everything(tmp_path, conformance_dir, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "--scale", "4", "--weights", str(conformance_dir / "x4.pth.tar"),
+                 "--output-dir", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "bicubic" in printed and str(out) in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["scale"] == 4 and set(report["scores"]) == {"bicubic", "iPASSR"}
+    bicubic = report["scores"]["bicubic"]
+    assert 20 < bicubic["stereo_psnr"] < 35 and 0 < bicubic["stereo_ssim"] < 1
+    lr = read_image(out / "lr_left.png")
+    sr = read_image(out / "sr_left.png")
+    assert sr.shape == (lr.shape[0] * 4, lr.shape[1] * 4, 3)
+    assert (out / "comparison.png").stat().st_size > 0 and (out / "valid_masks.png").is_file()
+    assert "(Left+Right)/2" in (out / "report.md").read_text()
+    assert not list(out.glob("*.tmp"))
+
+
+def test_demo_on_own_pair_has_no_scores(tmp_path, conformance_dir, cones_pair):
+    for source, name in zip(cones_pair, ("l.png", "r.png")):
+        write_image(tmp_path / name, read_image(source)[:48, :96])
+    out = tmp_path / "mine"
+    code = main(["demo", "--scale", "2", "--weights", str(conformance_dir / "x2.pth.tar"),
+                 "--left", str(tmp_path / "l.png"), "--right", str(tmp_path / "r.png"),
+                 "--output-dir", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["scores"] == {}
+    assert read_image(out / "sr_right.png").shape == (96, 192, 3)
+    assert np.array_equal(read_image(out / "lr_left.png"), read_image(tmp_path / "l.png"))
+
+
+def test_demo_needs_both_views(tmp_path, conformance_dir, capsys):
+    code = main(["demo", "--weights", str(conformance_dir / "x4.pth.tar"), "--left", "x.png"])
+    assert code == 2 and "both --left and --right" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+"""Plot training curves (loss terms and validation PSNR) from ``ipassr train`` run logs.
+
+Usage: python tools/plot_training.py OUT.png LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+Needs matplotlib (a documentation tool, not a dependency of ipassr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def read_log(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """The step records and the validation records of one run's log.jsonl."""
+    steps, validations = [], []
+    for line in (run_dir / "log.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("event") == "step":
+            steps.append(record)
+        elif record.get("event") == "validation":
+            validations.append(record)
+    return steps, validations
+
+
+def smooth(values: np.ndarray, window: int = 25) -> np.ndarray:
+    """Running mean over ``window`` steps (shorter at the start)."""
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    index = np.arange(1, len(values) + 1)
+    start = np.maximum(index - window, 0)
+    return (cumulative[index] - cumulative[start]) / (index - start)
+
+
+def validation_psnr(record: dict) -> float | None:
+    """Mean (Left+Right)/2 PSNR over the validation datasets of one record."""
+    values = [d["stereo_psnr"] for d in record.get("val", {}).values()
+              if isinstance(d, dict) and "stereo_psnr" in d]
+    return float(np.mean(values)) if values else None
+
+
+def main(argv: list[str]) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output, runs = Path(argv[0]), [a.split("=", 1) for a in argv[1:]]
+    figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, run in runs:
+        steps, validations = read_log(Path(run))
+        x = np.array([s["global_step"] for s in steps])
+        loss_axis.plot(x, smooth(np.array([s["loss"]["total"] for s in steps])), label=label)
+        points = [(v["global_step"], validation_psnr(v)) for v in validations]
+        points = [(s, p) for s, p in points if p is not None]
+        if points:
+            psnr_axis.plot(*zip(*points), marker="o", label=label)
+    loss_axis.set(xlabel="step", ylabel="total loss (running mean of 25 steps)", yscale="log")
+    psnr_axis.set(xlabel="step", ylabel="validation (Left+Right)/2 PSNR (dB)")
+    for axis in (loss_axis, psnr_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(output, dpi=90)
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
