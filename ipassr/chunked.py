@@ -29,7 +29,7 @@ from .errors import IpassrError
 FLOAT_BYTES = 4
 # Live (rows, W, W) float32 buffers per chunk row: score, two softmaxes, relaxed sum, product.
 MAPS_PER_ROW = 5
-DEFAULT_ATTENTION_MEMORY = 512 * 2 ** 20  # bytes for one chunk of attention maps
+DEFAULT_ATTENTION_MEMORY = 128 * 2 ** 20  # bytes for one chunk of attention maps (larger is not faster)
 
 
 class RowAttention(NamedTuple):
@@ -136,16 +136,21 @@ def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.
         details = RowAttention(*(query.new_empty(batch, 1, height, width) for _ in range(4)), {})
     for start in range(0, height, step):
         stop = min(height, start + step)
-        score = torch.matmul(_rows(query, start, stop), key[:, :, start:stop].transpose(1, 2))
+        # scores, softmax and masks in float32 even for half-precision features: the scores are
+        # unscaled and large, and bf16 would round them by whole units
+        score = torch.matmul(_rows(query, start, stop).float(),
+                             key[:, :, start:stop].transpose(1, 2).float())
         row_softmax = torch.softmax(score, dim=-1)  # M_R->L (B, r, Wl, Wr)
         col_softmax = torch.softmax(score, dim=-2)  # M_L->R transposed, same layout
         del score
         own_left, own_right = _rows(left, start, stop), _rows(right, start, stop)
-        converted_left = torch.matmul(row_softmax, own_right)  # (B, r, Wl, C)
-        converted_right = torch.matmul(col_softmax.transpose(-1, -2), own_left)
+        dtype = own_left.dtype
+        converted_left = torch.matmul(row_softmax.to(dtype), own_right)  # (B, r, Wl, C)
+        converted_right = torch.matmul(col_softmax.transpose(-1, -2).to(dtype), own_left)
         valid_left = valid_right = None
         if use_valid_mask:
-            valid_left, valid_right = valid_masks_from_softmaxes(row_softmax, col_softmax)
+            valid_left, valid_right = (v.to(dtype) for v in
+                                       valid_masks_from_softmaxes(row_softmax, col_softmax))
         _rows(out_left, start, stop).copy_(_blend(own_left, converted_left, valid_left))
         _rows(out_right, start, stop).copy_(_blend(own_right, converted_right, valid_right))
         if details is not None:

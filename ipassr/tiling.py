@@ -286,13 +286,17 @@ def _exchange(network: IPASSR, query: torch.Tensor, key: torch.Tensor, fusion_in
 
 
 def _reconstruct_rows(network: IPASSR, fused: torch.Tensor, weights: torch.Tensor,
-                      views: torch.Tensor, out: torch.Tensor, first: int, last: int) -> None:
+                      views: torch.Tensor, out: torch.Tensor, first: int, last: int,
+                      in_place: bool = False) -> None:
     """Channel attention, projection, reconstruction RDG and upsampler for LR rows first:last.
 
     ``fused`` and ``views`` hold the same LR rows (a band with its halo, or the whole image);
-    first:last index into them, and ``out`` receives the matching HR rows.
+    first:last index into them, and ``out`` receives the matching HR rows. ``in_place`` lets the
+    channel attention overwrite ``fused`` (when nothing reads it afterwards).
     """
-    features = network.fusion.project(fused * weights)
+    scaled = fused.mul_(weights) if in_place else fused * weights
+    features = network.fusion.project(scaled)
+    del scaled
     features, _ = dense_group(network.reconstruction_group, features)
     upsample_rows(network.upsampler, network.scale, features, views, out, first=first, last=last)
 
@@ -327,7 +331,7 @@ def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
                               fused.mean(dim=(2, 3), keepdim=True))
     out = views.new_empty(views.shape[0], 3, network.scale * height,
                           network.scale * views.shape[3])
-    _reconstruct_rows(network, fused, weights, views, out, 0, height)
+    _reconstruct_rows(network, fused, weights, views, out, 0, height, in_place=True)
     return out
 
 
@@ -426,12 +430,14 @@ def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
                    return_details: bool = False, keep_rows: Sequence[int] = ()):
     """Super-resolve (B, 3, H, W) pairs within ``max_memory`` bytes of activations.
 
-    Equals ``network(left, right)`` in eval mode to float32 rounding. ``plan`` overrides the
+    Equals ``network(left, right)`` in eval mode to float32 rounding. Runs in the network's
+    dtype (e.g. ``network.to(torch.bfloat16)`` on a GPU), with attention softmax and valid
+    masks in float32. ``plan`` overrides the
     automatic choice (tests force tiling with it). With ``return_details`` a ``RowAttention``
     (valid masks and attention offsets, (B, 1, H, W) each, and the full maps of the image
     rows listed in ``keep_rows``) is returned as a third value.
     """
-    views = _prepare(network, left, right)
+    views = _prepare(network, left, right).to(next(network.parameters()).dtype)
     batch, height, width = left.shape[0], left.shape[2], left.shape[3]
     if plan is None:
         plan = plan_inference(network, batch, height, width, max_memory)
