@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import signal
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -295,3 +297,30 @@ def test_speed_options_train_close_to_the_fp32_step(tmp_path, cones_x2):
         assert all(p.dtype == torch.float32 for p in trainer.network.parameters())
     for key, value in results["fp32"].items():
         assert results["bf16"][key] == pytest.approx(value, rel=0.05, abs=2e-3), key
+
+
+def test_tensorboard_receives_the_logged_scalars_when_installed(tmp_path, monkeypatch):
+    """With the optional tensorboard package (faked here), every logged number becomes a scalar."""
+    calls = []
+
+    class Writer:
+        def __init__(self, logdir):
+            calls.append(("open", logdir))
+
+        def add_scalar(self, key, value, step):
+            calls.append((key, value, step))
+
+        def close(self):
+            calls.append(("close",))
+
+    module = types.ModuleType("torch.utils.tensorboard")
+    module.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
+    log = training.RunLog(tmp_path / "log.jsonl", tmp_path / "tb", enabled=True)
+    log.write({"event": "step", "global_step": 3, "lr": 1e-4, "loss": {"total": 0.5, "sr": 0.4}})
+    log.write({"event": "validation", "global_step": 4, "val": {"KITTI": {"left_psnr": 30.0}}})
+    log.close()
+    assert calls[0] == ("open", str(tmp_path / "tb")) and calls[-1] == ("close",)
+    assert {("loss/total", 0.5, 3), ("loss/sr", 0.4, 3), ("train/lr", 1e-4, 3),
+            ("val/KITTI/left_psnr", 30.0, 4)} <= set(calls)
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
