@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -231,13 +231,20 @@ class RunLog:
     def __init__(self, path: Path, tensorboard_dir: Path | None, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
         self.writer = None
+        self._writer_class = None
+        self._tensorboard_dir = tensorboard_dir
         if enabled and tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                self.writer = SummaryWriter(str(tensorboard_dir))
+                SummaryWriter = None  # the optional extra is not installed: JSONL only
+            self._writer_class = SummaryWriter
+
+    def _tensorboard(self):
+        """The SummaryWriter, opened on first use (and again after ``close``), or None."""
+        if self.writer is None and self._writer_class is not None:
+            self.writer = self._writer_class(str(self._tensorboard_dir))
+        return self.writer
 
     def truncate_after(self, global_step: int) -> None:
         """Drop records from beyond ``global_step`` (a resumed run repeats those steps)."""
@@ -261,18 +268,20 @@ class RunLog:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
-        if self.writer is not None:
+        writer = self._tensorboard()
+        if writer is not None:
             step = record.get("global_step", 0)
             for group in ("loss", "val"):
                 for key, value in _flatten(record.get(group, {}), group).items():
-                    self.writer.add_scalar(key, value, step)
+                    writer.add_scalar(key, value, step)
             for key in ("lr", "samples_per_s"):
                 if key in record:
-                    self.writer.add_scalar(f"train/{key}", record[key], step)
+                    writer.add_scalar(f"train/{key}", record[key], step)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 def _flatten(values: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -569,11 +578,15 @@ class Trainer:
         """
         started = time.monotonic()
         self._log_event("resume" if self.global_step else "start")
-        with self._signals(handle_signals), self._progress_bar(max_steps) as bar:
-            result = self._run(max_steps, time_limit, started, bar)
-        self._log_event("stop", status=result.status)
-        self.log.close()
-        return result
+        status = "error"
+        try:
+            with self._signals(handle_signals), self._progress_bar(max_steps) as bar:
+                result = self._run(max_steps, time_limit, started, bar)
+            status = result.status
+            return result
+        finally:
+            self._log_event("stop", status=status)
+            self.log.close()
 
     def _run(self, max_steps: int | None, time_limit: float | None, started: float, bar
              ) -> FitResult:
