@@ -16,7 +16,7 @@ from ipassr.checkpoint import load_network, reference_to_ours
 from ipassr.errors import IpassrError
 from ipassr.inference import StereoSR
 from ipassr.train_config import TrainConfig
-from ipassr.train_data import ArrayPatches
+from ipassr.train_data import ArrayPatches, Augmentation, EpochBatches, PatchDataset, epoch_plan
 from ipassr import training
 from ipassr.training import Trainer, TrainingDiverged, read_checkpoint
 
@@ -324,3 +324,33 @@ def test_tensorboard_receives_the_logged_scalars_when_installed(tmp_path, monkey
     assert {("loss/total", 0.5, 3), ("loss/sr", 0.4, 3), ("train/lr", 1e-4, 3),
             ("val/KITTI/left_psnr", 30.0, 4)} <= set(calls)
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
+
+
+# ----------------------------------------------------------------------------- data plan
+
+def test_hflip_mirrors_and_swaps_the_views_and_crops_stay_aligned(cones_x2):
+    lr_left, lr_right, hr_left, hr_right = (a[0] for a in cones_x2)
+    dataset = PatchDataset(tiny_source(cones_x2, count=1), crop=(10, 20))
+    got = [t.numpy() for t in dataset[(0, True, False, 3, 7)]]  # (index, hflip, vflip, top, left)
+    assert np.array_equal(got[0], lr_right[3:13, 7:27][:, ::-1])
+    assert np.array_equal(got[1], lr_left[3:13, 7:27][:, ::-1])
+    assert np.array_equal(got[2], hr_right[6:26, 14:54][:, ::-1])
+    assert np.array_equal(got[3], hr_left[6:26, 14:54][:, ::-1])
+    got = [t.numpy() for t in dataset[(0, False, True, 0, 0)]]
+    assert np.array_equal(got[0], lr_left[:10, :20][::-1])
+    assert np.array_equal(got[3], hr_right[:20, :40][::-1])
+
+
+def test_process_slices_make_up_the_single_process_batches_and_resume_skips():
+    plan = epoch_plan(20, (30, 90), Augmentation(), seed=1, epoch=3)
+    assert plan == epoch_plan(20, (30, 90), Augmentation(), seed=1, epoch=3)
+    assert plan != epoch_plan(20, (30, 90), Augmentation(), seed=1, epoch=4)
+    assert sorted(item[0] for item in plan) == list(range(20))
+    assert 0 < sum(item[1] for item in plan) < 20 and 0 < sum(item[2] for item in plan) < 20
+    single = list(EpochBatches(plan, 8))
+    assert len(single) == 2  # the last 4 samples are dropped, as drop_last=True
+    ranks = [list(EpochBatches(plan, 8, rank=r, world_size=2)) for r in range(2)]
+    assert [ranks[0][s] + ranks[1][s] for s in range(2)] == single
+    assert list(EpochBatches(plan, 8, start_step=1)) == single[1:]
+    still = epoch_plan(20, (30, 90), Augmentation(hflip=False, vflip=False), seed=1, epoch=3)
+    assert not any(item[1] or item[2] for item in still)
