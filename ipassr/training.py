@@ -361,6 +361,7 @@ class Trainer:
             raise IpassrError(f"{self.paths.root}: nothing to resume (no {path.relative_to(self.paths.root)})")
         checkpoint = read_checkpoint(path)
         saved = config_from_dict(checkpoint["config"], str(path))
+        requested = self._absolute_paths(requested)
         keys = overrides if overrides is not None else {
             k for k, v in requested.to_dict().items() if v != TrainConfig().to_dict()[k]}
         changed = {k: getattr(requested, k) for k in keys if getattr(requested, k) != getattr(saved, k)}

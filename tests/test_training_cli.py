@@ -155,3 +155,14 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, patch_file, capsys):
     small = ["--patches", str(patch_file), "--batch-size", "4"]
     assert "missing: no such folder" in error(*small, "--validate", str(tmp_path / "missing"))
     assert "no datasets found" in error(*small, "--validate", str(tmp_path))
+
+
+def test_resume_with_the_same_relative_patch_path_changes_nothing(tmp_path, patch_file, monkeypatch):
+    monkeypatch.chdir(patch_file.parent)
+    args = ["train", "--patches", patch_file.name, "--out", str(tmp_path / "run"), "--batch-size", "8",
+            "--lr-crop", "10x20", "--workers", "0", "--no-progress", "--max-steps", "1"]
+    assert main(args) == 0
+    assert main([*args[:-1], "2", "--resume"]) == 0
+    resumed = [r for r in records(tmp_path / "run") if r["event"] == "resume"]
+    assert len(resumed) == 1 and "changed" not in resumed[0]
+    assert resumed[0]["config"]["patches"] == str(patch_file)
