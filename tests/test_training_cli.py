@@ -166,3 +166,15 @@ def test_resume_with_the_same_relative_patch_path_changes_nothing(tmp_path, patc
     resumed = [r for r in records(tmp_path / "run") if r["event"] == "resume"]
     assert len(resumed) == 1 and "changed" not in resumed[0]
     assert resumed[0]["config"]["patches"] == str(patch_file)
+
+
+def test_loader_workers_read_the_memory_mapped_file_and_change_nothing(tmp_path, patch_file):
+    """Data order and flips come from the epoch plan, so 2 worker processes = no workers."""
+    weights = {}
+    for workers in (0, 2):
+        run = tmp_path / f"w{workers}"
+        assert main(["train", "--patches", str(patch_file), "--out", str(run), "--batch-size", "4",
+                     "--lr-crop", "10x20", "--workers", str(workers), "--no-progress",
+                     "--max-steps", "2"]) == 0
+        weights[workers] = load_file(str(run / "weights" / "last.safetensors"))
+    assert all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
