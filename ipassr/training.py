@@ -533,8 +533,14 @@ class Trainer:
         self.best = {"metric": metric, "value": float(value), "epoch": self.epoch,
                      "global_step": self.global_step}
         if self.env.is_main:
-            save_weights(self.network, self.paths.weights / "best.safetensors",
-                         {**self._weights_metadata(), "best_" + metric: str(value)})
+            path = self.paths.weights / "best.safetensors"
+            try:
+                save_weights(self.network, path,
+                             {**self._weights_metadata(), "best_" + metric: str(value)})
+            except OSError as exc:
+                why = "disk full" if _is_out_of_space(exc) else str(exc)
+                raise IpassrError(f"{path}: could not write the best weights ({why}); the "
+                                  "previous file is intact") from exc
 
     # --- the loop
 
