@@ -16,6 +16,8 @@ from .metrics import psnr, score_pair, ssim
 from .model import IPASSR, ModelConfig, count_parameters
 from .patches import PatchFile
 from .resize import imresize, imresize_tensor
+from .train_config import TrainConfig
+from .training import Trainer
 
 __version__ = "0.1.0"
 
@@ -23,5 +25,5 @@ __all__ = [
     "AttentionMaps", "CheckpointError", "IPASSR", "ImageReadError", "IpassrError", "LossConfig",
     "ModelConfig", "PatchFile", "StereoSR", "count_parameters", "imresize", "imresize_tensor",
     "ipassr_loss", "load_model", "load_network", "open_dataset", "psnr", "read_image",
-    "save_weights", "score_pair", "ssim", "write_image", "__version__",
+    "save_weights", "score_pair", "ssim", "TrainConfig", "Trainer", "write_image", "__version__",
 ]

@@ -32,6 +32,7 @@ class LossConfig:
     residual_cons: bool = True
     weight: float = 0.1
     views: str = "both"  # "left": asymmetric training, only the left SR view is supervised
+    # (L_cons then drops out: both of its terms need the right SR view, which is not produced)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,14 +93,12 @@ def smoothness_loss(maps: AttentionMaps) -> torch.Tensor:
     return loss
 
 
-def consistency_loss(y_left, y_right, maps: AttentionMaps, views: str = "both") -> torch.Tensor:
+def consistency_loss(y_left, y_right, maps: AttentionMaps) -> torch.Tensor:
     """L_cons (eq. 14) on SR-side quantities, with the attention maps detached (SPEC.md)."""
     right_to_left = maps.right_to_left.detach()
     left_to_right = maps.left_to_right.detach()
-    loss = masked_l1(y_left, row_transfer(right_to_left, y_right), maps.valid_left)
-    if views == "both":
-        loss = loss + masked_l1(y_right, row_transfer(left_to_right, y_left), maps.valid_right)
-    return loss
+    return (masked_l1(y_left, row_transfer(right_to_left, y_right), maps.valid_left)
+            + masked_l1(y_right, row_transfer(left_to_right, y_left), maps.valid_right))
 
 
 def ipassr_loss(sr_left: torch.Tensor, sr_right: torch.Tensor, hr_left: torch.Tensor,
@@ -109,7 +108,7 @@ def ipassr_loss(sr_left: torch.Tensor, sr_right: torch.Tensor, hr_left: torch.Te
     """All enabled loss terms and their weighted total (eq. 15), as a dict with key ``total``.
 
     LR (B, 3, h, w), SR and HR (B, 3, sh, sw); ``maps`` from the network's ``return_attention``.
-    Asymmetric training (``views="left"``) may pass ``sr_right=None``.
+    Asymmetric training (``views="left"``) may pass ``sr_right=None``; it has no L_cons.
     """
     terms: dict[str, torch.Tensor] = {}
     if config.sr:
@@ -125,10 +124,9 @@ def ipassr_loss(sr_left: torch.Tensor, sr_right: torch.Tensor, hr_left: torch.Te
         if config.cycle:
             terms["cycle"] = cycle_loss(
                 *(residuals if config.residual_cycle else (lr_left, lr_right)), maps)
-        if config.cons:
+        if config.cons and config.views == "both":
             terms["cons"] = consistency_loss(
-                *_consistency_inputs(sr_left, sr_right, hr_left, hr_right, scale, config),
-                maps, config.views)
+                *_consistency_inputs(sr_left, sr_right, hr_left, hr_right, scale, config), maps)
     total = terms.get("sr", sr_left.new_zeros(()))
     stereo = [terms[k] for k in ("cons", "photo", "smooth", "cycle") if k in terms]
     if "cons" in terms:  # summed in the reference's order: SR + w*cons + w*(photo+smooth+cycle)
@@ -140,10 +138,8 @@ def ipassr_loss(sr_left: torch.Tensor, sr_right: torch.Tensor, hr_left: torch.Te
 
 
 def _consistency_inputs(sr_left, sr_right, hr_left, hr_right, scale: int, config: LossConfig):
-    """Y_L, Y_R = down(|HR - SR|) (residual form) or down(SR) (plain form); Y_R absent if asymmetric."""
+    """Y_L, Y_R = down(|HR - SR|) (residual form) or down(SR) (plain form), at LR size."""
     def project(sr, hr):
-        if sr is None:
-            return None
         return bicubic((hr - sr).abs() if config.residual_cons else sr, 1 / scale)
 
-    return project(sr_left, hr_left), project(sr_right if config.views == "both" else None, hr_right)
+    return project(sr_left, hr_left), project(sr_right, hr_right)

@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CONFORMANCE = SHARED / "conformance"
 DATA = SHARED / "data"
-
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")

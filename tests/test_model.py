@@ -132,3 +132,17 @@ def test_mismatched_views_are_rejected():
 def test_invalid_scale_is_rejected():
     with pytest.raises(ValueError, match="positive integer"):
         IPASSR(0)
+
+
+def test_asymmetric_loss_supervises_only_the_left_view():
+    from ipassr.losses import LossConfig, ipassr_loss
+
+    torch.manual_seed(5)
+    model = IPASSR(2).train()
+    left, right = random_pair(batch=2, height=6, width=12)
+    hr_left, hr_right = torch.rand(2, 3, 12, 24), torch.rand(2, 3, 12, 24)
+    sr_left, _, maps = model(left, right, return_attention=True)
+    terms = ipassr_loss(sr_left, None, hr_left, hr_right, left, right, maps, 2,
+                        LossConfig(views="left"))
+    assert set(terms) == {"sr", "photo", "smooth", "cycle", "total"}
+    torch.testing.assert_close(terms["sr"], torch.nn.functional.l1_loss(sr_left, hr_left))
