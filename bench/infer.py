@@ -13,7 +13,7 @@ and every attention row costs the same per image row) and compared with the mach
 fp32 matrix-multiply rate (the roofline).
 
     python bench/infer.py                       # KITTI sizes x4 and x2, then LR 1920x1080 x2
-    python bench/infer.py --sizes 310x93:4 --repeats 1
+    python bench/infer.py --sizes 310x93:4 --rounds 3
     python bench/infer.py --device cuda --dtypes float32,bfloat16
 """
 
@@ -211,6 +211,20 @@ def _spawn(path: str, width: int, height: int, scale: int, args: argparse.Namesp
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _combine(runs: list[dict]) -> dict:
+    """Best time and highest peak memory over the rounds of one path (first error wins)."""
+    for run in runs:
+        if "error" in run:
+            return run
+    combined = dict(runs[0])
+    combined["seconds"] = min(run["seconds"] for run in runs)
+    combined["all_seconds"] = [t for run in runs for t in run["all_seconds"]]
+    for key in ("peak_rss", "peak_device_memory"):
+        if key in combined:
+            combined[key] = max(run[key] for run in runs)
+    return combined
+
+
 def straightforward_estimate(width: int, height: int) -> int:
     """Rough peak bytes of the straightforward path: about 12 live (H, W, W) float32 maps."""
     return 12 * height * width * width * 4
@@ -240,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated LR WIDTHxHEIGHT:SCALE (default %(default)s)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", default="float32", help="e.g. float32,bfloat16 (GPU)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed forward passes per subprocess (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="subprocess pairs per size, fast and straightforward interleaved")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--max-memory", type=int, default=None, help="fast path budget, bytes")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -270,13 +287,22 @@ def main(argv: list[str] | None = None) -> int:
             for dtype in args.dtypes.split(","):
                 fast_out, plain_out = f"{tmp}/fast.npy", f"{tmp}/plain.npy"
                 skip = straightforward_estimate(width, height) > STRAIGHTFORWARD_LIMIT
-                save = not skip
-                fast = _spawn("fast", width, height, int(scale), args, dtype,
-                              fast_out if save else None)
+                fast_runs, plain_runs = [], []
+                for round_ in range(args.rounds):  # interleaved, so both see the same load
+                    order = ["fast", "straightforward"]
+                    if skip:
+                        order = ["fast"]
+                    elif round_ % 2:
+                        order.reverse()
+                    for path in order:
+                        save = (fast_out if path == "fast" else plain_out) if not skip else None
+                        result = _spawn(path, width, height, int(scale), args, dtype,
+                                        save if round_ == 0 else None)
+                        (fast_runs if path == "fast" else plain_runs).append(result)
+                fast = _combine(fast_runs)
                 plain = ({"skipped": "infeasible (needs about "
                           f"{_gib(straightforward_estimate(width, height))})"} if skip else
-                         _spawn("straightforward", width, height, int(scale), args, dtype,
-                                plain_out))
+                         _combine(plain_runs))
                 row = {"width": width, "height": height, "scale": int(scale), "dtype": dtype,
                        "fast": fast, "straightforward": plain}
                 if "seconds" in fast and "seconds" in plain:

@@ -37,7 +37,7 @@ from .model import IPASSR, ChannelAttention, ResidualDenseBlock, ResidualDenseGr
 DEFAULT_MAX_MEMORY = 4 * 2 ** 30  # bytes of activations one forward pass may use
 FLOAT_BYTES = 4
 MIN_BAND_ROWS = 8
-UPSAMPLE_BAND_ROWS = 32
+UPSAMPLE_BAND_ROWS = 64
 # Peak live activation channels per LR pixel of each view (measured from the code below, rounded
 # up): untiled forward, and one band of the tiled forward (per row of band plus halo).
 UNTILED_CHANNELS = 800
@@ -140,11 +140,12 @@ def _too_large_message(budget: int, minimum: int, batch: int, height: int, width
 
 # -- the network's stages, run fast (eval mode, no autograd) --------------------------------------
 
-def _empty_like_layout(x: torch.Tensor, channels: int, height: int | None = None) -> torch.Tensor:
-    """A channels_last (N, channels, H, W) buffer on x's device and dtype."""
+def _empty_like_layout(x: torch.Tensor, channels: int, height: int | None = None,
+                       width: int | None = None) -> torch.Tensor:
+    """A channels_last (N, channels, H, W) buffer on x's device and dtype (H, W: x's default)."""
     n, _, h, w = x.shape
-    return torch.empty(n, channels, h if height is None else height, w, dtype=x.dtype,
-                       device=x.device, memory_format=torch.channels_last)
+    return torch.empty(n, channels, h if height is None else height, w if width is None else width,
+                       dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
 def dense_block_in(block: ResidualDenseBlock, buffer: torch.Tensor,
@@ -312,16 +313,16 @@ def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
     """Whole-image forward: every stage at once, attention in chunks of rows."""
     batch, height = views.shape[0] // 2, views.shape[2]
     channels = network.fusion.project.out_channels
-    fusion_buffer = _empty_like_layout(views, network.fusion.dense.fuse.in_channels)
     features, hierarchy = extract(network, views)
-    fusion_buffer[:, :channels] = features
-    del features
     query = key = None
-    if network.attention is not None:
+    if network.attention is not None:  # before the fusion buffer exists: lower peak memory
         bipam = network.attention
         query = embed(bipam, normalize(bipam, hierarchy[:batch]), bipam.query)
         key = embed(bipam, normalize(bipam, hierarchy[batch:]), bipam.key)
     del hierarchy
+    fusion_buffer = _empty_like_layout(views, network.fusion.dense.fuse.in_channels)
+    fusion_buffer[:, :channels] = features
+    del features
     _exchange(network, query, key, fusion_buffer, slice(0, height), plan.attention_rows, details,
               keep_rows)
     del query, key
@@ -329,8 +330,7 @@ def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
     del fusion_buffer
     weights = channel_weights(network.fusion.channel_attention,
                               fused.mean(dim=(2, 3), keepdim=True))
-    out = views.new_empty(views.shape[0], 3, network.scale * height,
-                          network.scale * views.shape[3])
+    out = _empty_like_layout(views, 3, network.scale * height, network.scale * views.shape[3])
     _reconstruct_rows(network, fused, weights, views, out, 0, height, in_place=True)
     return out
 
@@ -416,7 +416,7 @@ def _tiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
     fused = fusion_buffer[:, :2 * channels]
     weights = channel_weights(network.fusion.channel_attention,
                               pooled.to(views.dtype)[:, :, None, None])
-    out = views.new_empty(views.shape[0], 3, scale * height, scale * width)
+    out = _empty_like_layout(views, 3, scale * height, scale * width)
     halo = halos["reconstruct"]
     for start, stop in _row_bands(height, plan.band_rows):
         lo, hi = max(0, start - halo), min(height, stop + halo)

@@ -166,3 +166,14 @@ def test_infer_reports_a_budget_too_small(tmp_path, scene_dir, conformance_dir, 
         main(["infer", "--max-memory", "lots"])
     assert exit_info.value.code == 2
     assert "expected a positive size" in capsys.readouterr().err
+
+
+def test_bfloat16_network_runs_with_float32_attention():
+    network = _network(2)
+    torch.manual_seed(14)
+    left, right = torch.rand(1, 3, 6, 10), torch.rand(1, 3, 6, 10)
+    expected = stereo_forward(network, left, right)
+    low = stereo_forward(network.to(torch.bfloat16), left, right)
+    assert low[0].dtype == torch.bfloat16
+    for a, e in zip(low, expected):
+        torch.testing.assert_close(a.float(), e, rtol=0, atol=0.05)
