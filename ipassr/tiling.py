@@ -37,7 +37,7 @@ from .model import IPASSR, ChannelAttention, ResidualDenseBlock, ResidualDenseGr
 DEFAULT_MAX_MEMORY = 4 * 2 ** 30  # bytes of activations one forward pass may use
 FLOAT_BYTES = 4
 MIN_BAND_ROWS = 8
-UPSAMPLE_BAND_ROWS = 64
+UPSAMPLE_BAND_BYTES = 64 * 2 ** 20  # the upsampler's s^2-wide activations, per band
 # Peak live activation channels per LR pixel of each view (measured from the code below, rounded
 # up): untiled forward, and one band of the tiled forward (per row of band plus halo).
 UNTILED_CHANNELS = 800
@@ -224,16 +224,25 @@ def channel_weights(attention: ChannelAttention, pooled: torch.Tensor) -> torch.
     return torch.sigmoid(attention.excite(hidden))
 
 
+def upsample_band_rows(features: torch.Tensor, scale: int) -> int:
+    """LR rows per upsampler band so that its widest activation stays near 64 MiB."""
+    n, channels, _, width = features.shape
+    row_bytes = n * width * channels * scale ** 2 * features.element_size()
+    return max(8, UPSAMPLE_BAND_BYTES // row_bytes)
+
+
 def upsample_rows(upsampler: Upsampler, scale: int, features: torch.Tensor, views: torch.Tensor,
-                  out: torch.Tensor, rows: int = UPSAMPLE_BAND_ROWS, first: int = 0,
+                  out: torch.Tensor, rows: int | None = None, first: int = 0,
                   last: int | None = None) -> None:
     """Write upsampler(features) + bicubic(views) for LR rows first:last into ``out`` (HR rows).
 
-    Runs in bands of ``rows`` LR rows (2-row halo) so the s^2-wide activations stay small.
+    Runs in bands of ``rows`` LR rows (default: about 64 MiB of activations; 2-row halo) so
+    the s^2-wide activations stay small.
     ``features`` and ``views`` cover the same LR rows; ``out`` receives HR rows for first:last.
     """
     height = features.shape[2]
     last = height if last is None else last
+    rows = upsample_band_rows(features, scale) if rows is None else rows
     for start in range(first, last, rows):
         stop = min(last, start + rows)
         lo, hi = max(0, start - 2), min(height, stop + 2)
