@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from .chunked import RowAttention
@@ -161,7 +160,7 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
                           "there are no masks or attention maps to show")
     from .tiling import stereo_forward
 
-    sr_left, sr_right, details = stereo_forward(
+    sr_left, _, details = stereo_forward(
         model.network, left_t.to(model.device), right_t.to(model.device),
         max_memory=model.max_memory, return_details=True, keep_rows=[row])
     lr_left, lr_right = tensor_to_image(left_t), tensor_to_image(right_t)
