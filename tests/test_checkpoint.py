@@ -72,6 +72,7 @@ def test_malicious_pickle_is_refused_and_not_executed(tmp_path):
     assert not os.path.exists("/tmp/ipassr-pwned")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_plain_pickle_file_is_refused(tmp_path):
     path = tmp_path / "plain.pkl"
     path.write_bytes(pickle.dumps({"a": 1}))
