@@ -106,7 +106,8 @@ def plan_inference(network: IPASSR, batch: int, height: int, width: int,
     halo = max(stage_halos(network).values())
     stored = STORED_CHANNELS_TILED * views * height * width * FLOAT_BYTES + output
     per_band_row = BAND_CHANNELS * views * width * FLOAT_BYTES
-    minimum = stored + row_attention + per_band_row * (MIN_BAND_ROWS + 2 * halo)
+    minimum = min(stored + row_attention + per_band_row * (MIN_BAND_ROWS + 2 * halo),
+                  untiled + row_attention)  # small images need less untiled than tiled
     if budget < minimum:
         raise IpassrError(_too_large_message(budget, minimum, batch, height, width, views,
                                              row_attention, per_band_row, halo, network.scale))

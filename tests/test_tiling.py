@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -176,3 +178,15 @@ def test_bfloat16_network_runs_with_float32_attention():
     assert low[0].dtype == torch.bfloat16
     for a, e in zip(low, expected):
         torch.testing.assert_close(a.float(), e, rtol=0, atol=0.05)
+
+
+def test_budget_error_for_a_small_image_names_the_untiled_minimum(conformance_dir):
+    """A tiny pair needs less memory untiled than tiled: the error must quote the smaller need."""
+    from ipassr.checkpoint import load_network
+
+    network = load_network(conformance_dir / "x2.pth.tar")
+    untiled = plan_inference(network, 1, 24, 60, 10**9).estimated_bytes
+    with pytest.raises(IpassrError, match=r"needs at least (\d+\.\d) MiB") as info:
+        plan_inference(network, 1, 24, 60, 4 * 2**20)
+    quoted = float(re.search(r"needs at least (\d+\.\d) MiB", str(info.value)).group(1))
+    assert quoted * 2**20 <= untiled * 1.1
