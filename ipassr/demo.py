@@ -19,7 +19,7 @@ from .inference import StereoSR
 from .io import PathLike, atomic_path, read_stereo_pair, write_image
 from .metrics import score_pair
 from .resize import imresize
-from .visualize import visualize_pair
+from .visualize import comparison, visualize_pair
 
 
 @dataclass
@@ -83,13 +83,18 @@ def run_demo(model: StereoSR, pair: DemoPair, output_dir: PathLike, weights_labe
         result.scores["bicubic"] = score_pair(*bicubic, pair.hr_left, pair.hr_right).to_dict()
         result.scores["iPASSR"] = score_pair(sr_left, sr_right, pair.hr_left,
                                              pair.hr_right).to_dict()
-    pictures = visualize_pair(model, pair.lr_left, pair.lr_right, hr_left=pair.hr_left)
-    images = {
-        "lr_left": pair.lr_left, "lr_right": pair.lr_right,
-        "sr_left": sr_left, "sr_right": sr_right,
-        "comparison": pictures.images["comparison_left"],
-        "valid_masks": side_by_side(pictures.images["valid_left"], pictures.images["valid_right"]),
-    }
+    images = {"lr_left": pair.lr_left, "lr_right": pair.lr_right,
+              "sr_left": sr_left, "sr_right": sr_right}
+    if model.network.attention is None:  # single-view variant: no valid masks to show
+        panels = {"bicubic": imresize(pair.lr_left, model.scale), "iPASSR": sr_left}
+        if pair.hr_left is not None:
+            panels["HR"] = pair.hr_left
+        images["comparison"] = comparison(panels)
+    else:
+        pictures = visualize_pair(model, pair.lr_left, pair.lr_right, hr_left=pair.hr_left)
+        images["comparison"] = pictures.images["comparison_left"]
+        images["valid_masks"] = side_by_side(pictures.images["valid_left"],
+                                             pictures.images["valid_right"])
     for name, image in images.items():
         result.files[name] = output_dir / f"{name}.png"
         write_image(result.files[name], image)

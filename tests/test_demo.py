@@ -46,3 +46,17 @@ def test_demo_on_own_pair_has_no_scores(tmp_path, conformance_dir, cones_pair):
 def test_demo_needs_both_views(tmp_path, conformance_dir, capsys):
     code = main(["demo", "--weights", str(conformance_dir / "x4.pth.tar"), "--left", "x.png"])
     assert code == 2 and "both --left and --right" in capsys.readouterr().err
+
+
+def test_demo_with_single_view_weights_skips_the_masks(tmp_path, cones_pair):
+    from ipassr.checkpoint import save_weights
+    from ipassr.model import IPASSR
+
+    save_weights(IPASSR(2, use_attention=False), tmp_path / "single.safetensors")
+    for source, name in zip(cones_pair, ("l.png", "r.png")):
+        write_image(tmp_path / name, read_image(source)[:32, :80])
+    out = tmp_path / "single"
+    assert main(["demo", "--scale", "2", "--weights", str(tmp_path / "single.safetensors"),
+                 "--left", str(tmp_path / "l.png"), "--right", str(tmp_path / "r.png"),
+                 "--output-dir", str(out)]) == 0
+    assert (out / "comparison.png").is_file() and not (out / "valid_masks.png").exists()

@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
                     "(scikit-image) with MATLAB-exact bicubic, super-resolve them with the "
                     "shipped weights, and write the SR pair, a bicubic / iPASSR / ground truth "
                     "comparison, the valid masks and a short report to ./ipassr-demo/.")
-    parser.add_argument("--scale", type=int, default=4, help="2 or 4 (default 4)")
+    parser.add_argument("--scale", type=int, default=2, help="2 or 4 (default 2)")
     parser.add_argument("--weights", type=Path, help="weights file (default: the shipped ones)")
     parser.add_argument("--left", type=Path, help="your own left view (used as LR input)")
     parser.add_argument("--right", type=Path, help="your own right view")
