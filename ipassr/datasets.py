@@ -122,6 +122,20 @@ class TestScene:
     disparity: Path | None = None
 
 
+def stereo_motorcycle(alternative: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-image's Middlebury Motorcycle pair: left, right (uint8 (H, W, 3)) and GT disparity.
+
+    ``alternative`` completes the error raised when scikit-image is missing (what else to pass).
+    """
+    try:
+        from skimage.data import stereo_motorcycle as load
+    except ImportError as exc:
+        hint = f", or {alternative}" if alternative else ""
+        raise IpassrError("the Middlebury Motorcycle pair comes from scikit-image: "
+                          f"pip install 'ipassr[demo]'{hint}") from exc
+    return load()
+
+
 def _image_files(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IpassrError
+from .datasets import stereo_motorcycle
 from .inference import StereoSR
 from .io import PathLike, atomic_path, read_stereo_pair, write_image
 from .metrics import score_pair
@@ -52,12 +52,7 @@ class DemoResult:
 
 def motorcycle_pair(scale: int) -> DemoPair:
     """scikit-image's Motorcycle pair: HR mod-cropped to ``scale``, LR by MATLAB-exact bicubic."""
-    try:
-        from skimage.data import stereo_motorcycle
-    except ImportError as exc:
-        raise IpassrError("the demo pair comes from scikit-image: pip install 'ipassr[demo]', "
-                          "or pass --left/--right") from exc
-    left, right, _ = stereo_motorcycle()
+    left, right, _ = stereo_motorcycle("pass --left/--right")
     height, width = left.shape[0] // scale * scale, left.shape[1] // scale * scale
     hr_left = np.ascontiguousarray(left[:height, :width])
     hr_right = np.ascontiguousarray(right[:height, :width])

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .datasets import TestScene, probe_image, _subdirs, read_testset
+from .datasets import TestScene, probe_image, _subdirs, read_testset, stereo_motorcycle
 from .errors import ImageReadError, IpassrError
 from .io import PathLike, atomic_path, read_image
 from .metrics import LEFT_CROP, SSIM_DEFINITION, PairScore, score_pair
@@ -352,10 +352,6 @@ class DisparityCase:
 
 def motorcycle_case(scale: int) -> DisparityCase:
     """scikit-image's Middlebury Motorcycle pair with GT: HR mod-cropped to 4, LR MATLAB-exact."""
-    try:
-        from skimage.data import stereo_motorcycle
-    except ImportError as exc:
-        raise IpassrError("the Motorcycle pair comes from scikit-image: pip install 'ipassr[demo]'") from exc
     left, right, disparity = stereo_motorcycle()
     height, width = left.shape[0] // 4 * 4, left.shape[1] // 4 * 4
     ground_truth = np.asarray(disparity, dtype=np.float32)[:height, :width].copy()

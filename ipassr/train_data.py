@@ -73,14 +73,10 @@ def patch_shape(source: PatchSource) -> tuple[int, int]:
 
 def motorcycle_patches(scale: int) -> ArrayPatches:
     """Training patches cut from scikit-image's Middlebury Motorcycle pair (smoke runs without data)."""
-    try:
-        from skimage.data import stereo_motorcycle
-    except ImportError as exc:
-        raise IpassrError("--preset smoke without --patches uses scikit-image's Motorcycle pair: "
-                          "pip install scikit-image, or pass --patches FILE") from exc
+    from .datasets import stereo_motorcycle
     from .patches import extract_patches
 
-    left, right, _ = stereo_motorcycle()
+    left, right, _ = stereo_motorcycle("pass --patches FILE (the smoke preset uses it otherwise)")
     return ArrayPatches(*extract_patches(left, right, scale), scale=scale, name="skimage:motorcycle")
 
 

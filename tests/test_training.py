@@ -20,17 +20,7 @@ from ipassr.train_data import ArrayPatches, Augmentation, EpochBatches, PatchDat
 from ipassr import training
 from ipassr.training import Trainer, TrainingDiverged, read_checkpoint
 
-from training_helpers import CONFORMANCE, TINY, cones_patches
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a CPU shared with other jobs, spinning OpenMP threads can make a
-    training step ~50x slower (measured: 0.17 s with 1 thread, 11.5 s with 2 on a loaded 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from training_helpers import CONFORMANCE, TINY, cones_patches, one_thread  # noqa: F401
 
 
 @pytest.fixture(scope="module")

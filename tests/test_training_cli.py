@@ -18,17 +18,7 @@ from ipassr.resize import imresize
 from ipassr.train_config import (TrainConfig, apply_overrides, load_config, parse_duration,
                                  save_config)
 
-from training_helpers import CONES, cones_patches, write_patch_file
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a CPU shared with other jobs, spinning OpenMP threads can make a
-    training step ~50x slower (measured: 0.17 s with 1 thread, 11.5 s with 2 on a loaded 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from training_helpers import CONES, cones_patches, one_thread, write_patch_file  # noqa: F401
 
 
 @pytest.fixture(scope="module")
