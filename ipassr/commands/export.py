@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import add_weights_arguments
 from ..checkpoint import load_network
 from ..export import FORMATS, export_model
 from ..inference import resolve_weights
@@ -16,9 +17,7 @@ def add_parser(subparsers) -> None:
         description="Export iPASSR (eval mode) with dynamic batch, height and width, then check "
                     "that the exported file reproduces PyTorch at another size (ONNX needs "
                     "onnx and onnxruntime: pip install 'ipassr[export]').")
-    parser.add_argument("--weights", type=Path, help="weights file (.pth.tar or .safetensors); "
-                        "default: the shipped weights for --scale")
-    parser.add_argument("--scale", type=int, help="upscaling factor (checked against --weights)")
+    add_weights_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     parser.add_argument("--output", type=Path, required=True, help="file to write")
     parser.add_argument("--no-check", action="store_true",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import add_weights_arguments
 from ..errors import IpassrError
 from ..inference import StereoSR, load_model
 from ..io import image_to_tensor, read_stereo_pair, tensor_to_image, write_image
@@ -20,9 +21,7 @@ def add_parser(subparsers) -> None:
         "infer", help="super-resolve a stereo pair or a folder of pairs",
         description="Super-resolve a stereo pair (--left/--right) or every scene subfolder of "
                     f"--input-dir (each holding {LEFT_NAME} = left and {RIGHT_NAME} = right).")
-    parser.add_argument("--weights", type=Path, help="weights file (.pth.tar or .safetensors); "
-                        "default: the shipped weights for --scale")
-    parser.add_argument("--scale", type=int, help="upscaling factor (checked against --weights)")
+    add_weights_arguments(parser)
     parser.add_argument("--left", type=Path, help="left view")
     parser.add_argument("--right", type=Path, help="right view")
     parser.add_argument("--output-left", type=Path, help="where to write the SR left view")

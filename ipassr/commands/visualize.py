@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import add_weights_arguments
 from ..errors import IpassrError
 from ..inference import load_model
 from ..io import read_image, read_stereo_pair
@@ -26,9 +27,7 @@ def add_parser(subparsers) -> None:
         description="Super-resolve one LR stereo pair and write PNGs: the valid masks V_L, V_R "
                     "over the image, the attention maps of one row, the disparity read off the "
                     "attention, and a bicubic / SR (/ HR) comparison with a zoomed crop.")
-    parser.add_argument("--weights", type=Path, help="weights file (.pth.tar or .safetensors); "
-                        "default: the shipped weights for --scale")
-    parser.add_argument("--scale", type=int, help="upscaling factor (checked against --weights)")
+    add_weights_arguments(parser)
     parser.add_argument("--left", type=Path, required=True, help="LR left view")
     parser.add_argument("--right", type=Path, required=True, help="LR right view")
     parser.add_argument("--hr-left", type=Path, help="HR left view, adds a ground-truth panel")
