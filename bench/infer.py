@@ -45,6 +45,10 @@ from ipassr.tiling import plan_inference, stereo_forward  # noqa: E402
 CONFORMANCE = ROOT.parent / "shared" / "conformance"
 DEFAULT_SIZES = "310x93:4,621x187:2,1920x1080:2"
 STRAIGHTFORWARD_LIMIT = 48 * 2 ** 30  # skip the straightforward path above this estimate
+# measured variants: (path, flush subnormals). The reference code runs without flushing;
+# "straightforward+ftz" shows how much of the gain flushing alone would give it.
+PATHS = {"fast": ("fast", True), "straightforward": ("straightforward", False),
+         "straightforward+ftz": ("straightforward", True)}
 
 
 # -- the straightforward (reference-style) implementation -------------------------------------------
@@ -154,6 +158,8 @@ def _inputs(width: int, height: int, device: str, dtype: torch.dtype):
 
 def worker(args: argparse.Namespace) -> dict:
     """Run one path at one size in this process; report time, peak memory, FLOPs and output."""
+    if args.ftz:  # before torch starts its worker threads, as the ipassr CLI does
+        torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     net = load_network(CONFORMANCE / f"x{args.scale}.pth.tar", scale=args.scale)
@@ -196,13 +202,17 @@ def worker(args: argparse.Namespace) -> dict:
 
 # -- driver ---------------------------------------------------------------------------------------
 
-def _spawn(path: str, width: int, height: int, scale: int, args: argparse.Namespace,
+def _spawn(key: str, width: int, height: int, scale: int, args: argparse.Namespace,
            dtype: str, save: str | None) -> dict:
+    """Run one of PATHS in a fresh process; the fast path flushes subnormals like the CLI."""
+    path, ftz = PATHS[key]
     command = [sys.executable, __file__, "--worker", path, "--width", str(width),
                "--height", str(height), "--scale", str(scale), "--device", args.device,
                "--dtype", dtype, "--repeats", str(args.repeats), "--threads", str(args.threads)]
     if args.max_memory:
         command += ["--max-memory", str(args.max_memory)]
+    if ftz:
+        command.append("--ftz")
     if save:
         command += ["--save-output", save]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -261,71 +271,79 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--max-memory", type=int, default=None, help="fast path budget, bytes")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--straightforward-ftz", action="store_true",
+                        help="also time the straightforward path with subnormals flushed")
     parser.add_argument("--worker", choices=("fast", "straightforward"), help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--save-output", help=argparse.SUPPRESS)
+    parser.add_argument("--ftz", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         args.path = args.worker
         print(json.dumps(worker(args)))
         return 0
     memory_key = "peak_device_memory" if args.device.startswith("cuda") else "peak_rss"
+    keys = ["fast", "straightforward"] + (["straightforward+ftz"] if args.straightforward_ftz
+                                          else [])
     print(f"# {datetime.date.today()} on {machine_description(args.device)} "
           f"({args.threads} threads)")
+    extra = "straightforward+FTZ s/pair | ratio to it | " if args.straightforward_ftz else ""
     print("| LR size | scale | dtype | fast s/pair | straightforward s/pair | time ratio | "
-          "fast peak | straightforward peak | memory ratio | max abs diff | GFLOP/s | "
-          "% of matmul |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          + extra + "fast peak | straightforward peak | memory ratio | max abs diff | "
+          "GFLOP/s | % of matmul |")
+    print("|---" * (12 + 2 * args.straightforward_ftz) + "|")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.sizes.split(","):
             size, scale = spec.split(":")
             width, height = (int(v) for v in size.split("x"))
             for dtype in args.dtypes.split(","):
-                fast_out, plain_out = f"{tmp}/fast.npy", f"{tmp}/plain.npy"
-                skip = straightforward_estimate(width, height) > STRAIGHTFORWARD_LIMIT
-                fast_runs, plain_runs = [], []
-                for round_ in range(args.rounds):  # interleaved, so both see the same load
-                    order = ["fast", "straightforward"]
-                    if skip:
-                        order = ["fast"]
-                    elif round_ % 2:
-                        order.reverse()
-                    for path in order:
-                        save = (fast_out if path == "fast" else plain_out) if not skip else None
-                        result = _spawn(path, width, height, int(scale), args, dtype,
-                                        save if round_ == 0 else None)
-                        (fast_runs if path == "fast" else plain_runs).append(result)
-                fast = _combine(fast_runs)
-                plain = ({"skipped": "infeasible (needs about "
-                          f"{_gib(straightforward_estimate(width, height))})"} if skip else
-                         _combine(plain_runs))
-                row = {"width": width, "height": height, "scale": int(scale), "dtype": dtype,
-                       "fast": fast, "straightforward": plain}
-                if "seconds" in fast and "seconds" in plain:
-                    row["max_abs_diff"] = float(np.abs(np.load(fast_out)
-                                                       - np.load(plain_out)).max())
+                row = {"width": width, "height": height, "scale": int(scale), "dtype": dtype}
+                row.update(_measure(keys, width, height, int(scale), dtype, args, tmp))
                 results.append(row)
-                print(_table_row(row, memory_key), flush=True)
+                print(_table_row(row, memory_key, keys), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
 
 
-def _table_row(row: dict, memory_key: str) -> str:
+def _measure(keys: list[str], width: int, height: int, scale: int, dtype: str,
+             args: argparse.Namespace, tmp: str) -> dict:
+    """Interleaved rounds of every variant at one size: {variant: combined result, ...}."""
+    skip = straightforward_estimate(width, height) > STRAIGHTFORWARD_LIMIT
+    runs = {key: [] for key in keys}
+    for round_ in range(args.rounds):  # interleaved, so all see the same load
+        order = ["fast"] if skip else list(keys)
+        if round_ % 2:
+            order.reverse()
+        for key in order:
+            save = f"{tmp}/{key}.npy" if round_ == 0 and not skip else None
+            runs[key].append(_spawn(key, width, height, scale, args, dtype, save))
+    skipped = {"skipped": "infeasible (needs about "
+               f"{_gib(straightforward_estimate(width, height))})"}
+    row = {key: (_combine(runs[key]) if runs[key] else skipped) for key in keys}
+    if "seconds" in row["fast"] and "seconds" in row["straightforward"]:
+        row["max_abs_diff"] = float(np.abs(np.load(f"{tmp}/fast.npy")
+                                           - np.load(f"{tmp}/straightforward.npy")).max())
+    return row
+
+
+def _table_row(row: dict, memory_key: str, keys: list[str]) -> str:
     fast, plain = row["fast"], row["straightforward"]
     cells = [f"{row['width']}x{row['height']}", f"x{row['scale']}", row["dtype"]]
     if "error" in fast:
         return "| " + " | ".join(cells + [f"fast failed: {fast['error']}"]) + " |"
     gflops = fast["flops"] / fast["seconds"] / 1e9
     cells.append(f"{fast['seconds']:.2f}")
-    if "seconds" in plain:
-        cells += [f"{plain['seconds']:.2f}", f"{fast['seconds'] / plain['seconds']:.2f}x"]
-    else:
-        cells += [plain.get("skipped", f"failed: {plain.get('error')}"), "-"]
+    for key in keys[1:]:
+        other = row[key]
+        if "seconds" in other:
+            cells += [f"{other['seconds']:.2f}", f"{fast['seconds'] / other['seconds']:.2f}x"]
+        else:
+            cells += [other.get("skipped", f"failed: {other.get('error')}"), "-"]
     cells.append(_gib(fast[memory_key]))
     if memory_key in plain:
         cells += [_gib(plain[memory_key]), f"{fast[memory_key] / plain[memory_key]:.2f}x"]

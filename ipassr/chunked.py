@@ -19,7 +19,8 @@ shifted diagonals of M_R->L x M_L->R; it is applied to one chunk at a time. The 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+import contextlib
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 
@@ -44,6 +45,33 @@ class RowAttention(NamedTuple):
     offset_left: torch.Tensor  # expected right column minus left column, (B, 1, H, W)
     offset_right: torch.Tensor  # expected left column minus right column, (B, 1, H, W)
     rows: dict[int, tuple[torch.Tensor, torch.Tensor]]
+
+
+def subnormals_are_flushed() -> bool:
+    """Whether this thread's CPU float arithmetic flushes subnormal numbers to zero (FTZ/DAZ)."""
+    return bool((torch.tensor([1e-39]) * 1.0).item() == 0.0)
+
+
+@contextlib.contextmanager
+def subnormals_flushed() -> Iterator[None]:
+    """Run a block with float32 subnormal numbers treated as zero on the CPU (x86 FTZ/DAZ).
+
+    Softmax attention maps are full of subnormals (exp of scores 87 to 104 below the row
+    maximum), and x86 CPUs compute with them up to 100 times slower: at KITTI size they made
+    the attention three times slower. Flushing only changes values below 1.2e-38, far under
+    float32 rounding of the outputs (bench/README.md). The setting is per thread: torch's
+    worker threads keep the one they were started with, so for full speed enter this before
+    a process's first parallel torch operation (the ``ipassr`` CLI does). The calling thread's
+    own setting is restored on exit.
+    """
+    already = subnormals_are_flushed()
+    if not already:
+        torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not already:
+            torch.set_flush_denormal(False)
 
 
 def attention_row_bytes(batch: int, width: int) -> int:
@@ -168,4 +196,4 @@ def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.
 
 __all__ = ["RowAttention", "chunked_parallax_fusion", "rows_per_chunk", "attention_row_bytes",
            "valid_masks_from_softmaxes", "relax_along", "expected_offset",
-           "DEFAULT_ATTENTION_MEMORY"]
+           "subnormals_flushed", "subnormals_are_flushed", "DEFAULT_ATTENTION_MEMORY"]

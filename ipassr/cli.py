@@ -47,8 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     warnings.showwarning = _show_warning
+    # before torch starts its worker threads, so that they flush subnormals too (faster attention)
+    from .chunked import subnormals_flushed
+
     try:
-        return int(args.run(args) or 0)
+        with subnormals_flushed():
+            return int(args.run(args) or 0)
     except IpassrError as exc:
         print(f"ipassr: error: {exc}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from torch import nn
 
 from .attention import LEAKY_SLOPE, BiPAM
 from .chunked import (DEFAULT_ATTENTION_MEMORY, RowAttention, attention_row_bytes,
-                      chunked_parallax_fusion, format_bytes)
+                      chunked_parallax_fusion, format_bytes, subnormals_flushed)
 from .errors import IpassrError
 from .model import IPASSR, ChannelAttention, ResidualDenseBlock, ResidualDenseGroup, Upsampler
 
@@ -153,17 +153,41 @@ def dense_block_in(block: ResidualDenseBlock, buffer: torch.Tensor,
                    first_input: torch.Tensor | None = None) -> torch.Tensor:
     """RDB whose input already fills ``buffer[:, :G0]``; layers write into the rest of it.
 
-    ``first_input``, a contiguous copy of that input if the caller has one, saves the first
-    layer a copy (a convolution needs a dense input, and a channel prefix of the buffer is not).
+    A layer's 3x3 convolution of the concatenation [x, g_1, .., g_k] is computed as the sum of
+    the convolutions of its pieces, each piece convolved once, for all later layers together,
+    as soon as it exists (``piece_weights``). Same FLOPs, but no convolution reads a channel
+    slice of ``buffer``, which would cost a contiguous copy of it for every layer; only the
+    1x1 fusion reads the whole buffer. Equal to the module to float32 rounding.
+    ``first_input``: a dense copy of ``buffer[:, :G0]`` if the caller has one (saves a copy).
     """
-    channels = block.fuse.out_channels
-    for i, layer in enumerate(block.layers):
-        width = layer.conv.in_channels
-        source = first_input if i == 0 and first_input is not None else buffer[:, :width]
-        grown = F.leaky_relu_(layer.conv(source), LEAKY_SLOPE)
-        buffer[:, width:width + grown.shape[1]] = grown
-    out = block.fuse(buffer)
-    return out.add_(buffer[:, :channels] if first_input is None else first_input)
+    x = (first_input if first_input is not None
+         else buffer[:, :block.fuse.out_channels].contiguous(memory_format=torch.channels_last))
+    growth = block.layers[0].conv.out_channels
+    partial = F.conv2d(x, piece_weights(block, 0), None, 1, 1)  # (N, layers * G, H, W)
+    offset = x.shape[1]
+    for j, layer in enumerate(block.layers):
+        grown = _empty_like_layout(x, growth)
+        torch.add(partial[:, j * growth:(j + 1) * growth], layer.conv.bias[:, None, None],
+                  out=grown)
+        F.leaky_relu_(grown, LEAKY_SLOPE)
+        buffer[:, offset:offset + growth] = grown
+        offset += growth
+        if j + 1 < len(block.layers):
+            partial[:, (j + 1) * growth:].add_(
+                F.conv2d(grown, piece_weights(block, j + 1), None, 1, 1))
+    return block.fuse(buffer).add_(x)
+
+
+def piece_weights(block: ResidualDenseBlock, piece: int) -> torch.Tensor:
+    """3x3 weights applied to one piece of an RDB's concatenation by every later layer.
+
+    Piece 0 is the block input (G0 channels), piece j the output of layer j (G channels);
+    returns ((layers - piece) * G, piece channels, 3, 3), layers in order.
+    """
+    start = 0 if piece == 0 else block.fuse.out_channels + (piece - 1) * \
+        block.layers[0].conv.out_channels
+    stop = block.layers[piece].conv.in_channels
+    return torch.cat([layer.conv.weight[:, start:stop] for layer in block.layers[piece:]])
 
 
 def dense_block(block: ResidualDenseBlock, x: torch.Tensor) -> torch.Tensor:
@@ -196,13 +220,13 @@ def normalize(bipam: BiPAM, hierarchy: torch.Tensor,
               stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """biPAM's eval-mode BatchNorm: each view by its own statistics (given, or of ``hierarchy``)."""
     norm = bipam.norm
-    if stats is None:
-        return F.instance_norm(hierarchy, weight=norm.weight, bias=norm.bias,
-                               use_input_stats=True, eps=norm.eps)
+    if stats is None:  # not F.instance_norm: it returns NCHW, which slows every later stage
+        variance, mean = torch.var_mean(hierarchy, dim=(2, 3), correction=0)
+        stats = mean, torch.rsqrt(variance + norm.eps)
     mean, invstd = stats  # (N, C) each, for exactly the views in ``hierarchy``
     scale = (invstd * norm.weight).to(hierarchy.dtype)
     shift = (norm.bias - mean * invstd * norm.weight).to(hierarchy.dtype)
-    return hierarchy * scale[:, :, None, None] + shift[:, :, None, None]
+    return torch.addcmul(shift[:, :, None, None], hierarchy, scale[:, :, None, None])
 
 
 def embed(bipam: BiPAM, normalized: torch.Tensor, projection: nn.Conv2d,
@@ -445,14 +469,15 @@ def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
     masks in float32. ``plan`` overrides the
     automatic choice (tests force tiling with it). With ``return_details`` a ``RowAttention``
     (valid masks and attention offsets, (B, 1, H, W) each, and the full maps of the image
-    rows listed in ``keep_rows``) is returned as a third value.
+    rows listed in ``keep_rows``) is returned as a third value. CPU subnormals are flushed
+    to zero meanwhile (``ipassr.chunked.subnormals_flushed``: the same result, faster).
     """
     views = _prepare(network, left, right).to(next(network.parameters()).dtype)
     batch, height, width = left.shape[0], left.shape[2], left.shape[3]
     if plan is None:
         plan = plan_inference(network, batch, height, width, max_memory)
     details = _new_details(views) if return_details else None
-    with torch.inference_mode():
+    with torch.inference_mode(), subnormals_flushed():
         run = _tiled if plan.tiled else _untiled
         out = run(network, views, plan, details, keep_rows).contiguous()
     sr_left, sr_right = out[:batch], out[batch:]

@@ -7,7 +7,8 @@ import torch
 
 from ipassr.attention import BiPAM, parallax_attention, relax, row_transfer, valid_mask
 from ipassr.chunked import (attention_row_bytes, chunked_parallax_fusion, expected_offset,
-                            relax_along, rows_per_chunk, valid_masks_from_softmaxes)
+                            relax_along, rows_per_chunk, subnormals_are_flushed,
+                            subnormals_flushed, valid_masks_from_softmaxes)
 from ipassr.errors import IpassrError
 
 
@@ -92,3 +93,35 @@ def test_chunk_height_follows_budget():
 def test_budget_below_one_row_names_the_minimum():
     with pytest.raises(IpassrError, match=r"too small for one image row.*minimum is 4\.8 MiB"):
         rows_per_chunk(1, 10, 500, 1000)
+
+
+def test_subnormal_flushing_is_scoped_to_the_block():
+    torch.set_flush_denormal(False)
+    assert not subnormals_are_flushed()
+    with subnormals_flushed():
+        assert subnormals_are_flushed()
+        assert torch.tensor([1e-39]).mul(1.0).item() == 0.0
+    assert not subnormals_are_flushed()
+    torch.set_flush_denormal(True)  # a caller who flushes already keeps flushing
+    try:
+        with subnormals_flushed():
+            pass
+        assert subnormals_are_flushed()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_flushing_subnormals_leaves_the_attention_result_unchanged():
+    """Large scores make softmax maps full of subnormals; flushing them changes nothing visible."""
+    torch.manual_seed(3)
+    query, key = 6 * torch.randn(1, 16, 6, 40), 6 * torch.randn(1, 16, 6, 40)
+    left, right = torch.randn(1, 8, 6, 40), torch.randn(1, 8, 6, 40)
+    maps = torch.softmax(torch.einsum("bchi,bchj->bhij", query, key), dim=-1)
+    assert ((maps > 0) & (maps < torch.finfo(torch.float32).tiny)).any()  # subnormals occur
+    torch.set_flush_denormal(False)
+    kept = chunked_parallax_fusion(query, key, left, right, rows=2, with_details=True)
+    with subnormals_flushed():
+        flushed = chunked_parallax_fusion(query, key, left, right, rows=2, with_details=True)
+    for a, b in [(kept[0], flushed[0]), (kept[1], flushed[1]),
+                 *zip(kept[2][:4], flushed[2][:4])]:
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ipassr.errors import IpassrError
-from ipassr.model import IPASSR
-from ipassr.tiling import (InferencePlan, parse_memory_size, plan_inference, receptive_radius,
-                           stage_halos, stereo_forward)
+from ipassr.model import IPASSR, ResidualDenseBlock
+from ipassr.tiling import (InferencePlan, dense_block, parse_memory_size, plan_inference,
+                           receptive_radius, stage_halos, stereo_forward)
 
 
 def _network(scale: int, **options) -> IPASSR:
@@ -53,6 +53,16 @@ def test_untiled_and_tiled_equal_plain_forward(scale, options):
     tiled = stereo_forward(network, left, right, plan=InferencePlan(True, 8, 3, 0))
     _assert_close(untiled, expected)
     _assert_close(tiled, expected)
+
+
+@pytest.mark.parametrize("channels,growth", [(64, 24), (128, 32), (5, 3)])
+def test_dense_block_by_pieces_equals_the_module(channels, growth):
+    """The per-piece convolutions (no channel-slice copies) sum to the module's convolutions."""
+    torch.manual_seed(5)
+    block = ResidualDenseBlock(channels, growth).eval()
+    x = torch.randn(2, channels, 7, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(dense_block(block, x), block(x), rtol=1e-5, atol=2e-6)
 
 
 def test_tiled_equals_untiled_when_bands_and_halos_cut_the_image():
