@@ -15,6 +15,12 @@ fp32 matrix-multiply rate (the roofline).
     python bench/infer.py                       # KITTI sizes x4 and x2, then LR 1920x1080 x2
     python bench/infer.py --sizes 310x93:4 --rounds 3
     python bench/infer.py --device cuda --dtypes float32,bfloat16
+    python bench/infer.py --straightforward-with-settings   # + straightforward with CLI settings
+
+The fast path runs as the ``ipassr`` CLI runs it: CPU subnormals flushed to zero and huge pages
+for large tensors (``THP_MEM_ALLOC_ENABLE=1``), both set before torch starts. The
+straightforward path runs as the reference does, without them; ``--straightforward-with-settings``
+also times it with them, to show how much of the gain the settings alone give.
 """
 
 from __future__ import annotations
@@ -45,10 +51,11 @@ from ipassr.tiling import plan_inference, stereo_forward  # noqa: E402
 CONFORMANCE = ROOT.parent / "shared" / "conformance"
 DEFAULT_SIZES = "310x93:4,621x187:2,1920x1080:2"
 STRAIGHTFORWARD_LIMIT = 48 * 2 ** 30  # skip the straightforward path above this estimate
-# measured variants: (path, flush subnormals). The reference code runs without flushing;
-# "straightforward+ftz" shows how much of the gain flushing alone would give it.
+# measured variants: (path, with the CLI's CPU runtime settings: subnormals flushed, huge pages
+# for large tensors). The reference code runs without them; "straightforward+settings" shows
+# how much of the gain the settings alone would give it.
 PATHS = {"fast": ("fast", True), "straightforward": ("straightforward", False),
-         "straightforward+ftz": ("straightforward", True)}
+         "straightforward+settings": ("straightforward", True)}
 
 
 # -- the straightforward (reference-style) implementation -------------------------------------------
@@ -204,18 +211,21 @@ def worker(args: argparse.Namespace) -> dict:
 
 def _spawn(key: str, width: int, height: int, scale: int, args: argparse.Namespace,
            dtype: str, save: str | None) -> dict:
-    """Run one of PATHS in a fresh process; the fast path flushes subnormals like the CLI."""
-    path, ftz = PATHS[key]
+    """Run one of PATHS in a fresh process (with the CLI's runtime settings where PATHS says)."""
+    path, settings = PATHS[key]
     command = [sys.executable, __file__, "--worker", path, "--width", str(width),
                "--height", str(height), "--scale", str(scale), "--device", args.device,
                "--dtype", dtype, "--repeats", str(args.repeats), "--threads", str(args.threads)]
     if args.max_memory:
         command += ["--max-memory", str(args.max_memory)]
-    if ftz:
+    environment = dict(os.environ)
+    environment.pop("THP_MEM_ALLOC_ENABLE", None)
+    if settings:
         command.append("--ftz")
+        environment["THP_MEM_ALLOC_ENABLE"] = "1"  # what ipassr.cli sets before torch loads
     if save:
         command += ["--save-output", save]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=environment)
     if done.returncode != 0:
         return {"path": path, "error": done.stderr.strip().splitlines()[-1:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -271,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--max-memory", type=int, default=None, help="fast path budget, bytes")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--straightforward-ftz", action="store_true",
-                        help="also time the straightforward path with subnormals flushed")
+    parser.add_argument("--straightforward-with-settings", action="store_true",
+                        help="also time the straightforward path with the CLI's runtime settings")
     parser.add_argument("--worker", choices=("fast", "straightforward"), help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
@@ -286,15 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args)))
         return 0
     memory_key = "peak_device_memory" if args.device.startswith("cuda") else "peak_rss"
-    keys = ["fast", "straightforward"] + (["straightforward+ftz"] if args.straightforward_ftz
-                                          else [])
+    with_settings = args.straightforward_with_settings
+    keys = ["fast", "straightforward"] + (["straightforward+settings"] if with_settings else [])
     print(f"# {datetime.date.today()} on {machine_description(args.device)} "
           f"({args.threads} threads)")
-    extra = "straightforward+FTZ s/pair | ratio to it | " if args.straightforward_ftz else ""
+    extra = "straightforward+settings s/pair | ratio to it | " if with_settings else ""
     print("| LR size | scale | dtype | fast s/pair | straightforward s/pair | time ratio | "
           + extra + "fast peak | straightforward peak | memory ratio | max abs diff | "
           "GFLOP/s | % of matmul |")
-    print("|---" * (12 + 2 * args.straightforward_ftz) + "|")
+    print("|---" * (12 + 2 * with_settings) + "|")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.sizes.split(","):

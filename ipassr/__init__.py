@@ -3,30 +3,68 @@
 >>> import ipassr
 >>> model = ipassr.load_model("weights.pth.tar")          # or load_model(scale=4): shipped weights
 >>> sr_left, sr_right = model.super_resolve(left, right)    # PIL images, arrays or tensors
+
+The names below are imported on first use, so ``import ipassr`` (and the CLI's start) does not
+import torch: the ``ipassr`` command sets torch's allocator options before torch loads.
 """
 
-from .attention import AttentionMaps
-from .checkpoint import load_network, save_weights
-from .datasets import open_dataset
-from .errors import CheckpointError, ImageReadError, IpassrError
-from .inference import StereoSR, load_model
-from .io import read_image, write_image
-from .losses import LossConfig, ipassr_loss
-from .metrics import psnr, score_pair, ssim
-from .model import IPASSR, ModelConfig, count_parameters
-from .patches import PatchFile
-from .resize import imresize, imresize_tensor
-from .tiling import plan_inference, stereo_forward
-from .train_config import TrainConfig
-from .training import Trainer
-from .visualize import visualize_pair
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AttentionMaps", "CheckpointError", "IPASSR", "ImageReadError", "IpassrError", "LossConfig",
-    "ModelConfig", "PatchFile", "StereoSR", "TrainConfig", "Trainer", "count_parameters",
-    "imresize", "imresize_tensor", "ipassr_loss", "load_model", "load_network", "open_dataset",
-    "plan_inference", "psnr", "read_image", "save_weights", "score_pair", "ssim", "stereo_forward",
-    "visualize_pair", "write_image", "__version__",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "AttentionMaps": "attention", "load_network": "checkpoint", "save_weights": "checkpoint",
+    "open_dataset": "datasets", "CheckpointError": "errors", "ImageReadError": "errors",
+    "IpassrError": "errors", "StereoSR": "inference", "load_model": "inference",
+    "read_image": "io", "write_image": "io", "LossConfig": "losses", "ipassr_loss": "losses",
+    "psnr": "metrics", "score_pair": "metrics", "ssim": "metrics", "IPASSR": "model",
+    "ModelConfig": "model", "count_parameters": "model", "PatchFile": "patches",
+    "imresize": "resize", "imresize_tensor": "resize", "plan_inference": "tiling",
+    "stereo_forward": "tiling", "TrainConfig": "train_config", "Trainer": "training",
+    "visualize_pair": "visualize",
+}
+_SUBMODULES = {
+    "attention", "checkpoint", "chunked", "cli", "commands", "datasets", "demo", "disparity", "distributed",
+    "errors", "evaluation", "export", "inference", "io", "losses", "metrics", "model", "patches",
+    "resize", "tiling", "train_config", "train_data", "training", "visualize",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule) on first access."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .attention import AttentionMaps
+    from .checkpoint import load_network, save_weights
+    from .datasets import open_dataset
+    from .errors import CheckpointError, ImageReadError, IpassrError
+    from .inference import StereoSR, load_model
+    from .io import read_image, write_image
+    from .losses import LossConfig, ipassr_loss
+    from .metrics import psnr, score_pair, ssim
+    from .model import IPASSR, ModelConfig, count_parameters
+    from .patches import PatchFile
+    from .resize import imresize, imresize_tensor
+    from .tiling import plan_inference, stereo_forward
+    from .train_config import TrainConfig
+    from .training import Trainer
+    from .visualize import visualize_pair

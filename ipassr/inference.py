@@ -47,10 +47,15 @@ class StereoSR:
     """A loaded iPASSR network ready to super-resolve stereo pairs."""
 
     def __init__(self, network: IPASSR, device: str | torch.device = "cpu", *,
-                 max_memory: int | None = None) -> None:
+                 max_memory: int | None = None, dtype: torch.dtype = torch.float32) -> None:
         self.device = torch.device(device)
-        self.network = network.to(self.device).eval()
+        self.network = network.to(self.device, dtype).eval()
         self.max_memory = max_memory  # bytes of activations per forward pass (None: default)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's precision (float32, or bfloat16/float16 for speed on a GPU)."""
+        return next(self.network.parameters()).dtype
 
     @property
     def scale(self) -> int:
@@ -62,21 +67,21 @@ class StereoSR:
 
         Without attention maps this runs the fast, memory-bounded path (``ipassr.tiling``),
         equal to the plain forward to float32 rounding; ``return_attention`` needs the full
-        (B, H, W, W) maps and so runs the plain forward.
+        (B, H, W, W) maps and so runs the plain forward. Outputs are float32 whatever the
+        network's precision.
         """
         check_finite(left, "left")
         check_finite(right, "right")
+        left, right = left.to(self.device, self.dtype), right.to(self.device, self.dtype)
         if not return_attention:
             from .tiling import stereo_forward
 
-            return stereo_forward(self.network, left.to(self.device, torch.float32),
-                                  right.to(self.device, torch.float32),
-                                  max_memory=self.max_memory)
+            sr_left, sr_right = stereo_forward(self.network, left, right,
+                                               max_memory=self.max_memory)
+            return sr_left.float(), sr_right.float()
         with torch.inference_mode():
-            outputs = self.network(left.to(self.device, torch.float32),
-                                   right.to(self.device, torch.float32),
-                                   return_attention=return_attention)
-        return outputs
+            sr_left, sr_right, maps = self.network(left, right, return_attention=True)
+        return sr_left.float(), sr_right.float(), maps
 
     def super_resolve(self, left: Any, right: Any) -> tuple[Any, Any]:
         """Super-resolve one pair (or a batch of tensors); output of the same kind as the input.
@@ -105,16 +110,32 @@ class StereoSR:
 
 
 def load_model(weights: PathLike | None = None, *, scale: int | None = None,
-               device: str | torch.device = "cpu", max_memory: int | None = None) -> StereoSR:
+               device: str | torch.device = "cpu", max_memory: int | None = None,
+               dtype: torch.dtype | str = torch.float32) -> StereoSR:
     """Load iPASSR weights (reference ``.pth.tar``, our ``.safetensors``, or the shipped ones).
 
     ``scale`` picks the shipped weights when ``weights`` is None, and is checked against the file
     otherwise (a mismatch is a ``CheckpointError``). ``max_memory`` bounds the activation memory
     of one forward pass in bytes (default ``ipassr.tiling.DEFAULT_MAX_MEMORY``): larger images
     are processed in chunks of rows and, if needed, in bands, with identical results.
+    ``dtype`` ("float32", "bfloat16", "float16" or a torch dtype) is the network's precision:
+    half precision is for GPUs; the attention softmax and valid masks stay float32.
     """
     path = resolve_weights(weights, scale)
-    return StereoSR(load_network(path, scale=scale), device=device, max_memory=max_memory)
+    return StereoSR(load_network(path, scale=scale), device=device, max_memory=max_memory,
+                    dtype=parse_dtype(dtype))
+
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """'float32' / 'bfloat16' / 'float16' (or the torch dtype itself) -> torch dtype."""
+    if isinstance(dtype, torch.dtype) and dtype in PRECISIONS.values():
+        return dtype
+    if dtype in PRECISIONS:
+        return PRECISIONS[dtype]
+    raise IpassrError(f"unsupported precision {dtype!r}: use one of {', '.join(PRECISIONS)}")
 
 
 def check_finite(tensor: torch.Tensor, name: str) -> None:

@@ -48,6 +48,23 @@ def test_cli_pair_writes_both_views(tmp_path, small_pair, x2_weights, model):
     assert np.array_equal(sr_left, expected)
 
 
+def test_cli_bfloat16_is_close_to_float32(tmp_path, small_pair, x2_weights, model):
+    """Half precision (meant for GPUs) runs anywhere; only its rounding differs."""
+    out_left, out_right = tmp_path / "a.png", tmp_path / "b.png"
+    code = main(["infer", "--left", str(small_pair[0]), "--right", str(small_pair[1]),
+                 "--weights", str(x2_weights), "--output-left", str(out_left),
+                 "--output-right", str(out_right), "--dtype", "bfloat16"])
+    assert code == 0
+    expected, _ = model.super_resolve(read_image(small_pair[0]), read_image(small_pair[1]))
+    difference = np.abs(read_image(out_left).astype(int) - expected.astype(int))
+    assert 0 < difference.max() <= 8 and difference.mean() < 1.0
+
+
+def test_unsupported_precision_is_refused(x2_weights):
+    with pytest.raises(IpassrError, match="unsupported precision 'float64'"):
+        ipassr.load_model(x2_weights, dtype="float64")
+
+
 def test_cli_folder_of_scenes(tmp_path, small_pair, x2_weights):
     for scene in ("sceneA", "sceneB"):
         (tmp_path / "in" / scene).mkdir(parents=True)

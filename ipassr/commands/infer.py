@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from . import add_weights_arguments
 from ..errors import IpassrError
-from ..inference import StereoSR, load_model
+from ..inference import PRECISIONS, StereoSR, load_model
 from ..io import image_to_tensor, read_stereo_pair, tensor_to_image, write_image
 from .visualize import memory_size
 
@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-memory", type=memory_size,
                         help="activation memory budget per forward pass, e.g. 2G or 512M "
                              "(default 4G); larger images run in chunks, same results")
+    parser.add_argument("--dtype", choices=tuple(PRECISIONS), default="float32",
+                        help="network precision: bfloat16 or float16 for speed on a GPU (the "
+                             "attention softmax and valid masks stay float32; default float32)")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="with --input-dir: super-resolve up to this many pairs of equal "
                              "size together (default 1)")
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             raise IpassrError(f"--batch-size must be at least 1, got {args.batch_size}")
         scenes = find_scenes(args.input_dir)
         model = load_model(args.weights, scale=args.scale, device=args.device,
-                           max_memory=args.max_memory)
+                           max_memory=args.max_memory, dtype=args.dtype)
         with tqdm(total=len(scenes), desc="super-resolving", unit="pair") as progress:
             for group in batches_of_equal_size(scenes, args.batch_size):
                 super_resolve_group(model, group, args.output_dir)
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise IpassrError(f"missing {', '.join(missing)} (or use --input-dir/--output-dir)")
     model = load_model(args.weights, scale=args.scale, device=args.device,
-                       max_memory=args.max_memory)
+                       max_memory=args.max_memory, dtype=args.dtype)
     model.super_resolve_files(args.left, args.right, args.output_left, args.output_right)
     print(f"wrote {args.output_left} and {args.output_right} (x{model.scale})")
     return 0
