@@ -181,10 +181,15 @@ def make_loader(dataset: PatchDataset, batches: EpochBatches, workers: int, pin_
 
 
 def _ignore_interrupts(worker_id: int) -> None:
-    """Workers leave Ctrl-C to the training process, which checkpoints and stops them."""
+    """Workers leave Ctrl-C and SIGTERM to the training process, which checkpoints and stops them.
+
+    Terminals, ``timeout``, Slurm and container runtimes signal every process of the job; a
+    worker killed by it would make the training process fail instead of checkpointing.
+    """
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def to_inputs(batch: tuple[torch.Tensor, ...], device: torch.device,

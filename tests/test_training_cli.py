@@ -168,3 +168,30 @@ def test_loader_workers_read_the_memory_mapped_file_and_change_nothing(tmp_path,
                      "--max-steps", "2"]) == 0
         weights[workers] = load_file(str(run / "weights" / "last.safetensors"))
     assert all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_sigterm_to_the_whole_process_group_checkpoints_cleanly(tmp_path, patch_file):
+    """As a scheduler stops a job: every process, DataLoader workers included, gets SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "ipassr", "train", "--preset", "smoke", "--patches",
+               str(patch_file), "--out", str(run), "--workers", "1", "--epochs", "1000",
+               "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (run / "log.jsonl").exists() or '"step"' not in (run / "log.jsonl").read_text():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err  # stopped by a signal, cleanly
+    assert "stopped (interrupted)" in err and "Traceback" not in err
+    assert records(run)[-1]["status"] == "interrupted"
+    assert (run / "checkpoints" / "last.pt").is_file()
