@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from safetensors import safe_open
 
 import ipassr
+from ipassr.cli import main
 from ipassr.inference import shipped_weights_path
 from ipassr.io import read_image
 from ipassr.metrics import psnr
@@ -31,3 +34,12 @@ def test_shipped_x2_weights_beat_bicubic_on_a_real_pair(cones_pair):
     ours = (psnr(sr_left, hr_left) + psnr(sr_right, hr_right)) / 2
     bicubic = (psnr(imresize(lr_left, 2), hr_left) + psnr(imresize(lr_right, 2), hr_right)) / 2
     assert ours > bicubic + 0.5
+
+
+@pytest.mark.parametrize("scale,margin", [(2, 1.5), (4, 1.0)])
+def test_demo_with_shipped_weights_beats_bicubic_by_the_promised_margin(tmp_path, scale, margin):
+    """The README's first command: Motorcycle, never trained on, (Left+Right)/2 PSNR."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--scale", str(scale), "--output-dir", str(out)]) == 0
+    scores = json.loads((out / "report.json").read_text())["scores"]
+    assert scores["iPASSR"]["stereo_psnr"] > scores["bicubic"]["stereo_psnr"] + margin
