@@ -28,9 +28,9 @@ _EXPORTS = {
     "visualize_pair": "visualize",
 }
 _SUBMODULES = {
-    "attention", "checkpoint", "chunked", "cli", "commands", "datasets", "demo", "disparity", "distributed",
-    "errors", "evaluation", "export", "inference", "io", "losses", "metrics", "model", "patches",
-    "resize", "tiling", "train_config", "train_data", "training", "visualize",
+    "attention", "checkpoint", "chunked", "cli", "commands", "datasets", "demo", "disparity",
+    "distributed", "errors", "evaluation", "export", "inference", "io", "losses", "metrics",
+    "model", "patches", "resize", "tiling", "train_config", "train_data", "training", "visualize",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -70,26 +70,29 @@ def run_demo(model: StereoSR, pair: DemoPair, output_dir: PathLike, weights_labe
              ) -> DemoResult:
     """Super-resolve ``pair``, score it against bicubic when HR is known, write every output."""
     output_dir = Path(output_dir)
-    started = time.perf_counter()
-    sr_left, sr_right = model.super_resolve(pair.lr_left, pair.lr_right)
-    result = DemoResult(pair.name, model.scale, weights_label, time.perf_counter() - started)
+    bicubic_left = imresize(pair.lr_left, model.scale)
+    if model.network.attention is None:  # single-view variant: no valid masks to show
+        started = time.perf_counter()
+        sr_left, sr_right = model.super_resolve(pair.lr_left, pair.lr_right)
+        seconds = time.perf_counter() - started
+        panels = {"bicubic": bicubic_left, "iPASSR": sr_left}
+        if pair.hr_left is not None:
+            panels["HR"] = pair.hr_left
+        extra = {"comparison": comparison(panels)}
+    else:  # one forward pass gives the SR pair and the masks
+        pictures = visualize_pair(model, pair.lr_left, pair.lr_right, hr_left=pair.hr_left)
+        sr_left, sr_right, seconds = pictures.sr_left, pictures.sr_right, pictures.seconds
+        extra = {"comparison": pictures.images["comparison_left"],
+                 "valid_masks": side_by_side(pictures.images["valid_left"],
+                                             pictures.images["valid_right"])}
+    result = DemoResult(pair.name, model.scale, weights_label, seconds)
     if pair.hr_left is not None:
-        bicubic = [imresize(view, model.scale) for view in (pair.lr_left, pair.lr_right)]
+        bicubic = (bicubic_left, imresize(pair.lr_right, model.scale))
         result.scores["bicubic"] = score_pair(*bicubic, pair.hr_left, pair.hr_right).to_dict()
         result.scores["iPASSR"] = score_pair(sr_left, sr_right, pair.hr_left,
                                              pair.hr_right).to_dict()
     images = {"lr_left": pair.lr_left, "lr_right": pair.lr_right,
-              "sr_left": sr_left, "sr_right": sr_right}
-    if model.network.attention is None:  # single-view variant: no valid masks to show
-        panels = {"bicubic": imresize(pair.lr_left, model.scale), "iPASSR": sr_left}
-        if pair.hr_left is not None:
-            panels["HR"] = pair.hr_left
-        images["comparison"] = comparison(panels)
-    else:
-        pictures = visualize_pair(model, pair.lr_left, pair.lr_right, hr_left=pair.hr_left)
-        images["comparison"] = pictures.images["comparison_left"]
-        images["valid_masks"] = side_by_side(pictures.images["valid_left"],
-                                             pictures.images["valid_right"])
+              "sr_left": sr_left, "sr_right": sr_right, **extra}
     for name, image in images.items():
         result.files[name] = output_dir / f"{name}.png"
         write_image(result.files[name], image)

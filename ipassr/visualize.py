@@ -16,6 +16,7 @@ All images are uint8 RGB arrays (H, W, 3); ``save_visualizations`` writes them a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,17 @@ def mark_row(image: np.ndarray, row: int) -> np.ndarray:
 
 @dataclass
 class Visualization:
-    """Everything ``visualize_pair`` computed, as uint8 RGB images keyed by output name."""
+    """Everything ``visualize_pair`` computed, as uint8 RGB images keyed by output name.
+
+    ``sr_left``/``sr_right`` are the SR views (uint8 (sH, sW, 3)) of the same forward pass, and
+    ``seconds`` its time, so a caller that also wants the SR pair need not run the network again.
+    """
 
     images: dict[str, np.ndarray]
     details: RowAttention
+    sr_left: np.ndarray
+    sr_right: np.ndarray
+    seconds: float
 
     def save(self, folder: PathLike) -> list[Path]:
         """Write every image as ``<folder>/<name>.png`` (atomically); return the paths."""
@@ -160,9 +168,12 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
                           "there are no masks or attention maps to show")
     from .tiling import stereo_forward
 
-    sr_left, _, details = stereo_forward(
+    started = time.perf_counter()
+    sr_left, sr_right, details = stereo_forward(
         model.network, left_t.to(model.device), right_t.to(model.device),
         max_memory=model.max_memory, return_details=True, keep_rows=[row])
+    seconds = time.perf_counter() - started
+    sr_left, sr_right = (tensor_to_image(v.float().clamp(0, 1)) for v in (sr_left, sr_right))
     lr_left, lr_right = tensor_to_image(left_t), tensor_to_image(right_t)
     valid_left = details.valid_left[0, 0].cpu().numpy()
     valid_right = details.valid_right[0, 0].cpu().numpy()
@@ -181,7 +192,7 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
         f"row{row}_marked_left": mark_row(lr_left, row),
     }
     panels = {"bicubic": bicubic_upscale(lr_left, model.scale),
-              "iPASSR": tensor_to_image(sr_left.clamp(0, 1))}
+              "iPASSR": sr_left}
     if hr_left is not None:
         hr, _ = to_batch_tensor(hr_left, "HR left")
         hr_image = tensor_to_image(hr)
@@ -190,7 +201,7 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
                               f"image is {panels['iPASSR'].shape[1]}x{panels['iPASSR'].shape[0]}")
         panels["HR"] = hr_image
     images["comparison_left"] = comparison(panels, crop)
-    return Visualization(images, details)
+    return Visualization(images, details, sr_left, sr_right, seconds)
 
 
 __all__ = ["Visualization", "visualize_pair", "colormap", "overlay", "mask_heatmap",

@@ -29,6 +29,29 @@ def test_demo_on_motorcycle_writes_everything(tmp_path, conformance_dir, capsys)
     assert not list(out.glob("*.tmp"))
 
 
+def test_demo_runs_the_network_once_for_the_sr_pair_and_the_masks(tmp_path, conformance_dir,
+                                                                   cones_pair, monkeypatch):
+    import ipassr.tiling
+
+    calls = []
+    real = ipassr.tiling.stereo_forward
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("return_details", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ipassr.tiling, "stereo_forward", counted)
+    for source, name in zip(cones_pair, ("l.png", "r.png")):
+        write_image(tmp_path / name, read_image(source)[:24, :40])
+    out = tmp_path / "once"
+    assert main(["demo", "--scale", "2", "--weights", str(conformance_dir / "x2.pth.tar"),
+                 "--left", str(tmp_path / "l.png"), "--right", str(tmp_path / "r.png"),
+                 "--output-dir", str(out)]) == 0
+    assert calls == [True]
+    assert read_image(out / "sr_left.png").shape == (48, 80, 3)
+    assert (out / "valid_masks.png").is_file()
+
+
 def test_demo_on_own_pair_has_no_scores(tmp_path, conformance_dir, cones_pair):
     for source, name in zip(cones_pair, ("l.png", "r.png")):
         write_image(tmp_path / name, read_image(source)[:48, :96])
