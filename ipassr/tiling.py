@@ -468,8 +468,7 @@ def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
 
     Equals ``network(left, right)`` in eval mode to float32 rounding. Runs in the network's
     dtype (e.g. ``network.to(torch.bfloat16)`` on a GPU), with attention softmax and valid
-    masks in float32. ``plan`` overrides the
-    automatic choice (tests force tiling with it). With ``return_details`` a ``RowAttention``
+    masks in float32. ``plan`` overrides the automatic choice (tests force tiling with it). With ``return_details`` a ``RowAttention``
     (valid masks and attention offsets, (B, 1, H, W) each, and the full maps of the image
     rows listed in ``keep_rows``) is returned as a third value. CPU subnormals are flushed
     to zero meanwhile (``ipassr.chunked.subnormals_flushed``: the same result, faster).
