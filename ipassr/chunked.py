@@ -28,8 +28,9 @@ from .attention import MASK_SHARPNESS, RELAX_PIXELS
 from .errors import IpassrError
 
 FLOAT_BYTES = 4
-# Live (rows, W, W) float32 buffers per chunk row: score, two softmaxes, relaxed sum, product.
-MAPS_PER_ROW = 5
+# (rows, W, W) float32 buffers per chunk row: score (reused for the relaxed maps), two softmaxes,
+# and one more for the temporaries of half-precision features and the details (visualize).
+MAPS_PER_ROW = 4
 DEFAULT_ATTENTION_MEMORY = 128 * 2 ** 20  # bytes for one chunk of attention maps (larger is not faster)
 
 
@@ -98,9 +99,10 @@ def format_bytes(n: float) -> str:
     return f"{n / 2 ** 10:.1f} KiB"
 
 
-def relax_along(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS) -> torch.Tensor:
-    """Sum of ``maps`` shifted by -pixels..+pixels along ``dim`` (zero-filled), one new buffer."""
-    relaxed = maps.clone()
+def relax_along(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum of ``maps`` shifted by -pixels..+pixels along ``dim`` (zero-filled), into ``out``."""
+    relaxed = maps.clone() if out is None else out.copy_(maps)
     size = maps.shape[dim]
     for shift in range(1, min(pixels, size - 1) + 1):
         relaxed.narrow(dim, shift, size - shift).add_(maps.narrow(dim, 0, size - shift))
@@ -108,12 +110,17 @@ def relax_along(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS) -> tor
     return relaxed
 
 
-def valid_masks_from_softmaxes(row_softmax: torch.Tensor, col_softmax: torch.Tensor
+def valid_masks_from_softmaxes(row_softmax: torch.Tensor, col_softmax: torch.Tensor,
+                               scratch: torch.Tensor | None = None
                                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """V_L (..., W_left) and V_R (..., W_right) from M_R->L and M_L->R^T, both (..., Wl, Wr)."""
-    relaxed = relax_along(row_softmax, dim=-2)  # relax M_R->L along its left-column axis
-    cycle_left = relaxed.mul_(col_softmax).sum(-1)
-    relaxed = relax_along(col_softmax, dim=-1)  # relax M_L->R along its right-column axis
+    """V_L (..., W_left) and V_R (..., W_right) from M_R->L and M_L->R^T, both (..., Wl, Wr).
+
+    ``scratch``: a buffer of the maps' shape to reuse for the relaxed maps (else allocated).
+    """
+    # relax M_R->L along its left-column axis, then a dot product of each row with M_L->R^T's
+    relaxed = relax_along(row_softmax, dim=-2, out=scratch)
+    cycle_left = torch.einsum("...ij,...ij->...i", relaxed, col_softmax)  # batched row dots
+    relaxed = relax_along(col_softmax, dim=-1, out=relaxed)  # M_L->R along its right-column axis
     cycle_right = relaxed.mul_(row_softmax).sum(-2)
     return torch.tanh(MASK_SHARPNESS * cycle_left), torch.tanh(MASK_SHARPNESS * cycle_right)
 
@@ -162,23 +169,29 @@ def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.
     details = None
     if with_details:
         details = RowAttention(*(query.new_empty(batch, 1, height, width) for _ in range(4)), {})
+    # one set of buffers for all chunks: no fresh pages to fault in per chunk
+    buffers = [query.new_empty(batch * step * width * width, dtype=torch.float32)
+               for _ in range(3)]
     for start in range(0, height, step):
         stop = min(height, start + step)
+        # (B, r, W, W) each, contiguous also for the last, shorter chunk
+        score, row_softmax, col_softmax = (
+            buffer[:batch * (stop - start) * width * width].view(batch, stop - start, width, width)
+            for buffer in buffers)
         # scores, softmax and masks in float32 even for half-precision features: the scores are
         # unscaled and large, and bf16 would round them by whole units
-        score = torch.matmul(_rows(query, start, stop).float(),
-                             key[:, :, start:stop].transpose(1, 2).float())
-        row_softmax = torch.softmax(score, dim=-1)  # M_R->L (B, r, Wl, Wr)
-        col_softmax = torch.softmax(score, dim=-2)  # M_L->R transposed, same layout
-        del score
+        torch.matmul(_rows(query, start, stop).float(),
+                     key[:, :, start:stop].transpose(1, 2).float(), out=score)
+        torch.softmax(score, dim=-1, out=row_softmax)  # M_R->L (B, r, Wl, Wr)
+        torch.softmax(score, dim=-2, out=col_softmax)  # M_L->R transposed, same layout
         own_left, own_right = _rows(left, start, stop), _rows(right, start, stop)
         dtype = own_left.dtype
         converted_left = torch.matmul(row_softmax.to(dtype), own_right)  # (B, r, Wl, C)
         converted_right = torch.matmul(col_softmax.transpose(-1, -2).to(dtype), own_left)
         valid_left = valid_right = None
         if use_valid_mask:
-            valid_left, valid_right = (v.to(dtype) for v in
-                                       valid_masks_from_softmaxes(row_softmax, col_softmax))
+            valid_left, valid_right = (v.to(dtype) for v in valid_masks_from_softmaxes(
+                row_softmax, col_softmax, scratch=score))  # the scores are no longer needed
         _rows(out_left, start, stop).copy_(_blend(own_left, converted_left, valid_left))
         _rows(out_right, start, stop).copy_(_blend(own_right, converted_right, valid_right))
         if details is not None:

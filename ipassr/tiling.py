@@ -4,8 +4,10 @@
 faster and leaner way than the training-oriented ``forward``:
 
 * channels_last activations, no autograd (``torch.inference_mode``), in-place activations;
-* dense blocks write each layer's output into one preallocated buffer instead of re-concatenating
-  (``torch.cat`` copies the whole growing tensor at every layer);
+* no concatenation is ever built: a convolution of concatenated pieces (dense blocks, the
+  group fusion, biPAM's grouped layers) is the sum of the pieces' convolutions, accumulated
+  in place; on the CPU activations, residuals and accumulations run inside the convolutions
+  (``ipassr.fused``);
 * the biPAM attention is computed a chunk of rows at a time (``ipassr.chunked``), so the
   (H, W, W) maps never exist at once;
 * the upsampler runs in bands of rows, so its s^2-times-wider activations stay small.
@@ -32,6 +34,7 @@ from .attention import LEAKY_SLOPE, BiPAM
 from .chunked import (DEFAULT_ATTENTION_MEMORY, RowAttention, attention_row_bytes,
                       chunked_parallax_fusion, format_bytes, subnormals_flushed)
 from .errors import IpassrError
+from .fused import conv, conv_accumulate_, conv_plus
 from .model import IPASSR, ChannelAttention, ResidualDenseBlock, ResidualDenseGroup, Upsampler
 
 DEFAULT_MAX_MEMORY = 4 * 2 ** 30  # bytes of activations one forward pass may use
@@ -149,70 +152,89 @@ def _empty_like_layout(x: torch.Tensor, channels: int, height: int | None = None
                        dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
-def dense_block_in(block: ResidualDenseBlock, buffer: torch.Tensor,
-                   first_input: torch.Tensor | None = None) -> torch.Tensor:
-    """RDB whose input already fills ``buffer[:, :G0]``; layers write into the rest of it.
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """x as a dense channels_last tensor (a copy only if it is a strided view, e.g. a band)."""
+    return x.contiguous(memory_format=torch.channels_last)
 
-    A layer's 3x3 convolution of the concatenation [x, g_1, .., g_k] is computed as the sum of
-    the convolutions of its pieces, each piece convolved once, for all later layers together,
-    as soon as it exists (``piece_weights``). Same FLOPs, but no convolution reads a channel
-    slice of ``buffer``, which would cost a contiguous copy of it for every layer; only the
-    1x1 fusion reads the whole buffer. Equal to the module to float32 rounding.
-    ``first_input``: a dense copy of ``buffer[:, :G0]`` if the caller has one (saves a copy).
+
+def conv_of_concat(pieces: Sequence[torch.Tensor], weight: torch.Tensor,
+                   bias: torch.Tensor | None, padding: int = 0, plus: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """``conv2d(cat(pieces, dim=1), weight, bias) (+ plus)`` without the concatenation.
+
+    Each piece is convolved with its slice of ``weight`` and accumulated in place into the
+    output (``ipassr.fused``), so the concatenation never exists: no buffer, no copies into
+    it, no channel-slice copies for the convolutions. Same FLOPs; equal to float32 rounding.
     """
-    x = (first_input if first_input is not None
-         else buffer[:, :block.fuse.out_channels].contiguous(memory_format=torch.channels_last))
-    growth = block.layers[0].conv.out_channels
-    biases = torch.cat([layer.conv.bias for layer in block.layers])
-    partial = F.conv2d(x, piece_weights(block, 0), biases, 1, 1)  # (N, layers * G, H, W)
-    offset = x.shape[1]
-    for j in range(len(block.layers)):
-        # a dense channels_last tensor: the next convolution reads it without a copy
-        grown = F.leaky_relu(partial[:, j * growth:(j + 1) * growth], LEAKY_SLOPE)
-        buffer[:, offset:offset + growth] = grown
-        offset += growth
-        if j + 1 < len(block.layers):
-            partial[:, (j + 1) * growth:].add_(
-                F.conv2d(grown, piece_weights(block, j + 1), None, 1, 1))
-    return block.fuse(buffer).add_(x)
+    first = weight[:, :pieces[0].shape[1]]
+    out = (conv(pieces[0], first, bias, padding) if plus is None
+           else conv_plus(pieces[0], plus, first, bias, padding))
+    return _accumulate(out, pieces[1:], weight, pieces[0].shape[1], padding)
 
 
-def piece_weights(block: ResidualDenseBlock, piece: int) -> torch.Tensor:
-    """3x3 weights applied to one piece of an RDB's concatenation by every later layer.
-
-    Piece 0 is the block input (G0 channels), piece j the output of layer j (G channels);
-    returns ((layers - piece) * G, piece channels, 3, 3), layers in order.
-    """
-    start = 0 if piece == 0 else block.fuse.out_channels + (piece - 1) * \
-        block.layers[0].conv.out_channels
-    stop = block.layers[piece].conv.in_channels
-    return torch.cat([layer.conv.weight[:, start:stop] for layer in block.layers[piece:]])
+def _accumulate(out: torch.Tensor, pieces: Sequence[torch.Tensor], weight: torch.Tensor,
+                start: int, padding: int) -> torch.Tensor:
+    """out += the convolutions of ``pieces`` with the slices of ``weight`` from input ``start``."""
+    for piece in pieces:
+        stop = start + piece.shape[1]
+        conv_accumulate_(out, piece, weight[:, start:stop], padding)
+        start = stop
+    return out
 
 
 def dense_block(block: ResidualDenseBlock, x: torch.Tensor) -> torch.Tensor:
-    """RDB forward with one preallocated concatenation buffer, (N, G0, H, W) -> same."""
-    buffer = _empty_like_layout(x, block.fuse.in_channels)
-    buffer[:, :x.shape[1]] = x
-    return dense_block_in(block, buffer, x if _is_dense(x) else None)
+    """RDB forward, (N, G0, H, W) -> same, without building the concatenations.
+
+    Layer k convolves [x, g_1, .., g_k-1] as the sum of its pieces' convolutions. The input's
+    share of every layer is one convolution (wide convolutions run faster than four narrow
+    ones); each later piece is accumulated in place into the layers after it. The 1x1 local
+    fusion likewise (``conv_of_concat``), with the residual x added inside its first
+    convolution. Equal to the module to float32 rounding.
+    """
+    x = _dense(x)
+    channels, layers = x.shape[1], block.layers
+    growth = layers[0].conv.out_channels
+    shares = conv(x, torch.cat([layer.conv.weight[:, :channels] for layer in layers]),
+                  torch.cat([layer.conv.bias for layer in layers]), 1)  # (N, layers * G, H, W)
+    pieces = [x]
+    for k, layer in enumerate(layers):
+        share = shares[:, k * growth:(k + 1) * growth]
+        if k == 0:
+            grown = _dense(F.leaky_relu(share, LEAKY_SLOPE))
+        else:
+            grown = F.leaky_relu_(_accumulate(_dense(share), pieces[1:], layer.conv.weight,
+                                              channels, 1), LEAKY_SLOPE)
+        pieces.append(grown)
+    del shares
+    return conv_of_concat(pieces, block.fuse.weight, block.fuse.bias, plus=x)
 
 
-def _is_dense(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous()
+def dense_group(group: ResidualDenseGroup, x: torch.Tensor, keep_outputs: bool = False
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """RDG forward: the fused output (N, 64, H, W) and, with ``keep_outputs``, the hierarchy.
 
-
-def dense_group(group: ResidualDenseGroup, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """RDG forward: the fused output (N, 64, H, W) and the hierarchy (N, 256, H, W)."""
+    The hierarchy is returned as its pieces, the RDB outputs (4 x (N, 64, H, W)): the 1x1
+    group fusion accumulates each block's share as soon as the block is done, so without
+    ``keep_outputs`` only one block output is alive at a time.
+    """
+    fused, outputs = None, []
     channels = x.shape[1]
-    hierarchy = _empty_like_layout(x, group.fuse.in_channels)
     for i, block in enumerate(group.blocks):
         x = dense_block(block, x)
-        hierarchy[:, i * channels:(i + 1) * channels] = x
-    return group.fuse(hierarchy), hierarchy
+        weight = group.fuse.weight[:, i * channels:(i + 1) * channels]
+        fused = (conv(x, weight, group.fuse.bias) if fused is None
+                 else conv_accumulate_(fused, x, weight))
+        if keep_outputs:
+            outputs.append(x)
+    return fused, outputs
 
 
 def extract(network: IPASSR, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature extraction of a stack of views: features (N, 64, H, W), hierarchy (N, 256, H, W)."""
-    return dense_group(network.feature_group, network.feature_conv(views))
+    first = network.feature_conv
+    features = conv(_dense(views), first.weight, first.bias, first.padding[0])
+    fused, outputs = dense_group(network.feature_group, features, keep_outputs=True)
+    return fused, torch.cat(outputs, dim=1)  # biPAM's grouped layers are fastest on it whole
 
 
 def normalize(bipam: BiPAM, hierarchy: torch.Tensor,
@@ -234,12 +256,12 @@ def normalize(bipam: BiPAM, hierarchy: torch.Tensor,
 def embed(bipam: BiPAM, normalized: torch.Tensor, projection: nn.Conv2d,
           rows: slice | None = None) -> torch.Tensor:
     """Transition block and 1x1 projection of normalised hierarchy -> query or key (N, 64, h, W)."""
-    transition = bipam.transition
-    hidden = F.leaky_relu_(transition.conv1(normalized), LEAKY_SLOPE)
-    hidden = transition.conv2(hidden).add_(normalized)
+    conv1, conv2 = bipam.transition.conv1, bipam.transition.conv2
+    hidden = conv(normalized, conv1.weight, conv1.bias, 1, conv1.groups, slope=LEAKY_SLOPE)
+    hidden = conv_plus(hidden, normalized, conv2.weight, conv2.bias, 1, conv2.groups)
     if rows is not None:
-        hidden = hidden[:, :, rows]
-    embedded = projection(hidden)
+        hidden = _dense(hidden[:, :, rows])
+    embedded = conv(hidden, projection.weight, projection.bias, 0, projection.groups)
     if bipam.use_whitening:
         embedded = embedded - embedded.mean(dim=3, keepdim=True)
     return embedded
@@ -356,13 +378,13 @@ def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
         query = embed(bipam, normalize(bipam, hierarchy[:batch]), bipam.query)
         key = embed(bipam, normalize(bipam, hierarchy[batch:]), bipam.key)
     del hierarchy
-    fusion_buffer = _empty_like_layout(views, network.fusion.dense.fuse.in_channels)
+    fusion_buffer = _empty_like_layout(views, 2 * channels)
     fusion_buffer[:, :channels] = features
     del features
     _exchange(network, query, key, fusion_buffer, slice(0, height), plan.attention_rows, details,
               keep_rows)
     del query, key
-    fused = dense_block_in(network.fusion.dense, fusion_buffer)
+    fused = dense_block(network.fusion.dense, fusion_buffer)
     del fusion_buffer
     weights = channel_weights(network.fusion.channel_attention,
                               fused.mean(dim=(2, 3), keepdim=True))

@@ -85,13 +85,13 @@ def test_bipam_module_path_matches_chunked(tmp_path):
 
 def test_chunk_height_follows_budget():
     row = attention_row_bytes(2, 100)
-    assert row == 5 * 2 * 100 * 100 * 4
+    assert row == 4 * 2 * 100 * 100 * 4
     assert rows_per_chunk(2, 50, 100, 3 * row + 1) == 3
     assert rows_per_chunk(2, 50, 100, 10 ** 12) == 50
 
 
 def test_budget_below_one_row_names_the_minimum():
-    with pytest.raises(IpassrError, match=r"too small for one image row.*minimum is 4\.8 MiB"):
+    with pytest.raises(IpassrError, match=r"too small for one image row.*minimum is 3\.8 MiB"):
         rows_per_chunk(1, 10, 500, 1000)
 
 
