@@ -9,8 +9,14 @@ weights (a conformance checkpoint); the benchmark checks that they give the same
 Each (path, size) runs in its own subprocess so that peak memory (``ru_maxrss`` on CPU,
 ``torch.cuda.max_memory_allocated`` on GPU) is not polluted by the other. FLOPs are counted with
 ``torch.utils.flop_counter`` on a few rows (FLOPs are exactly linear in the height: every layer
-and every attention row costs the same per image row) and compared with the machine's measured
-fp32 matrix-multiply rate (the roofline).
+and every attention row costs the same per image row; oneDNN's fused convolutions are counted as
+the convolutions they are) and compared with the machine's measured fp32 matrix-multiply rate
+(the roofline's ceiling), measured two ways in the same process right after the passes:
+sustained (best of three windows of back-to-back 2048x2048 multiplies, each as long as a pass,
+at most 3 s) and burst (best single multiply). On a shared VM the burst rate swings with the
+neighbours' load (158 to 267 GFLOP/s in our runs), so the sustained rate, measured the same way
+as the pass time (the best of several multi-second runs), is the fair ceiling; both are printed.
+Over rounds, the highest ceiling seen is kept.
 
     python bench/infer.py                       # KITTI sizes x4 and x2, then LR 1920x1080 x2
     python bench/infer.py --sizes 310x93:4 --rounds 3
@@ -124,18 +130,30 @@ def straightforward_forward(net: IPASSR, left: torch.Tensor, right: torch.Tensor
 # -- measurements ---------------------------------------------------------------------------------
 
 def matmul_gflops(device: str, dtype: torch.dtype = torch.float32, n: int = 2048,
-                  repeats: int = 5) -> float:
-    """Best measured dense matrix-multiply rate (GFLOP/s): the roofline's compute ceiling."""
+                  repeats: int = 5, window: float | None = None) -> float:
+    """Best measured dense matrix-multiply rate (GFLOP/s): the roofline's compute ceiling.
+
+    ``window=None``: the best single n x n multiply of ``repeats`` (a burst of ~0.1 s, which
+    can catch a moment when a shared VM's neighbours are idle). ``window=seconds``: the best
+    of ``repeats`` runs of back-to-back multiplies lasting that long each (sustained, like a
+    forward pass of that length).
+    """
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(repeats + 1):
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
+        start, count = time.perf_counter(), 0
+        while True:
+            a @ b
+            count += 1
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            if window is None or elapsed >= window:
+                break
+        best = max(best, 2 * n ** 3 * count / elapsed / 1e9)
+    return best
 
 
 def count_flops(net: IPASSR, width: int, height: int, device: str, dtype: torch.dtype,
@@ -144,10 +162,32 @@ def count_flops(net: IPASSR, width: int, height: int, device: str, dtype: torch.
     from torch.utils.flop_counter import FlopCounterMode
 
     left = torch.rand(1, 3, rows, width, device=device, dtype=dtype)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_fused_convolution_flops())
     with counter:
         stereo_forward(net, left, left.clone())
     return counter.get_total_flops() * height / rows
+
+
+def _fused_convolution_flops() -> dict:
+    """FLOP formulas for oneDNN's fused convolutions (ipassr.fused), which the counter lacks.
+
+    Only the convolution is counted, as for ``aten.convolution``: the fused epilogues
+    (activation, add, accumulation) are not multiply-adds.
+    """
+    from torch.utils.flop_counter import conv_flop_count
+
+    def out_of_place(x_shape, *args, out_shape=None, **kwargs):
+        # default (x, w, b, ...), or binary (x, other, w, b, ...): 13 arguments
+        return conv_flop_count(x_shape, args[1] if len(args) >= 12 else args[0], out_shape)
+
+    def in_place(other_shape, x_shape, w_shape, *args, out_shape=None, **kwargs):
+        return conv_flop_count(x_shape, w_shape, out_shape)
+
+    if not hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
+        return {}
+    # the counter looks formulas up by overload packet
+    return {torch.ops.mkldnn._convolution_pointwise: out_of_place,
+            torch.ops.mkldnn._convolution_pointwise_: in_place}
 
 
 def _sync(device: str) -> None:
@@ -202,6 +242,9 @@ def worker(args: argparse.Namespace) -> dict:
                           "estimated_bytes": plan.estimated_bytes}
         result["flops"] = count_flops(net, width, height, args.device, dtype)
         result["matmul_gflops"] = matmul_gflops(args.device, dtype)
+        # windows as long as a pass (at most 3 s): the same kind of "best" as the pass time
+        result["matmul_sustained_gflops"] = matmul_gflops(args.device, dtype, repeats=3,
+                                                          window=min(3.0, min(times)))
     if args.save_output:
         np.save(args.save_output, torch.cat(out).float().cpu().numpy())
     return result
@@ -239,8 +282,8 @@ def _combine(runs: list[dict]) -> dict:
     combined = dict(runs[0])
     combined["seconds"] = min(run["seconds"] for run in runs)
     combined["all_seconds"] = [t for run in runs for t in run["all_seconds"]]
-    for key in ("peak_rss", "peak_device_memory"):
-        if key in combined:
+    for key in ("peak_rss", "peak_device_memory", "matmul_gflops", "matmul_sustained_gflops"):
+        if key in combined:  # the highest ceiling seen: the least flattering ratio
             combined[key] = max(run[key] for run in runs)
     return combined
 
@@ -303,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = "straightforward+settings s/pair | ratio to it | " if with_settings else ""
     print("| LR size | scale | dtype | fast s/pair | straightforward s/pair | time ratio | "
           + extra + "fast peak | straightforward peak | memory ratio | max abs diff | "
-          "GFLOP/s | % of matmul |")
-    print("|---" * (12 + 2 * with_settings) + "|")
+          "GFLOP/s | % of sustained matmul | % of burst matmul |")
+    print("|---" * (13 + 2 * with_settings) + "|")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.sizes.split(","):
@@ -360,8 +403,9 @@ def _table_row(row: dict, memory_key: str, keys: list[str]) -> str:
     else:
         cells += ["-", "-"]
     cells.append(f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "-")
-    cells += [f"{gflops:.1f}", f"{100 * gflops / fast['matmul_gflops']:.0f}% of "
-              f"{fast['matmul_gflops']:.0f}"]
+    sustained, burst = fast["matmul_sustained_gflops"], fast["matmul_gflops"]
+    cells += [f"{gflops:.1f}", f"{100 * gflops / sustained:.0f}% of {sustained:.0f}",
+              f"{100 * gflops / burst:.0f}% of {burst:.0f}"]
     return "| " + " | ".join(cells) + " |"
 
 

@@ -17,6 +17,9 @@ Both paths equal the plain ops to float32 rounding (tests/test_fused.py).
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -32,6 +35,17 @@ def fusion_available() -> bool:
 
 
 _FUSED = fusion_available()
+
+
+@contextlib.contextmanager
+def fusion_disabled() -> Iterator[None]:
+    """Within the block, always take the plain-op path (to compare the two, or to debug)."""
+    global _FUSED
+    previous, _FUSED = _FUSED, False
+    try:
+        yield
+    finally:
+        _FUSED = previous
 
 
 def _fusable(*tensors: torch.Tensor) -> bool:
@@ -72,4 +86,4 @@ def conv_accumulate_(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     return acc.add_(F.conv2d(x, weight, None, 1, padding, 1, groups))
 
 
-__all__ = ["conv", "conv_plus", "conv_accumulate_", "fusion_available"]
+__all__ = ["conv", "conv_plus", "conv_accumulate_", "fusion_available", "fusion_disabled"]

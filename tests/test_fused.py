@@ -74,3 +74,20 @@ def test_conv_of_concat_equals_the_convolution_of_the_concatenation(with_plus):
             expected = expected + plus
         got = conv_of_concat(pieces, weight, bias, 1, plus=plus)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_whole_forward_with_fusion_equals_the_plain_op_path(scale):
+    from ipassr.model import IPASSR
+    from ipassr.tiling import stereo_forward
+
+    torch.manual_seed(scale)
+    network = IPASSR(scale).eval()
+    left, right = torch.rand(1, 3, 13, 29), torch.rand(1, 3, 13, 29)
+    fast = stereo_forward(network, left, right)
+    with fused.fusion_disabled():
+        assert not fused._FUSED
+        plain = stereo_forward(network, left, right)
+    assert fused._FUSED
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6)
