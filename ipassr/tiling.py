@@ -4,10 +4,10 @@
 faster and leaner way than the training-oriented ``forward``:
 
 * channels_last activations, no autograd (``torch.inference_mode``), in-place activations;
-* no concatenation is ever built: a convolution of concatenated pieces (dense blocks, the
-  group fusion, biPAM's grouped layers) is the sum of the pieces' convolutions, accumulated
-  in place; on the CPU activations, residuals and accumulations run inside the convolutions
-  (``ipassr.fused``);
+* no concatenation is built for a convolution: a convolution of concatenated pieces (the dense
+  blocks' layers and local fusions, the group fusion) is the sum of the pieces' convolutions,
+  accumulated in place; on the CPU activations, residuals and accumulations run inside the
+  convolutions (``ipassr.fused``);
 * the biPAM attention is computed a chunk of rows at a time (``ipassr.chunked``), so the
   (H, W, W) maps never exist at once;
 * the upsampler runs in bands of rows, so its s^2-times-wider activations stay small.
