@@ -104,7 +104,10 @@ class StereoSR:
         from .io import write_image
 
         left_image, right_image = read_stereo_pair(left, right)
-        sr_left, sr_right = self.super_resolve(left_image, right_image)
+        try:
+            sr_left, sr_right = self.super_resolve(left_image, right_image)
+        except IpassrError as error:  # say which pair (e.g. too small, too large for memory)
+            raise IpassrError(f"{left} and {right}: {error}") from None
         write_image(output_left, sr_left)
         write_image(output_right, sr_right)
 

@@ -320,6 +320,10 @@ def _prepare(network: IPASSR, left: torch.Tensor, right: torch.Tensor) -> torch.
         raise ValueError("stereo_forward implements eval-mode inference: call network.eval()")
     if left.shape != right.shape:
         raise IpassrError(f"left {tuple(left.shape)} and right {tuple(right.shape)} differ")
+    if network.attention is not None and left.shape[2] * left.shape[3] < 2:
+        raise IpassrError(f"a {left.shape[3]}x{left.shape[2]} pair is too small: biPAM normalises "
+                          "each view by the mean and variance of its own pixels, which needs at "
+                          "least 2 pixels")
     return torch.cat((left, right), dim=0).contiguous(memory_format=torch.channels_last)
 
 

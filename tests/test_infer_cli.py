@@ -108,6 +108,18 @@ def test_different_sizes(tmp_path, small_pair, x2_weights, capsys):
     assert not list(tmp_path.glob("[ab].png"))
 
 
+def test_single_pixel_pair_names_the_files(tmp_path, x2_weights, capsys):
+    pixel = np.full((1, 1, 3), 128, dtype=np.uint8)
+    write_image(tmp_path / "l.png", pixel)
+    write_image(tmp_path / "r.png", pixel)
+    message = run_cli_error(["infer", "--left", str(tmp_path / "l.png"), "--right",
+                             str(tmp_path / "r.png"), "--weights", str(x2_weights),
+                             "--output-left", str(tmp_path / "a.png"),
+                             "--output-right", str(tmp_path / "b.png")], capsys)
+    assert "l.png" in message and "1x1 pair is too small" in message
+    assert not list(tmp_path.glob("[ab].png"))
+
+
 def test_missing_view(tmp_path, small_pair, x2_weights, capsys):
     message = run_cli_error(["infer", "--left", str(small_pair[0]), "--right",
                              str(tmp_path / "nope.png"), "--weights", str(x2_weights),

@@ -129,7 +129,10 @@ def super_resolve_group(model: StereoSR, group: list[tuple[str, Path]], output_d
 
     left = torch.cat([image_to_tensor(pair[0]) for pair in pairs])
     right = torch.cat([image_to_tensor(pair[1]) for pair in pairs])
-    sr_left, sr_right = model.super_resolve_tensors(left, right)
+    try:
+        sr_left, sr_right = model.super_resolve_tensors(left, right)
+    except IpassrError as error:
+        raise IpassrError(f"scenes {', '.join(scene for scene, _ in group)}: {error}") from None
     for i, (scene, _) in enumerate(group):
         write_image(output_dir / f"{scene}_L.png", tensor_to_image(sr_left[i:i + 1].clamp(0, 1)))
         write_image(output_dir / f"{scene}_R.png", tensor_to_image(sr_right[i:i + 1].clamp(0, 1)))
