@@ -14,7 +14,7 @@ the convolutions they are) and compared with the machine's measured fp32 matrix-
 (the roofline's ceiling), measured two ways in the same process right after the passes:
 sustained (best of three windows of back-to-back 2048x2048 multiplies, each as long as a pass,
 at most 3 s) and burst (best single multiply). On a shared VM the burst rate swings with the
-neighbours' load (158 to 267 GFLOP/s in our runs), so the sustained rate, measured the same way
+neighbours' load (158 to 317 GFLOP/s in our runs), so the sustained rate, measured the same way
 as the pass time (the best of several multi-second runs), is the fair ceiling; both are printed.
 Each round's achieved rate (its best pass) is divided by the ceiling measured in the same
 process, minutes apart at most, so both see the same load; the table gives the best and the

@@ -10,6 +10,18 @@ from ipassr.cli import main
 from ipassr.io import read_image, write_image
 
 
+def run_demo_on_crop(tmp_path, cones_pair, rows: int, cols: int, weights, name: str):
+    """Write the top-left rows x cols of the Cones pair as l.png / r.png, run ``ipassr demo`` on
+    it at x2 into tmp_path/name; return (exit code, output folder)."""
+    for source, view in zip(cones_pair, ("l.png", "r.png")):
+        write_image(tmp_path / view, read_image(source)[:rows, :cols])
+    out = tmp_path / name
+    code = main(["demo", "--scale", "2", "--weights", str(weights), "--left",
+                 str(tmp_path / "l.png"), "--right", str(tmp_path / "r.png"),
+                 "--output-dir", str(out)])
+    return code, out
+
+
 def test_demo_on_motorcycle_writes_everything(tmp_path, conformance_dir, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--scale", "4", "--weights", str(conformance_dir / "x4.pth.tar"),
@@ -41,24 +53,17 @@ def test_demo_runs_the_network_once_for_the_sr_pair_and_the_masks(tmp_path, conf
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ipassr.tiling, "stereo_forward", counted)
-    for source, name in zip(cones_pair, ("l.png", "r.png")):
-        write_image(tmp_path / name, read_image(source)[:24, :40])
-    out = tmp_path / "once"
-    assert main(["demo", "--scale", "2", "--weights", str(conformance_dir / "x2.pth.tar"),
-                 "--left", str(tmp_path / "l.png"), "--right", str(tmp_path / "r.png"),
-                 "--output-dir", str(out)]) == 0
+    code, out = run_demo_on_crop(tmp_path, cones_pair, 24, 40, conformance_dir / "x2.pth.tar",
+                                 "once")
+    assert code == 0
     assert calls == [True]
     assert read_image(out / "sr_left.png").shape == (48, 80, 3)
     assert (out / "valid_masks.png").is_file()
 
 
 def test_demo_on_own_pair_has_no_scores(tmp_path, conformance_dir, cones_pair):
-    for source, name in zip(cones_pair, ("l.png", "r.png")):
-        write_image(tmp_path / name, read_image(source)[:48, :96])
-    out = tmp_path / "mine"
-    code = main(["demo", "--scale", "2", "--weights", str(conformance_dir / "x2.pth.tar"),
-                 "--left", str(tmp_path / "l.png"), "--right", str(tmp_path / "r.png"),
-                 "--output-dir", str(out)])
+    code, out = run_demo_on_crop(tmp_path, cones_pair, 48, 96, conformance_dir / "x2.pth.tar",
+                                 "mine")
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["scores"] == {}
@@ -76,10 +81,7 @@ def test_demo_with_single_view_weights_skips_the_masks(tmp_path, cones_pair):
     from ipassr.model import IPASSR
 
     save_weights(IPASSR(2, use_attention=False), tmp_path / "single.safetensors")
-    for source, name in zip(cones_pair, ("l.png", "r.png")):
-        write_image(tmp_path / name, read_image(source)[:32, :80])
-    out = tmp_path / "single"
-    assert main(["demo", "--scale", "2", "--weights", str(tmp_path / "single.safetensors"),
-                 "--left", str(tmp_path / "l.png"), "--right", str(tmp_path / "r.png"),
-                 "--output-dir", str(out)]) == 0
+    code, out = run_demo_on_crop(tmp_path, cones_pair, 32, 80,
+                                 tmp_path / "single.safetensors", "single")
+    assert code == 0
     assert (out / "comparison.png").is_file() and not (out / "valid_masks.png").exists()
