@@ -132,17 +132,33 @@ def straightforward_forward(net: IPASSR, left: torch.Tensor, right: torch.Tensor
 
 # -- measurements ---------------------------------------------------------------------------------
 
-def matmul_gflops(device: str, dtype: torch.dtype = torch.float32, n: int = 2048,
+def matmul_gflops(device: str, dtype: torch.dtype = torch.float32, n: int | None = None,
                   repeats: int = 5, window: float | None = None) -> float:
     """Best measured dense matrix-multiply rate (GFLOP/s): the roofline's compute ceiling.
 
-    ``window=None``: the best single n x n multiply of ``repeats`` (a burst of ~0.1 s, which
-    can catch a moment when a shared VM's neighbours are idle). ``window=seconds``: the best
-    of ``repeats`` runs of back-to-back multiplies lasting that long each (sustained, like a
-    forward pass of that length).
+    ``window=None``: the best single n x n multiply of ``repeats`` (a burst of ~0.1 s on the
+    CPU, which can catch a moment when a shared VM's neighbours are idle). ``window=seconds``:
+    the best of ``repeats`` runs of back-to-back multiplies lasting that long each (sustained,
+    like a forward pass of that length). n is 2048 on the CPU and 8192 on a GPU (where a smaller
+    multiply is too short to time against the synchronisation). On a GPU in float32 the
+    multiply uses TF32 exactly when cuDNN's convolutions do (``torch.backends.cudnn.allow_tf32``,
+    PyTorch's default True), so the ceiling is the rate of the arithmetic the network runs.
     """
+    cuda = device.startswith("cuda")
+    n = n or (8192 if cuda else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = cuda and torch.backends.cudnn.allow_tf32
+    try:
+        return _best_rate(a, b, device, repeats, window)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def _best_rate(a: torch.Tensor, b: torch.Tensor, device: str, repeats: int,
+               window: float | None) -> float:
+    n = a.shape[0]
     a @ b
     best = 0.0
     for _ in range(repeats):
@@ -211,6 +227,10 @@ def worker(args: argparse.Namespace) -> dict:
     if args.ftz:  # before torch starts its worker threads, as the ipassr CLI does
         torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
+    if args.attention_memory:  # the planner reads the cap from ipassr.tiling's namespace
+        import ipassr.tiling
+
+        ipassr.tiling.DEFAULT_ATTENTION_MEMORY = args.attention_memory
     dtype = getattr(torch, args.dtype)
     net = load_network(CONFORMANCE / f"x{args.scale}.pth.tar", scale=args.scale)
     net = net.to(args.device, dtype).eval()
@@ -264,6 +284,8 @@ def _spawn(key: str, width: int, height: int, scale: int, args: argparse.Namespa
                "--dtype", dtype, "--repeats", str(args.repeats), "--threads", str(args.threads)]
     if args.max_memory:
         command += ["--max-memory", str(args.max_memory)]
+    if args.attention_memory:
+        command += ["--attention-memory", str(args.attention_memory)]
     environment = dict(os.environ)
     environment.pop("THP_MEM_ALLOC_ENABLE", None)
     if settings:
@@ -331,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="subprocess pairs per size, fast and straightforward interleaved")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--max-memory", type=int, default=None, help="fast path budget, bytes")
+    parser.add_argument("--attention-memory", type=int, default=None,
+                        help="cap on one attention chunk's maps, bytes (default: the library's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--straightforward-with-settings", action="store_true",
                         help="also time the straightforward path with the CLI's runtime settings")
@@ -351,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     keys = ["fast", "straightforward"] + (["straightforward+settings"] if with_settings else [])
     print(f"# {datetime.date.today()} on {machine_description(args.device)} "
           f"({args.threads} threads)")
+    if args.device.startswith("cuda"):
+        print(f"# torch {torch.__version__}; float32 convolutions in TF32: "
+              f"{torch.backends.cudnn.allow_tf32} (PyTorch's default; the matmul ceiling follows)")
     extra = "straightforward+settings s/pair | ratio to it | " if with_settings else ""
     print("| LR size | scale | dtype | fast s/pair | straightforward s/pair | time ratio | "
           + extra + "fast peak | straightforward peak | memory ratio | max abs diff | "
@@ -376,20 +403,30 @@ def _measure(keys: list[str], width: int, height: int, scale: int, dtype: str,
     """Interleaved rounds of every variant at one size: {variant: combined result, ...}."""
     skip = straightforward_estimate(width, height) > STRAIGHTFORWARD_LIMIT
     runs = {key: [] for key in keys}
+    saved = {key: f"{tmp}/{width}x{height}x{scale}-{dtype}-{key}.npy" for key in keys}
     for round_ in range(args.rounds):  # interleaved, so all see the same load
         order = ["fast"] if skip else list(keys)
         if round_ % 2:
             order.reverse()
         for key in order:
-            save = f"{tmp}/{key}.npy" if round_ == 0 and not skip else None
+            save = saved[key] if round_ == 0 else None
             runs[key].append(_spawn(key, width, height, scale, args, dtype, save))
     skipped = {"skipped": "infeasible (needs about "
                f"{_gib(straightforward_estimate(width, height))})"}
     row = {key: (_combine(runs[key]) if runs[key] else skipped) for key in keys}
     if "seconds" in row["fast"] and "seconds" in row["straightforward"]:
-        row["max_abs_diff"] = float(np.abs(np.load(f"{tmp}/fast.npy")
-                                           - np.load(f"{tmp}/straightforward.npy")).max())
+        row["max_abs_diff"] = float(np.abs(np.load(saved["fast"])
+                                           - np.load(saved["straightforward"])).max())
+    fp32_fast = saved["fast"].replace(f"-{dtype}-", "-float32-")
+    if dtype != "float32" and "seconds" in row["fast"] and os.path.exists(fp32_fast):
+        row["psnr_vs_float32"] = _psnr(np.load(saved["fast"]), np.load(fp32_fast))
     return row
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) of two outputs clamped to [0, 1]: how much a lower precision changes the result."""
+    mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
 
 
 def _table_row(row: dict, memory_key: str, keys: list[str]) -> str:
@@ -411,6 +448,8 @@ def _table_row(row: dict, memory_key: str, keys: list[str]) -> str:
     else:
         cells += ["-", "-"]
     cells.append(f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "-")
+    if "psnr_vs_float32" in row:  # a lower precision: how far from the float32 fast output
+        cells[-1] += f"; {row['psnr_vs_float32']:.1f} dB vs float32"
     cells.append(f"{gflops:.1f}")
     for ceiling in ("matmul_sustained_gflops", "matmul_gflops"):
         fractions, rates = fast[ceiling + "_fractions"], fast[ceiling + "_rounds"]
