@@ -227,10 +227,11 @@ def worker(args: argparse.Namespace) -> dict:
     if args.ftz:  # before torch starts its worker threads, as the ipassr CLI does
         torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
-    if args.attention_memory:  # the planner reads the cap from ipassr.tiling's namespace
+    if args.attention_memory:  # the planner reads the caps from ipassr.tiling's namespace
         import ipassr.tiling
 
         ipassr.tiling.DEFAULT_ATTENTION_MEMORY = args.attention_memory
+        ipassr.tiling.CUDA_ATTENTION_MEMORY = args.attention_memory
     dtype = getattr(torch, args.dtype)
     net = load_network(CONFORMANCE / f"x{args.scale}.pth.tar", scale=args.scale)
     net = net.to(args.device, dtype).eval()
@@ -352,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2,
                         help="subprocess pairs per size, fast and straightforward interleaved")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--max-memory", type=int, default=None, help="fast path budget, bytes")
+    parser.add_argument("--max-memory", type=int, default=None,
+                        help="fast path budget, bytes (default: the library's for the device)")
     parser.add_argument("--attention-memory", type=int, default=None,
                         help="cap on one attention chunk's maps, bytes (default: the library's)")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -119,8 +119,9 @@ def load_model(weights: PathLike | None = None, *, scale: int | None = None,
 
     ``scale`` picks the shipped weights when ``weights`` is None, and is checked against the file
     otherwise (a mismatch is a ``CheckpointError``). ``max_memory`` bounds the activation memory
-    of one forward pass in bytes (default ``ipassr.tiling.DEFAULT_MAX_MEMORY``): larger images
-    are processed in chunks of rows and, if needed, in bands, with identical results.
+    of one forward pass in bytes (default ``ipassr.tiling.default_max_memory``: 4 GiB on the
+    CPU, half the available memory on a GPU): larger images are processed in chunks of rows
+    and, if needed, in bands, with identical results.
     ``dtype`` ("float32", "bfloat16", "float16" or a torch dtype) is the network's precision:
     half precision is for GPUs; the attention softmax and valid masks stay float32.
     """

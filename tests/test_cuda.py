@@ -74,12 +74,34 @@ def test_reference_training_pass_on_cuda(conformance):
         terms["total"].backward()
     network.zero_grad()
     network.eval()
-    torch.testing.assert_close(sr_left.detach(), t["train_SR_left"], atol=1e-4, rtol=0)
-    torch.testing.assert_close(maps.valid_left, t["train_V_left"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(maps.right_to_left.detach(), t["train_M_right_to_left"],
-                               atol=1e-5, rtol=0)
-    assert terms["total"].item() == pytest.approx(info["losses"]["loss_total"], rel=1e-4)
-    assert terms["cons"].item() == pytest.approx(info["losses"]["loss_cons"], rel=1e-4)
+    # (ours, reference, tolerance): cuDNN/cuBLAS sum in another order than the CPU reference;
+    # the attention maps and valid masks differ by up to 7e-5 (seen on an H100; losses by 3e-6)
+    checks = {"SR_left": (sr_left.detach(), t["train_SR_left"], 1e-4),
+              "SR_right": (sr_right.detach(), t["train_SR_right"], 1e-4),
+              "M_right_to_left": (maps.right_to_left.detach(), t["train_M_right_to_left"], 1e-4),
+              "M_left_to_right": (maps.left_to_right.detach(), t["train_M_left_to_right"], 1e-4),
+              "V_left": (maps.valid_left, t["train_V_left"], 1e-4),
+              "V_right": (maps.valid_right, t["train_V_right"], 1e-4)}
+    errors = {name: (ours - theirs).abs().max().item() for name, (ours, theirs, _) in checks.items()}
+    losses = {name: abs(terms[name].item() / info["losses"][key] - 1)
+              for name, key in (("sr", "loss_SR"), ("photo", "loss_photo"),
+                                ("smooth", "loss_smooth"), ("cycle", "loss_cycle"),
+                                ("cons", "loss_cons"), ("total", "loss_total"))}
+    report = f"max abs errors {errors}, relative loss errors {losses}"
+    assert all(errors[name] <= check[2] for name, check in checks.items()), report
+    assert all(error <= 1e-3 for error in losses.values()), report
+
+
+def test_default_plan_on_a_large_gpu_runs_1080p_untiled():
+    """The GPU default budget (half the available memory) and 4 GiB attention chunks."""
+    from ipassr.model import IPASSR
+    from ipassr.tiling import plan_inference
+
+    network = IPASSR(2).to(CUDA)
+    plan = plan_inference(network, 1, 1080, 1920)
+    assert plan.attention_rows > 1
+    if torch.cuda.mem_get_info()[0] > 32 * 2 ** 30:
+        assert not plan.tiled
 
 
 def test_tiled_and_chunked_on_cuda_equal_the_plain_forward(conformance_dir, lr_pair):
@@ -106,7 +128,7 @@ def test_default_tf32_changes_rounding_only(lr_pair):
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_on_cuda_is_close_to_float32(lr_pair, dtype):
-    """The shipped x2 weights on a real pair: half precision costs well under 0.5 dB here."""
+    """The shipped x2 weights on a real pair: half precision only rounds (PSNR > 40 dB to fp32)."""
     exact_model = load_model(scale=2, device=CUDA)
     half_model = load_model(scale=2, device=CUDA, dtype=dtype)
     with exact_fp32():

@@ -200,3 +200,27 @@ def test_budget_error_for_a_small_image_names_the_untiled_minimum(conformance_di
         plan_inference(network, 1, 24, 60, 4 * 2**20)
     quoted = float(re.search(r"needs at least (\d+\.\d) MiB", str(info.value)).group(1))
     assert quoted * 2**20 <= untiled * 1.1
+
+
+def test_default_budget_and_chunks_follow_the_device(monkeypatch, conformance_dir):
+    """CPU: 4 GiB and 128 MiB chunks. GPU: half its available memory and 4 GiB chunks, so a
+    1080p pair runs untiled with many rows per chunk on a large GPU (read from the device)."""
+    from ipassr.checkpoint import load_network
+    from ipassr.chunked import DEFAULT_ATTENTION_MEMORY, attention_row_bytes
+    from ipassr.tiling import CUDA_ATTENTION_MEMORY, DEFAULT_MAX_MEMORY, default_max_memory
+
+    network = load_network(conformance_dir / "x2.pth.tar")
+    assert default_max_memory(torch.device("cpu")) == DEFAULT_MAX_MEMORY
+    assert plan_inference(network, 1, 1080, 1920).tiled
+    kitti = plan_inference(network, 1, 187, 621)  # untiled: the chunk cap decides
+    assert kitti.attention_rows == DEFAULT_ATTENTION_MEMORY // attention_row_bytes(1, 621) < 187
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (70 * 2 ** 30, 80 * 2 ** 30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 6 * 2 ** 30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * 2 ** 30)
+    gpu = torch.device("cuda")
+    assert default_max_memory(gpu) == 37 * 2 ** 30  # (70 free + 4 cached unused) / 2
+    plan = plan_inference(network, 1, 1080, 1920, device=gpu)
+    assert not plan.tiled and plan.estimated_bytes <= 37 * 2 ** 30
+    assert plan.attention_rows == CUDA_ATTENTION_MEMORY // attention_row_bytes(1, 1920) > 1
+    assert plan_inference(network, 1, 187, 621, device=gpu).attention_rows == 187
+    assert plan_inference(network, 1, 1080, 1920, max_memory=4 * 2 ** 30, device=gpu).tiled

@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--max-memory", type=memory_size,
                         help="activation memory budget per forward pass, e.g. 2G or 512M "
-                             "(default 4G); larger images run in chunks, same results")
+                             "(default 4G on the CPU, half the available memory on a GPU); larger "
+                             "images run in chunks, same results")
     parser.add_argument("--dtype", choices=tuple(PRECISIONS), default="float32",
                         help="network precision: bfloat16 or float16 for speed on a GPU (the "
                              "attention softmax and valid masks stay float32; default float32)")

@@ -37,7 +37,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output-dir", type=Path, required=True, help="where to write the PNGs")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--max-memory", type=memory_size,
-                        help="activation memory budget, e.g. 4G (default 4G)")
+                        help="activation memory budget, e.g. 4G (default 4G on the CPU, half "
+                             "the available memory on a GPU)")
     parser.set_defaults(run=run)
 
 
