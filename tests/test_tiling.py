@@ -224,3 +224,31 @@ def test_default_budget_and_chunks_follow_the_device(monkeypatch, conformance_di
     assert plan.attention_rows == CUDA_ATTENTION_MEMORY // attention_row_bytes(1, 1920) > 1
     assert plan_inference(network, 1, 187, 621, device=gpu).attention_rows == 187
     assert plan_inference(network, 1, 1080, 1920, max_memory=4 * 2 ** 30, device=gpu).tiled
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4])
+def test_folded_upsampler_equals_the_module_at_borders_and_in_bands(scale):
+    """One LR convolution + pixel shuffle == 1x1 conv, shuffle, 3x3 conv (biases included, and
+    the zero padding at every image border), whole and in bands of 3 rows."""
+    from ipassr.model import Upsampler
+    from ipassr.tiling import upsample_rows
+
+    torch.manual_seed(scale)
+    upsampler = Upsampler(scale, channels=8)
+    for parameter in upsampler.parameters():  # biases well away from zero, to see the border
+        parameter.data.normal_()
+    features = torch.randn(2, 8, 7, 11).contiguous(memory_format=torch.channels_last)
+    views = torch.rand(2, 3, 7, 11)
+    bicubic = torch.nn.functional.interpolate(views, scale_factor=scale, mode="bicubic",
+                                              align_corners=False)
+    with torch.inference_mode():  # the reference in float64; float32 rounding relative to it
+        expected = upsampler.double()(features.double()) + bicubic.double()
+        upsampler.float()
+        tolerance = {"rtol": 0, "atol": 1e-6 * expected.abs().max().item()}
+        for rows in (None, 3):
+            out = torch.empty(expected.shape)
+            upsample_rows(upsampler, scale, features, views, out, rows=rows)
+            torch.testing.assert_close(out.double(), expected, **tolerance)
+        out = torch.empty(2, 3, 4 * scale, 11 * scale)  # rows 2:6 only, as a tiled band asks
+        upsample_rows(upsampler, scale, features, views, out, rows=3, first=2, last=6)
+        torch.testing.assert_close(out.double(), expected[:, :, 2 * scale:6 * scale], **tolerance)
