@@ -24,8 +24,11 @@ median round and the range of ceilings seen.
     python bench/infer.py --sizes 310x93:4 --rounds 3
     python bench/infer.py --device cuda --dtypes float32,bfloat16
     python bench/infer.py --straightforward-with-settings   # + straightforward with CLI settings
+    python bench/infer.py --device cuda --with-compiled --compile-mode reduce-overhead
 
-The fast path runs as the ``ipassr`` CLI runs it: CPU subnormals flushed to zero and huge pages
+``--with-compiled`` also times ``torch.compile`` of the network's plain forward (full attention
+maps, so small and medium sizes only), compiled for the pair's size before the timed passes;
+the compile time is reported apart. The fast path runs as the ``ipassr`` CLI runs it: CPU subnormals flushed to zero and huge pages
 for large tensors (``THP_MEM_ALLOC_ENABLE=1``), both set before torch starts. The
 straightforward path runs as the reference does, without them; ``--straightforward-with-settings``
 also times it with them, to show how much of the gain the settings alone give.
@@ -64,7 +67,8 @@ STRAIGHTFORWARD_LIMIT = 48 * 2 ** 30  # skip the straightforward path above this
 # for large tensors). The reference code runs without them; "straightforward+settings" shows
 # how much of the gain the settings alone would give it.
 PATHS = {"fast": ("fast", True), "straightforward": ("straightforward", False),
-         "straightforward+settings": ("straightforward", True)}
+         "straightforward+settings": ("straightforward", True),
+         "compiled": ("compiled", True)}
 
 
 # -- the straightforward (reference-style) implementation -------------------------------------------
@@ -238,11 +242,20 @@ def worker(args: argparse.Namespace) -> dict:
     width, height = args.width, args.height
     left, right = _inputs(width, height, args.device, dtype)
     warm_left, warm_right = _inputs(32, 16, args.device, dtype)
-    run = ((lambda l, r: stereo_forward(net, l, r, max_memory=args.max_memory))
-           if args.path == "fast" else (lambda l, r: straightforward_forward(net, l, r)))
+    compile_seconds = None
+    if args.path == "compiled":  # compiled for this size: the warm-up pass is the compilation
+        run = torch.compile(net, mode=args.compile_mode)
+        warm_left, warm_right = left, right
+    elif args.path == "fast":
+        run = lambda l, r: stereo_forward(net, l, r, max_memory=args.max_memory)  # noqa: E731
+    else:
+        run = lambda l, r: straightforward_forward(net, l, r)  # noqa: E731
+    start = time.perf_counter()
     with torch.inference_mode():
         run(warm_left, warm_right)
     _sync(args.device)
+    if args.path == "compiled":
+        compile_seconds = time.perf_counter() - start
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -255,6 +268,7 @@ def worker(args: argparse.Namespace) -> dict:
         _sync(args.device)
         times.append(time.perf_counter() - start)
     result = {"path": args.path, "seconds": min(times), "all_seconds": times,
+              "compile_seconds": compile_seconds,
               "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
               "rss_before": rss_before}
     if args.device.startswith("cuda"):
@@ -285,6 +299,8 @@ def _spawn(key: str, width: int, height: int, scale: int, args: argparse.Namespa
                "--dtype", dtype, "--repeats", str(args.repeats), "--threads", str(args.threads)]
     if args.max_memory:
         command += ["--max-memory", str(args.max_memory)]
+    if path == "compiled":
+        command += ["--compile-mode", args.compile_mode]
     if args.attention_memory:
         command += ["--attention-memory", str(args.attention_memory)]
     environment = dict(os.environ)
@@ -360,7 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--straightforward-with-settings", action="store_true",
                         help="also time the straightforward path with the CLI's runtime settings")
-    parser.add_argument("--worker", choices=("fast", "straightforward"), help=argparse.SUPPRESS)
+    parser.add_argument("--with-compiled", action="store_true",
+                        help="also time torch.compile of the plain forward (compile time apart)")
+    parser.add_argument("--compile-mode", default="default",
+                        help="torch.compile mode for --with-compiled, e.g. reduce-overhead (GPU)")
+    parser.add_argument("--worker", choices=("fast", "straightforward", "compiled"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=int, help=argparse.SUPPRESS)
@@ -374,17 +395,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     memory_key = "peak_device_memory" if args.device.startswith("cuda") else "peak_rss"
     with_settings = args.straightforward_with_settings
-    keys = ["fast", "straightforward"] + (["straightforward+settings"] if with_settings else [])
+    keys = (["fast", "straightforward"] + (["straightforward+settings"] if with_settings else [])
+            + (["compiled"] if args.with_compiled else []))
     print(f"# {datetime.date.today()} on {machine_description(args.device)} "
           f"({args.threads} threads)")
     if args.device.startswith("cuda"):
         print(f"# torch {torch.__version__}; float32 convolutions in TF32: "
               f"{torch.backends.cudnn.allow_tf32} (PyTorch's default; the matmul ceiling follows)")
-    extra = "straightforward+settings s/pair | ratio to it | " if with_settings else ""
+    extra = (("straightforward+settings s/pair | ratio to it | " if with_settings else "")
+             + ("compiled s/pair (compile s) | ratio to it | " if args.with_compiled else ""))
     print("| LR size | scale | dtype | fast s/pair | straightforward s/pair | time ratio | "
           + extra + "fast peak | straightforward peak | memory ratio | max abs diff | "
           "GFLOP/s | % of sustained matmul: best (median) round | % of burst matmul |")
-    print("|---" * (13 + 2 * with_settings) + "|")
+    print("|---" * (13 + 2 * (len(keys) - 2)) + "|")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.sizes.split(","):
@@ -441,7 +464,10 @@ def _table_row(row: dict, memory_key: str, keys: list[str]) -> str:
     for key in keys[1:]:
         other = row[key]
         if "seconds" in other:
-            cells += [f"{other['seconds']:.2f}", f"{fast['seconds'] / other['seconds']:.2f}x"]
+            compiled = (f" ({other['compile_seconds']:.0f})"
+                        if other.get("compile_seconds") is not None else "")
+            cells += [f"{other['seconds']:.2f}{compiled}",
+                      f"{fast['seconds'] / other['seconds']:.2f}x"]
         else:
             cells += [other.get("skipped", f"failed: {other.get('error')}"), "-"]
     cells.append(_gib(fast[memory_key]))
