@@ -47,10 +47,14 @@ class StereoSR:
     """A loaded iPASSR network ready to super-resolve stereo pairs."""
 
     def __init__(self, network: IPASSR, device: str | torch.device = "cpu", *,
-                 max_memory: int | None = None, dtype: torch.dtype = torch.float32) -> None:
+                 max_memory: int | None = None, dtype: torch.dtype = torch.float32,
+                 compile: bool = False) -> None:
         self.device = torch.device(device)
         self.network = network.to(self.device, dtype).eval()
         self.max_memory = max_memory  # bytes of activations per forward pass (None: default)
+        # torch.compile of the plain forward, for pairs whose full maps fit the budget (lazy:
+        # it compiles on the first such pair, and again for each new size)
+        self.compiled = torch.compile(self.network) if compile else None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -66,13 +70,18 @@ class StereoSR:
         """Float (B, 3, H, W) pairs in [0, 1] -> raw network output (B, 3, sH, sW), unclamped.
 
         Without attention maps this runs the fast, memory-bounded path (``ipassr.tiling``),
-        equal to the plain forward to float32 rounding; ``return_attention`` needs the full
+        equal to the plain forward to float32 rounding, or, with ``compile``, the compiled plain
+        forward when its full maps fit the memory budget; ``return_attention`` needs the full
         (B, H, W, W) maps and so runs the plain forward. Outputs are float32 whatever the
         network's precision.
         """
         check_finite(left, "left")
         check_finite(right, "right")
         left, right = left.to(self.device, self.dtype), right.to(self.device, self.dtype)
+        if not return_attention and self.compiled is not None and self._plain_fits(left):
+            with torch.inference_mode():
+                sr_left, sr_right = self.compiled(left, right)
+            return sr_left.float(), sr_right.float()
         if not return_attention:
             from .tiling import stereo_forward
 
@@ -82,6 +91,14 @@ class StereoSR:
         with torch.inference_mode():
             sr_left, sr_right, maps = self.network(left, right, return_attention=True)
         return sr_left.float(), sr_right.float(), maps
+
+    def _plain_fits(self, left: torch.Tensor) -> bool:
+        """Whether the plain forward (full attention maps) of this batch fits the budget."""
+        from .tiling import default_max_memory, plain_forward_bytes
+
+        budget = self.max_memory if self.max_memory is not None else default_max_memory(self.device)
+        batch, _, height, width = left.shape
+        return plain_forward_bytes(self.network, batch, height, width) <= budget
 
     def super_resolve(self, left: Any, right: Any) -> tuple[Any, Any]:
         """Super-resolve one pair (or a batch of tensors); output of the same kind as the input.
@@ -114,7 +131,7 @@ class StereoSR:
 
 def load_model(weights: PathLike | None = None, *, scale: int | None = None,
                device: str | torch.device = "cpu", max_memory: int | None = None,
-               dtype: torch.dtype | str = torch.float32) -> StereoSR:
+               dtype: torch.dtype | str = torch.float32, compile: bool = False) -> StereoSR:
     """Load iPASSR weights (reference ``.pth.tar``, our ``.safetensors``, or the shipped ones).
 
     ``scale`` picks the shipped weights when ``weights`` is None, and is checked against the file
@@ -124,10 +141,14 @@ def load_model(weights: PathLike | None = None, *, scale: int | None = None,
     and, if needed, in bands, with identical results.
     ``dtype`` ("float32", "bfloat16", "float16" or a torch dtype) is the network's precision:
     half precision is for GPUs; the attention softmax and valid masks stay float32.
+    ``compile`` runs pairs whose full attention maps fit ``max_memory`` through
+    ``torch.compile`` of the plain forward (compiled once per image size; other pairs take the
+    fast path). Equal to float32 rounding; measured slower than the fast path on a CPU
+    (bench/README.md), so meant for trying on a GPU.
     """
     path = resolve_weights(weights, scale)
     return StereoSR(load_network(path, scale=scale), device=device, max_memory=max_memory,
-                    dtype=parse_dtype(dtype))
+                    dtype=parse_dtype(dtype), compile=compile)
 
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

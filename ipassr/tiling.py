@@ -110,6 +110,18 @@ def default_max_memory(device: torch.device) -> int:
     return int((free + cached) * CUDA_MEMORY_FRACTION)
 
 
+PLAIN_MAPS = 12  # live (H, W, W) float32 maps at the plain forward's peak (its biPAM, measured)
+
+
+def plain_forward_bytes(network: IPASSR, batch: int, height: int, width: int) -> int:
+    """Rough peak activation bytes of ``IPASSR.forward``, which builds the full (H, W, W)
+    attention maps (KITTI x2: 4.2 GB predicted, 4.16 GiB measured on a GPU)."""
+    maps = PLAIN_MAPS * batch * height * width * width * FLOAT_BYTES if network.attention else 0
+    views = 2 * batch
+    output = views * 3 * network.scale ** 2 * height * width * FLOAT_BYTES
+    return maps + UNTILED_CHANNELS * views * height * width * FLOAT_BYTES + output
+
+
 def attention_chunk_cap(device: torch.device) -> int:
     """Most bytes of attention maps one chunk of rows may use: larger chunks are not faster on
     the CPU (128 MiB), but on a GPU they save kernel launches (4 GiB)."""
@@ -581,4 +593,4 @@ def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
 
 
 __all__ = ["InferencePlan", "plan_inference", "stereo_forward", "stage_halos", "parse_memory_size",
-           "receptive_radius", "DEFAULT_MAX_MEMORY", "default_max_memory"]
+           "receptive_radius", "DEFAULT_MAX_MEMORY", "default_max_memory", "plain_forward_bytes"]

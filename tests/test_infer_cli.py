@@ -197,3 +197,40 @@ def test_api_rejects_non_finite_and_mismatched_inputs(model):
 def test_api_scale_check(x2_weights):
     with pytest.raises(CheckpointError):
         ipassr.load_model(x2_weights, scale=4)
+
+
+def test_cli_compile_runs_the_compiled_forward_with_the_same_result(tmp_path, small_pair,
+                                                                  x2_weights, model, monkeypatch):
+    """``--compile``: torch.compile of the plain forward (really compiled here, once), equal to
+    the default path to float32 rounding, so the 8-bit outputs agree within one level."""
+    import ipassr.commands.infer as infer_command
+
+    loaded = []
+    real_load_model = infer_command.load_model
+    monkeypatch.setattr(infer_command, "load_model",
+                        lambda *a, **k: loaded.append(real_load_model(*a, **k)) or loaded[-1])
+    out_left, out_right = tmp_path / "a.png", tmp_path / "b.png"
+    code = main(["infer", "--left", str(small_pair[0]), "--right", str(small_pair[1]),
+                 "--weights", str(x2_weights), "--output-left", str(out_left),
+                 "--output-right", str(out_right), "--compile"])
+    assert code == 0
+    assert loaded[0].compiled is not None and loaded[0]._plain_fits(torch.zeros(1, 3, 40, 64))
+    expected = model.super_resolve(read_image(small_pair[0]), read_image(small_pair[1]))
+    for path, view in zip((out_left, out_right), expected):
+        assert np.abs(read_image(path).astype(int) - view.astype(int)).max() <= 1
+
+
+def test_compile_is_used_only_where_the_full_maps_fit_the_budget(small_pair, x2_weights):
+    """Pairs whose plain forward would exceed --max-memory take the fast path instead."""
+    from ipassr.tiling import plain_forward_bytes
+
+    calls = []
+    compiled = ipassr.load_model(x2_weights, compile=True)
+    compiled.compiled = lambda left, right: calls.append(left.shape) or compiled.network(left, right)
+    left, right = (read_image(p) for p in small_pair)
+    compiled.super_resolve(left, right)
+    assert calls == [(1, 3, 40, 64)]
+    need = plain_forward_bytes(compiled.network, 1, 40, 64)
+    compiled.max_memory = need - 1  # the fast path still fits: it needs far less
+    sr_left, _ = compiled.super_resolve(left, right)
+    assert len(calls) == 1 and sr_left.shape == (80, 128, 3)

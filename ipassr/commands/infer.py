@@ -36,6 +36,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dtype", choices=tuple(PRECISIONS), default="float32",
                         help="network precision: bfloat16 or float16 for speed on a GPU (the "
                              "attention softmax and valid masks stay float32; default float32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network for pairs whose full attention maps fit "
+                             "--max-memory (compiles once per image size; slower than the "
+                             "default path on a CPU, meant for trying on a GPU)")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="with --input-dir: super-resolve up to this many pairs of equal "
                              "size together (default 1)")
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             raise IpassrError(f"--batch-size must be at least 1, got {args.batch_size}")
         scenes = find_scenes(args.input_dir)
         model = load_model(args.weights, scale=args.scale, device=args.device,
-                           max_memory=args.max_memory, dtype=args.dtype)
+                           max_memory=args.max_memory, dtype=args.dtype, compile=args.compile)
         with tqdm(total=len(scenes), desc="super-resolving", unit="pair") as progress:
             for group in batches_of_equal_size(scenes, args.batch_size):
                 super_resolve_group(model, group, args.output_dir)
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise IpassrError(f"missing {', '.join(missing)} (or use --input-dir/--output-dir)")
     model = load_model(args.weights, scale=args.scale, device=args.device,
-                       max_memory=args.max_memory, dtype=args.dtype)
+                       max_memory=args.max_memory, dtype=args.dtype, compile=args.compile)
     model.super_resolve_files(args.left, args.right, args.output_left, args.output_right)
     print(f"wrote {args.output_left} and {args.output_right} (x{model.scale})")
     return 0
