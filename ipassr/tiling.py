@@ -346,9 +346,11 @@ def fold_upsampler(upsampler: Upsampler, scale: int, like: torch.Tensor
                 for b in (-1, 0, 1):
                     lr_row, sub_row = divmod(i + a, scale)  # LR offset -1..1, HR offset in it
                     lr_col, sub_col = divmod(j + b, scale)
-                    taps = rgb[:, :, a + 1, b + 1]  # (3, C)
-                    weight[:, i, j, :, lr_row + 1, lr_col + 1] += taps @ expand[:, sub_row, sub_col]
-                    ones_weight[:, i, j, lr_row + 1, lr_col + 1] += taps @ expand_bias[:, sub_row, sub_col]
+                    taps = rgb[:, :, a + 1, b + 1]  # (3, C): RGB from the HR tap's features
+                    weights = taps @ expand[:, sub_row, sub_col]  # (3, C_in) of the LR pixel
+                    weight[:, i, j, :, lr_row + 1, lr_col + 1] += weights
+                    ones_weight[:, i, j, lr_row + 1, lr_col + 1] += taps @ expand_bias[
+                        :, sub_row, sub_col]
     bias = upsampler.to_rgb.bias.detach().double().repeat_interleave(scale * scale)
     outputs = 3 * scale * scale
     return tuple(t.to(like.device, like.dtype) for t in

@@ -82,7 +82,8 @@ def test_reference_training_pass_on_cuda(conformance):
               "M_left_to_right": (maps.left_to_right.detach(), t["train_M_left_to_right"], 1e-4),
               "V_left": (maps.valid_left, t["train_V_left"], 1e-4),
               "V_right": (maps.valid_right, t["train_V_right"], 1e-4)}
-    errors = {name: (ours - theirs).abs().max().item() for name, (ours, theirs, _) in checks.items()}
+    errors = {name: (ours - theirs).abs().max().item()
+              for name, (ours, theirs, _) in checks.items()}
     losses = {name: abs(terms[name].item() / info["losses"][key] - 1)
               for name, key in (("sr", "loss_SR"), ("photo", "loss_photo"),
                                 ("smooth", "loss_smooth"), ("cycle", "loss_cycle"),

@@ -226,7 +226,8 @@ def test_compile_is_used_only_where_the_full_maps_fit_the_budget(small_pair, x2_
 
     calls = []
     compiled = ipassr.load_model(x2_weights, compile=True)
-    compiled.compiled = lambda left, right: calls.append(left.shape) or compiled.network(left, right)
+    compiled.compiled = (lambda left, right:
+                         calls.append(left.shape) or compiled.network(left, right))
     left, right = (read_image(p) for p in small_pair)
     compiled.super_resolve(left, right)
     assert calls == [(1, 3, 40, 64)]

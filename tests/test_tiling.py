@@ -214,7 +214,8 @@ def test_default_budget_and_chunks_follow_the_device(monkeypatch, conformance_di
     assert plan_inference(network, 1, 1080, 1920).tiled
     kitti = plan_inference(network, 1, 187, 621)  # untiled: the chunk cap decides
     assert kitti.attention_rows == DEFAULT_ATTENTION_MEMORY // attention_row_bytes(1, 621) < 187
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (70 * 2 ** 30, 80 * 2 ** 30))
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda device=None: (70 * 2 ** 30, 80 * 2 ** 30))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 6 * 2 ** 30)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * 2 ** 30)
     gpu = torch.device("cuda")
