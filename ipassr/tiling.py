@@ -123,8 +123,8 @@ def plain_forward_bytes(network: IPASSR, batch: int, height: int, width: int) ->
 
 
 def attention_chunk_cap(device: torch.device) -> int:
-    """Most bytes of attention maps one chunk of rows may use: larger chunks are not faster on
-    the CPU (128 MiB), but on a GPU they save kernel launches (4 GiB)."""
+    """Most bytes of attention maps one chunk of rows may use: larger chunks are slower on
+    the CPU (32 MiB), but on a GPU they save kernel launches (4 GiB)."""
     return CUDA_ATTENTION_MEMORY if device.type == "cuda" else DEFAULT_ATTENTION_MEMORY
 
 

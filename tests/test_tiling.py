@@ -203,7 +203,7 @@ def test_budget_error_for_a_small_image_names_the_untiled_minimum(conformance_di
 
 
 def test_default_budget_and_chunks_follow_the_device(monkeypatch, conformance_dir):
-    """CPU: 4 GiB and 128 MiB chunks. GPU: half its available memory and 4 GiB chunks, so a
+    """CPU: 4 GiB and 32 MiB chunks. GPU: half its available memory and 4 GiB chunks, so a
     1080p pair runs untiled with many rows per chunk on a large GPU (read from the device)."""
     from ipassr.checkpoint import load_network
     from ipassr.chunked import DEFAULT_ATTENTION_MEMORY, attention_row_bytes
