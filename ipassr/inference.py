@@ -77,6 +77,14 @@ class StereoSR:
         """
         check_finite(left, "left")
         check_finite(right, "right")
+        try:
+            return self._forward(left, right, return_attention)
+        except RuntimeError as error:  # torch's out-of-memory errors are RuntimeErrors
+            if not _out_of_memory(error):
+                raise
+            raise IpassrError(self._out_of_memory_message(left)) from None
+
+    def _forward(self, left: torch.Tensor, right: torch.Tensor, return_attention: bool):
         left, right = left.to(self.device, self.dtype), right.to(self.device, self.dtype)
         if not return_attention and self.compiled is not None and self._plain_fits(left):
             with torch.inference_mode():
@@ -91,6 +99,17 @@ class StereoSR:
         with torch.inference_mode():
             sr_left, sr_right, maps = self.network(left, right, return_attention=True)
         return sr_left.float(), sr_right.float(), maps
+
+    def _out_of_memory_message(self, left: torch.Tensor) -> str:
+        from .chunked import format_bytes
+        from .tiling import default_max_memory
+
+        budget = self.max_memory if self.max_memory is not None else default_max_memory(self.device)
+        return (f"out of {self.device.type.upper()} memory super-resolving a "
+                f"{left.shape[-1]}x{left.shape[-2]} pair (batch {left.shape[0]}) with a budget "
+                f"of {format_bytes(budget)}: lower --max-memory (the pass then runs in smaller "
+                "chunks and bands, with the same result)"
+                + (", or use --dtype bfloat16" if self.device.type == "cuda" else ""))
 
     def _plain_fits(self, left: torch.Tensor) -> bool:
         """Whether the plain forward (full attention maps) of this batch fits the budget."""
@@ -161,6 +180,12 @@ def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if dtype in PRECISIONS:
         return PRECISIONS[dtype]
     raise IpassrError(f"unsupported precision {dtype!r}: use one of {', '.join(PRECISIONS)}")
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether an exception is the device running out of memory (CUDA, or the CPU allocator)."""
+    return (isinstance(error, torch.cuda.OutOfMemoryError)
+            or "can't allocate memory" in str(error) or "out of memory" in str(error))
 
 
 def check_finite(tensor: torch.Tensor, name: str) -> None:
