@@ -8,9 +8,10 @@ result does not depend on what else is in the batch.
 
 from __future__ import annotations
 
+import contextlib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -77,8 +78,15 @@ class StereoSR:
         """
         check_finite(left, "left")
         check_finite(right, "right")
-        try:
+        with self.out_of_memory_explained(left):
             return self._forward(left, right, return_attention)
+
+    @contextlib.contextmanager
+    def out_of_memory_explained(self, left: torch.Tensor) -> Iterator[None]:
+        """Turn the device running out of memory inside the block into an ``IpassrError`` that
+        gives the pair's size, the budget and what to do (``left``: the (B, 3, H, W) input)."""
+        try:
+            yield
         except RuntimeError as error:  # torch's out-of-memory errors are RuntimeErrors
             if not _out_of_memory(error):
                 raise

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from .chunked import RowAttention
@@ -145,6 +146,11 @@ def comparison(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int] | 
     return np.asarray(canvas)
 
 
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    """A float32 NumPy copy of a tensor of any precision and device."""
+    return tensor.float().cpu().numpy()
+
+
 def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = None,
                    hr_left: Any = None, crop: tuple[int, int, int, int] | None = None
                    ) -> Visualization:
@@ -169,19 +175,21 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
     from .tiling import stereo_forward
 
     started = time.perf_counter()
-    sr_left, sr_right, details = stereo_forward(
-        model.network, left_t.to(model.device), right_t.to(model.device),
-        max_memory=model.max_memory, return_details=True, keep_rows=[row])
+    with model.out_of_memory_explained(left_t):
+        sr_left, sr_right, details = stereo_forward(
+            model.network, left_t.to(model.device, model.dtype),
+            right_t.to(model.device, model.dtype), max_memory=model.max_memory,
+            return_details=True, keep_rows=[row])
     seconds = time.perf_counter() - started
     sr_left, sr_right = (tensor_to_image(v.float().clamp(0, 1)) for v in (sr_left, sr_right))
     lr_left, lr_right = tensor_to_image(left_t), tensor_to_image(right_t)
-    valid_left = details.valid_left[0, 0].cpu().numpy()
-    valid_right = details.valid_right[0, 0].cpu().numpy()
-    disparity_left = -details.offset_left[0, 0].cpu().numpy()
-    disparity_right = details.offset_right[0, 0].cpu().numpy()
+    valid_left, valid_right, offset_left, disparity_right = (
+        _array(t[0, 0]) for t in (details.valid_left, details.valid_right, details.offset_left,
+                                  details.offset_right))  # the masks are in the model's precision
+    disparity_left = -offset_left
     low = min(disparity_left.min(), disparity_right.min())
     high = max(disparity_left.max(), disparity_right.max())
-    right_to_left, left_to_right = (m[0].cpu().numpy() for m in details.rows[row])
+    right_to_left, left_to_right = (_array(m[0]) for m in details.rows[row])
     images = {
         "valid_left": mask_heatmap(lr_left, valid_left),
         "valid_right": mask_heatmap(lr_right, valid_right),
