@@ -94,25 +94,30 @@ class StereoSR:
 
     def _forward(self, left: torch.Tensor, right: torch.Tensor, return_attention: bool):
         left, right = left.to(self.device, self.dtype), right.to(self.device, self.dtype)
-        if not return_attention and self.compiled is not None and self._plain_fits(left):
+        if return_attention:
+            with torch.inference_mode():
+                sr_left, sr_right, maps = self.network(left, right, return_attention=True)
+            return sr_left.float(), sr_right.float(), maps
+        if self.compiled is not None and self._plain_fits(left):
             with torch.inference_mode():
                 sr_left, sr_right = self.compiled(left, right)
-            return sr_left.float(), sr_right.float()
-        if not return_attention:
+        else:
             from .tiling import stereo_forward
 
             sr_left, sr_right = stereo_forward(self.network, left, right,
                                                max_memory=self.max_memory)
-            return sr_left.float(), sr_right.float()
-        with torch.inference_mode():
-            sr_left, sr_right, maps = self.network(left, right, return_attention=True)
-        return sr_left.float(), sr_right.float(), maps
+        return sr_left.float(), sr_right.float()
+
+    def _budget(self) -> int:
+        """Bytes of activations one forward pass may use (``max_memory`` or the default)."""
+        from .tiling import memory_budget
+
+        return memory_budget(self.max_memory, self.device)
 
     def _out_of_memory_message(self, left: torch.Tensor) -> str:
         from .chunked import format_bytes
-        from .tiling import default_max_memory
 
-        budget = self.max_memory if self.max_memory is not None else default_max_memory(self.device)
+        budget = self._budget()
         return (f"out of {self.device.type.upper()} memory super-resolving a "
                 f"{left.shape[-1]}x{left.shape[-2]} pair (batch {left.shape[0]}) with a budget "
                 f"of {format_bytes(budget)}: lower --max-memory (the pass then runs in smaller "
@@ -121,11 +126,10 @@ class StereoSR:
 
     def _plain_fits(self, left: torch.Tensor) -> bool:
         """Whether the plain forward (full attention maps) of this batch fits the budget."""
-        from .tiling import default_max_memory, plain_forward_bytes
+        from .tiling import plain_forward_bytes
 
-        budget = self.max_memory if self.max_memory is not None else default_max_memory(self.device)
         batch, _, height, width = left.shape
-        return plain_forward_bytes(self.network, batch, height, width) <= budget
+        return plain_forward_bytes(self.network, batch, height, width) <= self._budget()
 
     def super_resolve(self, left: Any, right: Any) -> tuple[Any, Any]:
         """Super-resolve one pair (or a batch of tensors); output of the same kind as the input.

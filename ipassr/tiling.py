@@ -99,6 +99,11 @@ def stage_halos(network: IPASSR) -> dict[str, int]:
             "reconstruct": receptive_radius(network.reconstruction_group) + upsample}
 
 
+def memory_budget(max_memory: int | None, device: torch.device) -> int:
+    """The activation budget of a pass: ``max_memory`` if given, else the device's default."""
+    return default_max_memory(device) if max_memory is None else int(max_memory)
+
+
 def default_max_memory(device: torch.device) -> int:
     """The activation budget when none is given: 4 GiB on the CPU; on a GPU half of what it has
     available (free memory plus what PyTorch's allocator holds unused), so that a large image
@@ -117,9 +122,18 @@ def plain_forward_bytes(network: IPASSR, batch: int, height: int, width: int) ->
     """Rough peak activation bytes of ``IPASSR.forward``, which builds the full (H, W, W)
     attention maps (KITTI x2: 4.2 GB predicted, 4.16 GiB measured on a GPU)."""
     maps = PLAIN_MAPS * batch * height * width * width * FLOAT_BYTES if network.attention else 0
-    views = 2 * batch
-    output = views * 3 * network.scale ** 2 * height * width * FLOAT_BYTES
-    return maps + UNTILED_CHANNELS * views * height * width * FLOAT_BYTES + output
+    return maps + _untiled_bytes(network, batch, height, width)
+
+
+def _output_bytes(network: IPASSR, batch: int, height: int, width: int) -> int:
+    """The SR output of both views of a batch (float32)."""
+    return 2 * batch * 3 * network.scale ** 2 * height * width * FLOAT_BYTES
+
+
+def _untiled_bytes(network: IPASSR, batch: int, height: int, width: int) -> int:
+    """Peak activations of the untiled fast pass, attention chunk aside, output included."""
+    return (UNTILED_CHANNELS * 2 * batch * height * width * FLOAT_BYTES
+            + _output_bytes(network, batch, height, width))
 
 
 def attention_chunk_cap(device: torch.device) -> int:
@@ -136,12 +150,12 @@ def plan_inference(network: IPASSR, batch: int, height: int, width: int,
     ``device`` (default: the network's) sets the default budget and the attention chunk cap.
     """
     device = next(network.parameters()).device if device is None else torch.device(device)
-    budget = default_max_memory(device) if max_memory is None else int(max_memory)
+    budget = memory_budget(max_memory, device)
     cap = attention_chunk_cap(device)
     views = 2 * batch
     row_attention = attention_row_bytes(batch, width) if network.attention is not None else 0
-    output = views * 3 * network.scale ** 2 * height * width * FLOAT_BYTES
-    untiled = UNTILED_CHANNELS * views * height * width * FLOAT_BYTES + output
+    output = _output_bytes(network, batch, height, width)
+    untiled = _untiled_bytes(network, batch, height, width)
     if untiled + row_attention <= budget:
         rows = _attention_rows(batch, height, width, budget - untiled, cap)
         return InferencePlan(False, height, rows, untiled + rows * row_attention)
@@ -577,7 +591,8 @@ def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
 
     Equals ``network(left, right)`` in eval mode to float32 rounding. Runs in the network's
     dtype (e.g. ``network.to(torch.bfloat16)`` on a GPU), with attention softmax and valid
-    masks in float32. ``plan`` overrides the automatic choice (tests force tiling with it). With ``return_details`` a ``RowAttention``
+    masks in float32. ``plan`` overrides the automatic choice (tests force tiling with it).
+    With ``return_details`` a ``RowAttention``
     (valid masks and attention offsets, (B, 1, H, W) each, and the full maps of the image
     rows listed in ``keep_rows``) is returned as a third value. CPU subnormals are flushed
     to zero meanwhile (``ipassr.chunked.subnormals_flushed``: the same result, faster).
@@ -595,4 +610,5 @@ def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
 
 
 __all__ = ["InferencePlan", "plan_inference", "stereo_forward", "stage_halos", "parse_memory_size",
-           "receptive_radius", "DEFAULT_MAX_MEMORY", "default_max_memory", "plain_forward_bytes"]
+           "receptive_radius", "DEFAULT_MAX_MEMORY", "default_max_memory", "memory_budget",
+           "plain_forward_bytes"]
