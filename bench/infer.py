@@ -14,7 +14,7 @@ the convolutions they are) and compared with the machine's measured fp32 matrix-
 (the roofline's ceiling), measured two ways in the same process right after the passes:
 sustained (best of three windows of back-to-back 2048x2048 multiplies, each as long as a pass,
 at most 3 s) and burst (best single multiply). On a shared VM the burst rate swings with the
-neighbours' load (158 to 317 GFLOP/s in our runs), so the sustained rate, measured the same way
+neighbours' load (158 to 319 GFLOP/s in our runs), so the sustained rate, measured the same way
 as the pass time (the best of several multi-second runs), is the fair ceiling; both are printed.
 Each round's achieved rate (its best pass) is divided by the ceiling measured in the same
 process, minutes apart at most, so both see the same load; the table gives the best and the
@@ -28,7 +28,9 @@ median round and the range of ceilings seen.
 
 ``--with-compiled`` also times ``torch.compile`` of the network's plain forward (full attention
 maps, so small and medium sizes only), compiled for the pair's size before the timed passes;
-the compile time is reported apart. The fast path runs as the ``ipassr`` CLI runs it: CPU subnormals flushed to zero and huge pages
+the compile time is reported apart.
+
+The fast path runs as the ``ipassr`` CLI runs it: CPU subnormals flushed to zero and huge pages
 for large tensors (``THP_MEM_ALLOC_ENABLE=1``), both set before torch starts. The
 straightforward path runs as the reference does, without them; ``--straightforward-with-settings``
 also times it with them, to show how much of the gain the settings alone give.
