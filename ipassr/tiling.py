@@ -282,39 +282,67 @@ def dense_group(group: ResidualDenseGroup, x: torch.Tensor, keep_outputs: bool =
     return fused, outputs
 
 
-def extract(network: IPASSR, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Feature extraction of a stack of views: features (N, 64, H, W), hierarchy (N, 256, H, W)."""
+def extract(network: IPASSR, views: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Feature extraction of a stack of views: features (N, 64, H, W) and the hierarchy as its
+    pieces, the RDB outputs (4 x (N, 64, H, W)): biPAM's grouped layers use each piece alone."""
     first = network.feature_conv
     features = conv(_dense(views), first.weight, first.bias, first.padding[0])
-    fused, outputs = dense_group(network.feature_group, features, keep_outputs=True)
-    return fused, torch.cat(outputs, dim=1)  # biPAM's grouped layers are fastest on it whole
+    return dense_group(network.feature_group, features, keep_outputs=True)
 
 
-def normalize(bipam: BiPAM, hierarchy: torch.Tensor,
-              stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """biPAM's eval-mode BatchNorm: each view by its own statistics (given, or of ``hierarchy``)."""
-    norm = bipam.norm
-    if stats is None:
-        # the batch statistics of a batch of one view are its own statistics; unlike
-        # F.instance_norm this keeps channels_last, and it is 3x faster than torch.var_mean
-        views = [F.batch_norm(view[None], None, None, norm.weight, norm.bias, True, 0.0,
-                              norm.eps) for view in hierarchy]
-        return views[0] if len(views) == 1 else torch.cat(views)
-    mean, invstd = stats  # (N, C) each, for exactly the views in ``hierarchy``
-    scale = (invstd * norm.weight).to(hierarchy.dtype)
-    shift = (norm.bias - mean * invstd * norm.weight).to(hierarchy.dtype)
-    return torch.addcmul(shift[:, :, None, None], hierarchy, scale[:, :, None, None])
+def _group_width(bipam: BiPAM, pieces: Sequence[torch.Tensor]) -> int:
+    """Channels per group of biPAM's grouped layers, which must be one hierarchy piece each."""
+    groups = bipam.transition.conv1.groups
+    width = bipam.norm.num_features // groups
+    if len(pieces) != groups or any(piece.shape[1] != width for piece in pieces):
+        raise ValueError(f"biPAM's {groups} groups of {width} channels do not match the "
+                         f"hierarchy pieces {[piece.shape[1] for piece in pieces]}")
+    return width
 
 
-def embed(bipam: BiPAM, normalized: torch.Tensor, projection: nn.Conv2d,
+def normalize(bipam: BiPAM, pieces: Sequence[torch.Tensor],
+              stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """biPAM's eval-mode BatchNorm of hierarchy pieces: each view by its own statistics (given
+    as (N, 256) mean and 1/std, or of the pieces themselves). BatchNorm is per channel, so
+    each piece is normalised alone, with its channels' slice of the parameters."""
+    norm, width = bipam.norm, _group_width(bipam, pieces)
+    normalized = []
+    for g, piece in enumerate(pieces):
+        channels = slice(g * width, (g + 1) * width)
+        weight, bias = norm.weight[channels], norm.bias[channels]
+        if stats is None:
+            # the batch statistics of a batch of one view are its own statistics; unlike
+            # F.instance_norm this keeps channels_last, and it is 3x faster than torch.var_mean
+            views = [F.batch_norm(view[None], None, None, weight, bias, True, 0.0, norm.eps)
+                     for view in piece]
+            normalized.append(views[0] if len(views) == 1 else torch.cat(views))
+        else:
+            mean, invstd = (stat[:, channels] for stat in stats)  # (N, width) each
+            scale = (invstd * weight).to(piece.dtype)
+            shift = (bias - mean * invstd * weight).to(piece.dtype)
+            normalized.append(torch.addcmul(shift[:, :, None, None], piece,
+                                            scale[:, :, None, None]))
+    return normalized
+
+
+def embed(bipam: BiPAM, normalized: Sequence[torch.Tensor], projection: nn.Conv2d,
           rows: slice | None = None) -> torch.Tensor:
-    """Transition block and 1x1 projection of normalised hierarchy -> query or key (N, 64, h, W)."""
+    """Transition block and 1x1 projection of normalised hierarchy pieces -> query or key
+    (N, 64, h, W). The layers are grouped, one group per piece, so each group runs as a plain
+    convolution on its piece with its slice of the weights: no 256-channel concatenation,
+    and oneDNN's dense convolutions are faster than its grouped ones (docs/design.md)."""
     conv1, conv2 = bipam.transition.conv1, bipam.transition.conv2
-    hidden = conv(normalized, conv1.weight, conv1.bias, 1, conv1.groups, slope=LEAKY_SLOPE)
-    hidden = conv_plus(hidden, normalized, conv2.weight, conv2.bias, 1, conv2.groups)
-    if rows is not None:
-        hidden = _dense(hidden[:, :, rows])
-    embedded = conv(hidden, projection.weight, projection.bias, 0, projection.groups)
+    width = _group_width(bipam, normalized)
+    out = projection.out_channels // projection.groups
+    embedded = []
+    for g, piece in enumerate(normalized):
+        channels, outputs = slice(g * width, (g + 1) * width), slice(g * out, (g + 1) * out)
+        hidden = conv(piece, conv1.weight[channels], conv1.bias[channels], 1, slope=LEAKY_SLOPE)
+        hidden = conv_plus(hidden, piece, conv2.weight[channels], conv2.bias[channels], 1)
+        if rows is not None:
+            hidden = _dense(hidden[:, :, rows])
+        embedded.append(conv(hidden, projection.weight[outputs], projection.bias[outputs]))
+    embedded = torch.cat(embedded, dim=1)
     if bipam.use_whitening:
         embedded = embedded - embedded.mean(dim=3, keepdim=True)
     return embedded
@@ -476,8 +504,8 @@ def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
     query = key = None
     if network.attention is not None:  # before the fusion buffer exists: lower peak memory
         bipam = network.attention
-        query = embed(bipam, normalize(bipam, hierarchy[:batch]), bipam.query)
-        key = embed(bipam, normalize(bipam, hierarchy[batch:]), bipam.key)
+        query = embed(bipam, normalize(bipam, [p[:batch] for p in hierarchy]), bipam.query)
+        key = embed(bipam, normalize(bipam, [p[batch:] for p in hierarchy]), bipam.key)
     del hierarchy
     fusion_buffer = _empty_like_layout(views, 2 * channels)
     fusion_buffer[:, :channels] = features
@@ -506,9 +534,13 @@ def _hierarchy_statistics(network: IPASSR, views: torch.Tensor, fusion_buffer: t
         features, hierarchy = extract(network, views[:, :, lo:hi])
         core = slice(start - lo, stop - lo)
         fusion_buffer[:, :channels, start:stop] = features[:, :, core]
-        hierarchy = hierarchy[:, :, core].double()
-        total += hierarchy.sum(dim=(2, 3))
-        squares += hierarchy.square().sum(dim=(2, 3))
+        first = 0
+        for piece in hierarchy:
+            piece = piece[:, :, core].double()
+            pieces = slice(first, first + piece.shape[1])
+            total[:, pieces] += piece.sum(dim=(2, 3))
+            squares[:, pieces] += piece.square().sum(dim=(2, 3))
+            first = pieces.stop
     count = views.shape[2] * views.shape[3]
     mean = total / count
     variance = (squares / count - mean.square()).clamp_min(0)
@@ -525,10 +557,10 @@ def _tiled_attention(network: IPASSR, views: torch.Tensor, fusion_buffer: torch.
         lo, hi = max(0, start - halo), min(views.shape[2], stop + halo)
         _, hierarchy = extract(network, views[:, :, lo:hi])
         core = slice(start - lo, stop - lo)
-        query = embed(bipam, normalize(bipam, hierarchy[:batch], (mean[:batch], invstd[:batch])),
-                      bipam.query, core)
-        key = embed(bipam, normalize(bipam, hierarchy[batch:], (mean[batch:], invstd[batch:])),
-                    bipam.key, core)
+        query = embed(bipam, normalize(bipam, [p[:batch] for p in hierarchy],
+                                       (mean[:batch], invstd[:batch])), bipam.query, core)
+        key = embed(bipam, normalize(bipam, [p[batch:] for p in hierarchy],
+                                     (mean[batch:], invstd[batch:])), bipam.key, core)
         del hierarchy
         _exchange(network, query, key, fusion_buffer, slice(start, stop), plan.attention_rows,
                   details, [r for r in keep_rows if start <= r < stop])

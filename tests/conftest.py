@@ -28,3 +28,15 @@ def cones_pair(data_dir: Path) -> tuple[Path, Path]:
     """A real Middlebury 2003 stereo pair (450x375)."""
     folder = data_dir / "middlebury" / "2003" / "Cones"
     return folder / "im2.png", folder / "im6.png"
+
+
+@pytest.fixture
+def forward_out_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fast forward fails as PyTorch's CPU allocator does when memory runs out."""
+    import ipassr.tiling
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 8589934592 bytes.")
+
+    monkeypatch.setattr(ipassr.tiling, "stereo_forward", no_memory)

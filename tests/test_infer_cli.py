@@ -238,16 +238,12 @@ def test_compile_is_used_only_where_the_full_maps_fit_the_budget(small_pair, x2_
 
 
 def test_running_out_of_memory_is_a_clear_error_naming_the_pair(tmp_path, small_pair, x2_weights,
+                                                               forward_out_of_memory,
                                                                monkeypatch, capsys):
     """The allocator failing (e.g. --max-memory above what the machine has) gets one line that
     names the files and says what to do, exit 2, and no output file; other errors propagate."""
     import ipassr.tiling
 
-    def no_memory(*args, **kwargs):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
-                           "allocate memory: you tried to allocate 8589934592 bytes.")
-
-    monkeypatch.setattr(ipassr.tiling, "stereo_forward", no_memory)
     out_left = tmp_path / "a.png"
     argv = ["infer", "--left", str(small_pair[0]), "--right", str(small_pair[1]), "--weights",
             str(x2_weights), "--output-left", str(out_left), "--output-right",

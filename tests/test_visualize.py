@@ -98,18 +98,12 @@ def test_refuses_non_finite_input_and_models_without_attention(model, lr_pair):
         visualize_pair(single, *lr_pair)
 
 
-def test_half_precision_model_and_running_out_of_memory(conformance_dir, lr_pair, monkeypatch):
+def test_half_precision_model_and_running_out_of_memory(conformance_dir, lr_pair, request):
     """A bf16 model gets inputs of its own precision; the allocator failing mid-pass is an
     IpassrError with the pair's size and what to do, not a RuntimeError traceback."""
-    import ipassr.tiling
-
     half = ipassr.load_model(conformance_dir / "x2.pth.tar", dtype="bfloat16")
     assert visualize_pair(half, *lr_pair).images["valid_left"].shape == (20, 36, 3)
 
-    def no_memory(*args, **kwargs):
-        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
-                           "8589934592 bytes.")
-
-    monkeypatch.setattr(ipassr.tiling, "stereo_forward", no_memory)
+    request.getfixturevalue("forward_out_of_memory")
     with pytest.raises(IpassrError, match=r"out of CPU memory .* 36x20 pair .* lower --max-memory"):
         visualize_pair(half, *lr_pair)
