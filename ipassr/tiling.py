@@ -534,13 +534,10 @@ def _hierarchy_statistics(network: IPASSR, views: torch.Tensor, fusion_buffer: t
         features, hierarchy = extract(network, views[:, :, lo:hi])
         core = slice(start - lo, stop - lo)
         fusion_buffer[:, :channels, start:stop] = features[:, :, core]
-        first = 0
-        for piece in hierarchy:
-            piece = piece[:, :, core].double()
-            pieces = slice(first, first + piece.shape[1])
-            total[:, pieces] += piece.sum(dim=(2, 3))
-            squares[:, pieces] += piece.square().sum(dim=(2, 3))
-            first = pieces.stop
+        sums = [(piece.sum(dim=(2, 3)), piece.square().sum(dim=(2, 3)))  # one piece at a time
+                for piece in (p[:, :, core].double() for p in hierarchy)]
+        total += torch.cat([piece_total for piece_total, _ in sums], dim=1)
+        squares += torch.cat([piece_squares for _, piece_squares in sums], dim=1)
     count = views.shape[2] * views.shape[3]
     mean = total / count
     variance = (squares / count - mean.square()).clamp_min(0)
