@@ -10,8 +10,9 @@ import torch
 
 from ipassr.errors import IpassrError
 from ipassr.model import IPASSR, ResidualDenseBlock
-from ipassr.tiling import (InferencePlan, dense_block, parse_memory_size, plan_inference,
-                           receptive_radius, stage_halos, stereo_forward)
+from ipassr.attention import BiPAM
+from ipassr.tiling import (InferencePlan, dense_block, embed, normalize, parse_memory_size,
+                           plan_inference, receptive_radius, stage_halos, stereo_forward)
 
 
 def _network(scale: int, **options) -> IPASSR:
@@ -63,6 +64,24 @@ def test_dense_block_by_pieces_equals_the_module(channels, growth):
     x = torch.randn(2, channels, 7, 10).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         torch.testing.assert_close(dense_block(block, x), block(x), rtol=1e-5, atol=2e-6)
+
+
+def test_bipam_embedding_by_hierarchy_pieces_equals_the_module():
+    """Each group of biPAM's grouped layers run on its own hierarchy piece gives the module's
+    query and key; pieces that do not match the groups are refused, not silently misread."""
+    torch.manual_seed(6)
+    pieces = [torch.randn(2, 16, 5, 9).contiguous(memory_format=torch.channels_last)
+              for _ in range(4)]
+    # without whitening too: it would hide a wrong bias after the last nonlinearity
+    for whitening in (True, False):
+        bipam = BiPAM(16, 64, use_whitening=whitening).eval()  # 4 groups of 16 channels
+        with torch.no_grad():
+            for projection in (bipam.query, bipam.key):
+                expected = bipam.embed(torch.cat(pieces, dim=1), projection)
+                torch.testing.assert_close(embed(bipam, normalize(bipam, pieces), projection),
+                                           expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="groups of 16 channels do not match"):
+        normalize(bipam, pieces[:3])
 
 
 def test_tiled_equals_untiled_when_bands_and_halos_cut_the_image():
