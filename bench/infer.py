@@ -39,6 +39,7 @@ also times it with them, to show how much of the gain the settings alone give.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -50,6 +51,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -150,14 +152,27 @@ def matmul_gflops(device: str, dtype: torch.dtype = torch.float32, n: int | None
     multiply uses TF32 exactly when cuDNN's convolutions do (``torch.backends.cudnn.allow_tf32``,
     PyTorch's default True), so the ceiling is the rate of the arithmetic the network runs.
     """
-    cuda = device.startswith("cuda")
-    n = n or (8192 if cuda else 2048)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = cuda and torch.backends.cudnn.allow_tf32
-    try:
+    a, b = _matmul_operands(device, dtype, n)
+    with _ceiling_precision(device):
         return _best_rate(a, b, device, repeats, window)
+
+
+def _matmul_operands(device: str, dtype: torch.dtype, n: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two random n x n matrices (n: 2048 on the CPU, 8192 on a GPU)."""
+    n = n or (8192 if device.startswith("cuda") else 2048)
+    return (torch.randn(n, n, device=device, dtype=dtype),
+            torch.randn(n, n, device=device, dtype=dtype))
+
+
+@contextlib.contextmanager
+def _ceiling_precision(device: str) -> Iterator[None]:
+    """Matmuls in TF32 exactly when cuDNN's convolutions are (GPU float32), for the block."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = (device.startswith("cuda")
+                                             and torch.backends.cudnn.allow_tf32)
+    try:
+        yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
 
@@ -190,20 +205,13 @@ class PairedWindows:
     """
 
     def __init__(self, device: str, dtype: torch.dtype) -> None:
-        n = 8192 if device.startswith("cuda") else 2048
         self.device = device
-        self.a = torch.randn(n, n, device=device, dtype=dtype)
-        self.b = torch.randn(n, n, device=device, dtype=dtype)
+        self.a, self.b = _matmul_operands(device, dtype)
 
     def rate(self, seconds: float) -> float:
         """GFLOP/s of back-to-back multiplies for about ``seconds`` (at least one multiply)."""
-        previous = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = (self.device.startswith("cuda")
-                                                 and torch.backends.cudnn.allow_tf32)
-        try:
+        with _ceiling_precision(self.device):
             return _best_rate(self.a, self.b, self.device, 1, seconds)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def count_flops(net: IPASSR, width: int, height: int, device: str, dtype: torch.dtype,
