@@ -348,6 +348,19 @@ def embed(bipam: BiPAM, normalized: Sequence[torch.Tensor], projection: nn.Conv2
     return embedded
 
 
+def query_and_key(bipam: BiPAM, hierarchy: Sequence[torch.Tensor], batch: int,
+                  stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """biPAM's whitened query (of the left views) and key (of the right views), (B, 64, h, W),
+    from the hierarchy pieces of a stack of 2B views, left views first; ``stats``: the views'
+    (2B, 256) mean and 1/std, if not their own; ``rows``: the rows to keep, if not all."""
+    def embedded(views: slice, projection: nn.Conv2d) -> torch.Tensor:
+        own = None if stats is None else tuple(stat[views] for stat in stats)
+        return embed(bipam, normalize(bipam, [p[views] for p in hierarchy], own), projection, rows)
+
+    return embedded(slice(0, batch), bipam.query), embedded(slice(batch, None), bipam.key)
+
+
 def channel_weights(attention: ChannelAttention, pooled: torch.Tensor) -> torch.Tensor:
     """Channel-attention weights (N, C, 1, 1) from the global average pool (N, C, 1, 1)."""
     hidden = F.leaky_relu(attention.squeeze(pooled), LEAKY_SLOPE)
@@ -503,9 +516,7 @@ def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
     features, hierarchy = extract(network, views)
     query = key = None
     if network.attention is not None:  # before the fusion buffer exists: lower peak memory
-        bipam = network.attention
-        query = embed(bipam, normalize(bipam, [p[:batch] for p in hierarchy]), bipam.query)
-        key = embed(bipam, normalize(bipam, [p[batch:] for p in hierarchy]), bipam.key)
+        query, key = query_and_key(network.attention, hierarchy, batch)
     del hierarchy
     fusion_buffer = _empty_like_layout(views, 2 * channels)
     fusion_buffer[:, :channels] = features
@@ -548,16 +559,12 @@ def _tiled_attention(network: IPASSR, views: torch.Tensor, fusion_buffer: torch.
                      stats: tuple[torch.Tensor, torch.Tensor], plan: InferencePlan, halo: int,
                      details: RowAttention | None, keep_rows: Sequence[int] = ()) -> None:
     """Pass 2: per band, recompute the hierarchy, embed with whole-image statistics, attend."""
-    bipam, batch = network.attention, views.shape[0] // 2
-    mean, invstd = stats
+    batch = views.shape[0] // 2
     for start, stop in _row_bands(views.shape[2], plan.band_rows):
         lo, hi = max(0, start - halo), min(views.shape[2], stop + halo)
         _, hierarchy = extract(network, views[:, :, lo:hi])
         core = slice(start - lo, stop - lo)
-        query = embed(bipam, normalize(bipam, [p[:batch] for p in hierarchy],
-                                       (mean[:batch], invstd[:batch])), bipam.query, core)
-        key = embed(bipam, normalize(bipam, [p[batch:] for p in hierarchy],
-                                     (mean[batch:], invstd[batch:])), bipam.key, core)
+        query, key = query_and_key(network.attention, hierarchy, batch, stats, core)
         del hierarchy
         _exchange(network, query, key, fusion_buffer, slice(start, stop), plan.attention_rows,
                   details, [r for r in keep_rows if start <= r < stop])
