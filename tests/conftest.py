@@ -1,4 +1,4 @@
-"""Shared fixtures: where the conformance fixtures and real data live (../shared, as in CI)."""
+"""Shared fixtures: the conformance fixtures and real data the tests carry (tests/assets)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CONFORMANCE = SHARED / "conformance"
-DATA = SHARED / "data"
+ASSETS = Path(__file__).resolve().parent / "assets"  # provenance: tests/assets/README.md
+CONFORMANCE = ASSETS / "conformance"
+DATA = ASSETS / "data"
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,7 @@ def conformance_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    assert DATA.is_dir(), f"shared data not found at {DATA}"
+    assert DATA.is_dir(), f"test data not found at {DATA}"
     return DATA
 
 

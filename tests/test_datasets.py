@@ -22,18 +22,18 @@ def _png(path: Path, size=(20, 12), value: int = 0, mode: str = "RGB") -> Path:
 def test_flickr1024(data_dir):
     dataset = open_dataset(data_dir / "flickr1024" / "Train")
     assert dataset.layout == "flickr1024" and not dataset.is_middlebury
-    assert [p.name for p in dataset.pairs] == ["0001", "0002", "0026"]
+    assert [p.name for p in dataset.pairs] == ["0001"]
     assert dataset.pairs[0].left.name == "0001_L.png" and dataset.pairs[0].right.name == "0001_R.png"
 
 
 def test_middeval3_reads_real_pairs(data_dir):
     dataset = open_dataset(data_dir / "middlebury" / "MiddEval3" / "trainingQ")
-    assert dataset.layout == "middlebury2014" and dataset.is_middlebury and len(dataset) == 10
-    assert {"Adirondack", "Teddy", "ArtL"} <= {p.name for p in dataset.pairs}
+    assert dataset.layout == "middlebury2014" and dataset.is_middlebury
+    assert [p.name for p in dataset.pairs] == ["ArtL", "Teddy"]
     assert all(p.left.name == "im0.png" and p.right.name == "im1.png" for p in dataset.pairs)
     check_pairs(dataset.pairs)
     name, left, right = next(iter(dataset))
-    assert name == "Adirondack" and left.dtype == np.uint8 and left.shape == right.shape and left.shape[2] == 3
+    assert name == "ArtL" and left.dtype == np.uint8 and left.shape == right.shape and left.shape[2] == 3
 
 
 def test_middlebury_2003_dataset_and_scene_folder(data_dir):
@@ -45,7 +45,8 @@ def test_middlebury_2003_dataset_and_scene_folder(data_dir):
 
 def test_eth3d(data_dir):
     dataset = open_dataset(data_dir / "eth3d" / "two_view_training")
-    assert dataset.layout == "eth3d" and not dataset.is_middlebury and len(dataset) == 27
+    assert dataset.layout == "eth3d" and not dataset.is_middlebury
+    assert [p.name for p in dataset.pairs] == ["electro_2s"]
 
 
 def test_middlebury_2005_view1_view5(tmp_path):

@@ -14,7 +14,7 @@ from ipassr.resize import imresize, imresize_tensor, resize_weights
 
 
 @pytest.mark.parametrize("scale", [2, 4])
-@pytest.mark.parametrize("name", ["0001_L", "0001_R", "0002_L", "0002_R"])
+@pytest.mark.parametrize("name", ["0001_L", "0001_R"])
 def test_matches_matlab_every_pixel(data_dir, scale, name):
     """imresize(HR mod-cropped, 1/s) equals MATLAB's imresize(..., 'bicubic') output exactly."""
     hr = read_image(data_dir / "flickr1024" / "Train" / f"{name}.png")

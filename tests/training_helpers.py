@@ -13,9 +13,9 @@ from safetensors.numpy import save_file
 from ipassr.io import read_image
 from ipassr.patches import extract_patches
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CONFORMANCE = SHARED / "conformance"
-CONES = SHARED / "data" / "middlebury" / "2003" / "Cones"
+from conftest import CONFORMANCE, DATA
+
+CONES = DATA / "middlebury" / "2003" / "Cones"
 
 # Small enough for 2 shared CPU cores: LR crops of 10x20, batch 2.
 TINY = {"batch_size": 2, "lr_crop": (10, 20), "workers": 0, "tensorboard": False}
