@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
@@ -77,18 +75,30 @@ def _strip_wrappers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def _load_torch_file(path: Path) -> Any:
+    """torch.load with ``weights_only``; CheckpointError saying what the file is, in one line."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused to load: the file holds Python objects other than tensors "
-            f"(only weights-only checkpoints are accepted; {str(exc).splitlines()[0]})") from exc
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, AttributeError,
-            TypeError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+        found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(exc), re.IGNORECASE)
+        if found:
+            raise CheckpointError(
+                f"{path}: refused to load: the checkpoint holds Python objects ({found.group(1)}), "
+                "not only tensors; ipassr loads weights-only checkpoints, which cannot run code"
+            ) from exc
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from exc
+    except Exception as exc:  # truncated zip, wrong format, a safetensors file named .pth, ...
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__
 
 
 def _is_safetensors(path: Path) -> bool:
+    """By suffix, or by content: an 8-byte header length followed by the JSON header's '{'."""
+    if path.suffix.lower() == ".safetensors":
+        return True
     with open(path, "rb") as handle:
         head = handle.read(9)
     return len(head) == 9 and head[8:9] == b"{"
@@ -107,8 +117,11 @@ def read_state_dict(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, 
             with safe_open(str(path), framework="pt") as handle:
                 metadata = dict(handle.metadata() or {})
             state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        except Exception as exc:  # SafetensorError, OSError, ... for empty or damaged files
+            raise CheckpointError(f"{path}: not a readable safetensors file "
+                                  f"({_first_line(exc)})") from exc
+        if not state:
+            raise CheckpointError(f"{path}: the safetensors file holds no tensors")
     else:
         payload = _load_torch_file(path)
         state = _find_state_dict(payload, path)
@@ -168,6 +181,32 @@ def load_into(model: IPASSR, state: Mapping[str, torch.Tensor], path: PathLike =
         raise CheckpointError(f"{path}: weights do not fit the x{model.scale} network: "
                               + ", ".join(problems))
     model.load_state_dict(dict(state), strict=True)
+
+
+# Parts whose tensors may be missing or differ in shape when weights move to another scale
+# (the upsampler's 1x1 expansion to 64*s^2 channels) or variant (biPAM, absent without attention).
+TRANSFERABLE_DIFFERENCES = ("upsampler.", "attention.")
+
+
+def transfer_into(model: IPASSR, state: Mapping[str, torch.Tensor], path: PathLike = "weights"
+                  ) -> list[str]:
+    """Initialise ``model`` from weights of another scale or variant; return the names kept at init.
+
+    Every tensor of the shared trunk must be present with its shape (CheckpointError otherwise);
+    the upsampler's and biPAM's tensors are copied where names and shapes match, and those that do
+    not (x4 -> x2 expansion; biPAM into a single-view network or out of one) are left as built.
+    """
+    expected = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    kept = sorted(k for k in expected if k not in fitting)
+    strays = [k for k in kept if not k.startswith(TRANSFERABLE_DIFFERENCES)]
+    strays += [k for k in state if k not in expected and not k.startswith(TRANSFERABLE_DIFFERENCES)]
+    if strays:
+        raise CheckpointError(f"{path}: weights do not fit the x{model.scale} network beyond its "
+                              f"upsampler and biPAM: {len(strays)} tensors differ "
+                              f"(e.g. {', '.join(sorted(strays)[:3])})")
+    model.load_state_dict({**expected, **fitting}, strict=True)
+    return kept
 
 
 def load_network(path: PathLike, scale: int | None = None) -> IPASSR:

@@ -47,7 +47,14 @@ class RowAttention(NamedTuple):
     valid_right: torch.Tensor  # V_R (B, 1, H, W)
     offset_left: torch.Tensor  # expected right column minus left column, (B, 1, H, W)
     offset_right: torch.Tensor  # expected left column minus right column, (B, 1, H, W)
+    peak_offset_left: torch.Tensor  # most attended right column minus left column, (B, 1, H, W)
+    peak_offset_right: torch.Tensor  # most attended left column minus right column, (B, 1, H, W)
+    peak_left: torch.Tensor  # the largest weight of each left pixel's row of M_R->L, (B, 1, H, W)
+    peak_right: torch.Tensor  # the same for each right pixel in M_L->R, (B, 1, H, W)
     rows: dict[int, tuple[torch.Tensor, torch.Tensor]]
+
+
+PER_PIXEL_DETAILS = len(RowAttention._fields) - 1  # every field but ``rows`` is a (B, 1, H, W) map
 
 
 def subnormals_are_flushed() -> bool:
@@ -134,6 +141,13 @@ def expected_offset(maps: torch.Tensor) -> torch.Tensor:
     return maps @ source - target
 
 
+def peak_offset(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Most attended source column minus target column, and its weight, of maps (..., Wt, Ws)."""
+    peak, column = maps.max(dim=-1)
+    target = torch.arange(maps.shape[-2], dtype=maps.dtype, device=maps.device)
+    return column.to(maps.dtype) - target, peak
+
+
 def _rows(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """Rows start:stop of (B, C, H, W) as (B, rows, W, C) (a view when x is channels_last)."""
     return x[:, :, start:stop].permute(0, 2, 3, 1)
@@ -170,7 +184,8 @@ def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.
         out_right = torch.empty_like(right)
     details = None
     if with_details:
-        details = RowAttention(*(query.new_empty(batch, 1, height, width) for _ in range(4)), {})
+        details = RowAttention(*(query.new_empty(batch, 1, height, width)
+                                 for _ in range(PER_PIXEL_DETAILS)), {})
     # one set of buffers for all chunks: no fresh pages to fault in per chunk
     buffers = [query.new_empty(batch * step * width * width, dtype=torch.float32)
                for _ in range(3)]
@@ -202,6 +217,10 @@ def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.
             details.valid_right[:, 0, start:stop] = ones if valid_right is None else valid_right
             details.offset_left[:, 0, start:stop] = expected_offset(row_softmax)
             details.offset_right[:, 0, start:stop] = expected_offset(col_softmax.transpose(-1, -2))
+            for side, maps in (("left", row_softmax), ("right", col_softmax.transpose(-1, -2))):
+                offset, peak = peak_offset(maps)
+                getattr(details, f"peak_offset_{side}")[:, 0, start:stop] = offset
+                getattr(details, f"peak_{side}")[:, 0, start:stop] = peak
             for row in keep_rows:
                 if start <= row < stop:
                     details.rows[row] = (row_softmax[:, row - start].clone(),
@@ -210,5 +229,6 @@ def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.
 
 
 __all__ = ["RowAttention", "chunked_parallax_fusion", "rows_per_chunk", "attention_row_bytes",
-           "valid_masks_from_softmaxes", "relax_along", "expected_offset",
+           "valid_masks_from_softmaxes", "relax_along", "expected_offset", "peak_offset",
+           "PER_PIXEL_DETAILS",
            "subnormals_flushed", "subnormals_are_flushed", "DEFAULT_ATTENTION_MEMORY"]

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageReadError, IpassrError
-from .io import PathLike, read_image
+from .io import PathLike, read_image, too_large
 
 __all__ = ["LAYOUTS", "PairFiles", "StereoDataset", "TestScene", "open_dataset", "detect_layout",
            "read_testset", "check_pairs", "read_pair", "probe_image", "MIDDLEBURY_LAYOUTS"]
@@ -346,7 +346,7 @@ def _testset_scenes(root: Path, scale: int | None) -> list[TestScene]:
                 problems.append(f"lr_x{scale}/{scene.name}/ lacks "
                                 + ("lr0 and lr1" if lr0 is None and lr1 is None else "lr0" if lr0 is None else "lr1"))
                 continue
-        scenes.append(TestScene(scene.name, hr0, hr1, lr0, lr1, _first_file(scene, ("disp0.pfm", "disp0GT.pfm"))))
+        scenes.append(TestScene(scene.name, hr0, hr1, lr0, lr1, _first_file(scene, ("disp0.pfm", "disp0GT.pfm", "disp0.png"))))
     if lr_root is not None:
         extra = sorted({d.name for d in _subdirs(lr_root)} - {d.name for d in _subdirs(hr_root)})
         problems += [f"lr_x{scale}/{name}/ has no HR scene" for name in extra]
@@ -372,6 +372,8 @@ def probe_image(path: Path) -> tuple[tuple[int, int], str]:
             return image.size, ("grey" if image.mode in _GREY_MODES else "colour")
     except FileNotFoundError as exc:
         raise ImageReadError(f"{path}: no such file") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: {too_large(exc)}") from exc
     except Exception as exc:  # PIL raises many kinds for broken files
         raise ImageReadError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
 

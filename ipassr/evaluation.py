@@ -112,10 +112,15 @@ class WeightsMethod(Method):
         if self._model.scale != self.scale:
             raise IpassrError(f"{self.weights}: weights are x{self._model.scale} but --scale is {self.scale}")
 
-    def super_resolve(self, dataset, scene, lr_left, lr_right):
+    @property
+    def model(self):
+        """The loaded ``StereoSR`` (loaded on first use)."""
         if self._model is None:
             self.load()
-        return self._model.super_resolve(lr_left, lr_right)
+        return self._model
+
+    def super_resolve(self, dataset, scene, lr_left, lr_right):
+        return self.model.super_resolve(lr_left, lr_right)
 
 
 def find_datasets(root: PathLike, scale: int) -> list[tuple[str, list[TestScene]]]:
@@ -362,8 +367,22 @@ def motorcycle_case(scale: int) -> DisparityCase:
                          imresize(hr_right, 1.0 / scale), ground_truth)
 
 
+def check_ground_truth_sizes(datasets: list[tuple[str, list[TestScene]]]) -> None:
+    """Refuse, before any scoring, a ground-truth disparity whose size is not its HR image's."""
+    from .correspondence import check_disparity_size
+    from .disparity import read_disparity
+
+    for _, scenes in datasets:
+        for scene in scenes:
+            if scene.disparity is not None:
+                (width, height), _ = probe_image(scene.hr_left)
+                check_disparity_size(read_disparity(scene.disparity), (height, width),
+                                     str(scene.disparity), str(scene.hr_left))
+
+
 def disparity_cases(datasets: list[tuple[str, list[TestScene]]]) -> Iterable[DisparityCase]:
     """Scenes of the test sets that have ground truth (hr/<scene>/disp0.pfm), loaded one at a time."""
+    from .correspondence import check_disparity_size
     from .disparity import read_disparity
 
     for name, scenes in datasets:
@@ -372,9 +391,8 @@ def disparity_cases(datasets: list[tuple[str, list[TestScene]]]) -> Iterable[Dis
                 continue
             ground_truth = read_disparity(scene.disparity)
             hr_left = read_image(scene.hr_left)
-            if ground_truth.shape != hr_left.shape[:2]:
-                raise IpassrError(f"{scene.disparity}: disparity is {ground_truth.shape[1]}x{ground_truth.shape[0]} "
-                                  f"but the HR image is {hr_left.shape[1]}x{hr_left.shape[0]}")
+            check_disparity_size(ground_truth, hr_left.shape, str(scene.disparity),
+                                 str(scene.hr_left))
             yield DisparityCase(name, scene, hr_left, read_image(scene.hr_right), read_image(scene.lr_left),
                                 read_image(scene.lr_right), ground_truth)
 

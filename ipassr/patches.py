@@ -130,13 +130,19 @@ class _Job:
     count: int
 
 
-def plan_patches(sources: Iterable[tuple[str, StereoDataset, bool]], scale: int) -> list[_Job]:
-    """Patch count of every pair of every (name, dataset, middlebury) source, from image headers only."""
+def plan_patches(sources: Iterable[tuple[str, StereoDataset, bool]], scale: int,
+                 shrink_wider_than: int | None = None) -> list[_Job]:
+    """Patch count of every pair of every (name, dataset, middlebury) source, from image headers only.
+
+    ``shrink_wider_than``: also shrink by 2 (as Middlebury) every pair wider than this many pixels,
+    so that large pairs' disparities fit the 90-column LR patches.
+    """
     jobs = []
     for name, dataset, middlebury in sources:
         for pair in dataset.pairs:
             (width, height), _ = probe_image(pair.left)
-            jobs.append(_Job(pair, name, middlebury, count_patches(width, height, scale, middlebury)))
+            shrink = middlebury or (shrink_wider_than is not None and width > shrink_wider_than)
+            jobs.append(_Job(pair, name, shrink, count_patches(width, height, scale, shrink)))
     return jobs
 
 

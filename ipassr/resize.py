@@ -25,7 +25,7 @@ import torch
 
 from .errors import IpassrError
 
-__all__ = ["imresize", "imresize_tensor", "resize_weights", "output_size"]
+__all__ = ["imresize", "imresize_tensor", "resize_weights", "output_size", "mod_crop", "degrade"]
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -110,6 +110,18 @@ def imresize(image: np.ndarray, scale: float) -> np.ndarray:
         raise IpassrError(f"resizing a {array.shape[1]}x{array.shape[0]} image by {scale} gives an empty image")
     result = _resize_axis_uint8(array, 0, out_h, scale)
     return _resize_axis_uint8(result, 1, out_w, scale)
+
+
+def mod_crop(image: np.ndarray, multiple: int) -> np.ndarray:
+    """The top-left part of ``image`` (H, W, ...) whose height and width are multiples of ``multiple``."""
+    height, width = image.shape[0] // multiple * multiple, image.shape[1] // multiple * multiple
+    return np.ascontiguousarray(image[:height, :width])
+
+
+def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
+    """The paper's LR image of a uint8 HR image: crop to a multiple of ``scale``, then MATLAB-exact
+    bicubic downscaling by ``scale`` (SPEC.md's degradation)."""
+    return imresize(mod_crop(hr, scale), 1.0 / scale)
 
 
 def _weight_matrix(in_length: int, out_length: int, scale: float, dtype: torch.dtype,

@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import LEAKY_SLOPE, BiPAM
-from .chunked import (DEFAULT_ATTENTION_MEMORY, RowAttention, attention_row_bytes,
-                      chunked_parallax_fusion, format_bytes, subnormals_flushed)
+from .chunked import (DEFAULT_ATTENTION_MEMORY, PER_PIXEL_DETAILS, RowAttention,
+                      attention_row_bytes, chunked_parallax_fusion, format_bytes,
+                      subnormals_flushed)
 from .errors import IpassrError
 from .fused import conv, conv_accumulate_, conv_plus
 from .model import IPASSR, ChannelAttention, ResidualDenseBlock, ResidualDenseGroup, Upsampler
@@ -188,7 +189,8 @@ def _too_large_message(budget: int, minimum: int, batch: int, height: int, width
     per_image_row = (STORED_CHANNELS_TILED + 3 * scale ** 2) * views * width * FLOAT_BYTES
     fixed = row_attention + per_band_row * (MIN_BAND_ROWS + 2 * halo)
     fits = max(0, (budget - fixed) // per_image_row)
-    hint = (f"at width {width} at most about {fits} rows fit" if fits >= MIN_BAND_ROWS else
+    hint = (f"this budget holds images of width {width} up to about {fits} rows high"
+            if fits >= MIN_BAND_ROWS else
             f"not even one band of {MIN_BAND_ROWS} rows fits at width {width}")
     return (f"a {width}x{height} pair (batch {batch}) needs at least {format_bytes(minimum)} "
             f"even when tiled, but the memory budget is {format_bytes(budget)} ({hint}); "
@@ -481,7 +483,7 @@ def _exchange(network: IPASSR, query: torch.Tensor, key: torch.Tensor, fusion_in
         rows=attention_rows, out_left=converted[:batch], out_right=converted[batch:],
         with_details=details is not None, keep_rows=[r - rows.start for r in keep_rows])
     if details is not None:
-        for full, part in zip(details[:4], info[:4]):
+        for full, part in zip(details[:-1], info[:-1]):
             full[:, :, rows] = part
         details.rows.update({r + rows.start: maps for r, maps in info.rows.items()})
 
@@ -505,7 +507,7 @@ def _reconstruct_rows(network: IPASSR, fused: torch.Tensor, weights: torch.Tenso
 def _new_details(views: torch.Tensor) -> RowAttention:
     batch = views.shape[0] // 2
     return RowAttention(*(views.new_empty(batch, 1, views.shape[2], views.shape[3])
-                          for _ in range(4)), {})
+                          for _ in range(PER_PIXEL_DETAILS)), {})
 
 
 def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,

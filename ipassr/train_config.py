@@ -12,10 +12,15 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import tomllib
+import sys
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 from .errors import IpassrError
 from .io import PathLike, atomic_path
@@ -59,6 +64,11 @@ class TrainConfig:
     lr: float = 2e-4
     lr_step_epochs: int = 30
     lr_gamma: float = 0.5
+    lr_schedule: str = "step"  # step: the paper's (x lr_gamma every lr_step_epochs); cosine (not paper)
+    warmup_steps: int = 0  # linear warm-up from 0 over this many steps (not in the paper)
+    lr_total_steps: int | None = None  # cosine: the step where lr_min is reached (None: the last)
+    lr_decay_from: int = 0  # cosine: constant lr until this step, then the decay (warmup-stable-decay)
+    lr_min: float = 0.0  # cosine: the learning rate at the end
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
@@ -82,6 +92,7 @@ class TrainConfig:
     validate_every_epochs: int = 1
     validate_every_steps: int = 0
     validate_max_scenes: int | None = None  # per dataset; None: all
+    validate_correspondence: bool = True  # also score biPAM on Motorcycle's GT disparity (scikit-image)
 
     def model_config(self) -> ModelConfig:
         """The network this recipe trains (needs ``scale`` resolved)."""
@@ -171,11 +182,19 @@ def _check_values(config: TrainConfig, origin: str) -> None:
     for name in ("epochs", "batch_size", "lr_step_epochs", "log_every_steps", "validate_every_epochs"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be >= 1 (got {getattr(config, name)})")
-    for name in ("workers", "checkpoint_every_steps", "keep_checkpoints", "validate_every_steps"):
+    for name in ("workers", "checkpoint_every_steps", "keep_checkpoints", "validate_every_steps",
+                 "warmup_steps", "lr_decay_from"):
         if getattr(config, name) < 0:
             problems.append(f"{name} must be >= 0 (got {getattr(config, name)})")
     if config.lr <= 0:
         problems.append(f"lr must be > 0 (got {config.lr})")
+    if not 0 <= config.lr_min <= config.lr:
+        problems.append(f"lr_min must be in 0..lr (got {config.lr_min})")
+    if config.lr_schedule not in ("step", "cosine"):
+        problems.append(f"lr_schedule must be 'step' or 'cosine' (got {config.lr_schedule!r})")
+    if config.lr_total_steps is not None and config.lr_total_steps <= config.lr_decay_from:
+        problems.append(f"lr_total_steps ({config.lr_total_steps}) must come after "
+                        f"lr_decay_from ({config.lr_decay_from})")
     if config.views not in ("both", "left"):
         problems.append(f"views must be 'both' or 'left' (got {config.views!r})")
     if config.amp not in ("off", "bf16"):

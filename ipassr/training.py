@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_into, read_state_dict, save_weights
+from .checkpoint import load_into, read_state_dict, save_weights, transfer_into
+from .devices import parse_device
 from .distributed import (DistEnv, agree, barrier, convert_batchnorm, init_distributed)
 from .errors import CheckpointError, IpassrError
 from .io import PathLike, atomic_path
@@ -115,14 +117,32 @@ def compute_losses(network: nn.Module, inputs: tuple[torch.Tensor, ...], scale: 
 
 
 def resolve_device(name: str, env: DistEnv) -> torch.device:
-    """'auto' -> this process's GPU when there is one, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise IpassrError(f"device {name!r} requested but no CUDA GPU is available")
-    if name == "cuda":
-        return torch.device("cuda", env.local_rank)
-    return torch.device(name)
+    """'auto' -> this process's GPU when there is one, else the CPU (``devices.parse_device``)."""
+    return parse_device(name, env.local_rank)
+
+
+def learning_rate(config: TrainConfig, global_step: int, epoch: int, steps_per_epoch: int
+                  ) -> float | None:
+    """The learning rate of the step after ``global_step`` steps, or None for the paper's plain
+    StepLR (which the scheduler applies once per epoch).
+
+    cosine: ``lr`` until step ``lr_decay_from``, then a half cosine down to ``lr_min`` at step
+    ``lr_total_steps`` (default: the last step of the last epoch), ``lr_min`` after; step:
+    ``lr * lr_gamma ** (epoch // lr_step_epochs)``. A warm-up scales either linearly from
+    1/warmup_steps up to 1 over the first ``warmup_steps`` steps.
+    """
+    if config.lr_schedule == "step" and config.warmup_steps == 0:
+        return None
+    if config.lr_schedule == "cosine":
+        total = config.lr_total_steps or config.epochs * steps_per_epoch
+        start = min(config.lr_decay_from, total - 1)
+        progress = min(max(global_step - start, 0), total - start) / max(total - start, 1)
+        lr = config.lr_min + (config.lr - config.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        lr = config.lr * config.lr_gamma ** (epoch // config.lr_step_epochs)
+    if global_step < config.warmup_steps:
+        lr *= (global_step + 1) / config.warmup_steps
+    return lr
 
 
 # ----------------------------------------------------------------------------- validation adapter
@@ -158,6 +178,19 @@ def validate(network: IPASSR, root: PathLike, scale: int, device: torch.device,
         results[name] = report.dataset_mean("training", name)
         results[name]["scenes"] = len(scenes)
     return results
+
+
+def validate_correspondence(network: IPASSR, device: torch.device) -> dict[str, float]:
+    """(L+R)/2 correspondence scores of biPAM on scikit-image's Motorcycle pair
+    (``ipassr.correspondence``), in eval mode; the network is put back in its mode afterwards."""
+    from .correspondence import motorcycle_correspondence, summary_row
+    from .inference import StereoSR
+
+    was_training = network.training
+    try:
+        return summary_row(motorcycle_correspondence(StereoSR(network, device)))
+    finally:
+        network.train(was_training)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -238,6 +271,9 @@ class RunLog:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 SummaryWriter = None  # the optional extra is not installed: JSONL only
+                warnings.warn("TensorBoard logging is on but the tensorboard package is not "
+                              "installed (pip install tensorboard); logging to log.jsonl only "
+                              "(--no-tensorboard turns this warning off)", stacklevel=2)
             self._writer_class = SummaryWriter
 
     def _tensorboard(self):
@@ -271,7 +307,7 @@ class RunLog:
         writer = self._tensorboard()
         if writer is not None:
             step = record.get("global_step", 0)
-            for group in ("loss", "val"):
+            for group in ("loss", "val", "correspondence"):
                 for key, value in _flatten(record.get(group, {}), group).items():
                     writer.add_scalar(key, value, step)
             for key in ("lr", "samples_per_s"):
@@ -316,6 +352,7 @@ class Trainer:
         if checkpoint is None:
             self._refuse_existing_run()
         config = self.config if checkpoint is not None else config
+        self.init_weights: str | None = None
         self.env = init_distributed(use_cuda=resolve_device(config.device, DistEnv()).type == "cuda")
         self.device = resolve_device(config.device, self.env)
         self.source = source if source is not None else self._open_source(config)
@@ -429,9 +466,15 @@ class Trainer:
     def _build_network(self, init_weights: PathLike | None) -> IPASSR:
         torch.manual_seed(self.config.seed)
         network = IPASSR.from_config(self.config.model_config())
+        self.init_kept: list[str] = []
         if init_weights is not None:
             state, _ = read_state_dict(init_weights)
-            load_into(network, state, init_weights)
+            shapes = {k: v.shape for k, v in network.state_dict().items()}
+            if {k: v.shape for k, v in state.items()} == shapes:
+                load_into(network, state, init_weights)
+            else:  # another scale or variant: the trunk moves, the rest starts as built
+                self.init_kept = transfer_into(network, state, init_weights)
+            self.init_weights = str(Path(init_weights).absolute())
         if self.config.sync_batchnorm and self.env.distributed:
             network = convert_batchnorm(network, use_cuda=self.device.type == "cuda")
         network = network.to(self.device)
@@ -544,8 +587,17 @@ class Trainer:
 
     # --- the loop
 
+    def _set_learning_rate(self) -> None:
+        """Per-step learning rate when a warm-up or the cosine schedule is asked for (the paper's
+        epoch-wise StepLR alone needs nothing here)."""
+        lr = learning_rate(self.config, self.global_step, self.epoch, self.steps_per_epoch)
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
     def train_step(self, inputs: tuple[torch.Tensor, ...]) -> dict[str, float]:
         """One optimisation step on a batch; returns the loss terms as floats."""
+        self._set_learning_rate()
         terms = compute_losses(self.model, inputs, self.config.scale, self.config.loss_config(),
                                amp=self.config.amp == "bf16")
         total = terms["total"]
@@ -668,8 +720,11 @@ class Trainer:
         if self.env.is_main:
             scores = validate(self.network, self.config.validate, self.config.scale, self.device,
                               self.config.validate_max_scenes)
-            self._log({"event": "validation", "epochs_done": self.epoch, "global_step": self.global_step,
-                       "val": scores})
+            record = {"event": "validation", "epochs_done": self.epoch,
+                      "global_step": self.global_step, "val": scores}
+            if self.config.validate_correspondence and self.network.attention is not None:
+                record["correspondence"] = validate_correspondence(self.network, self.device)
+            self._log(record)
             mean_left = float(np.mean([s["left_psnr"] for s in scores.values()]))
             self._save_best(mean_left, "val_left_psnr", higher_is_better=True)
         barrier(self.env)
@@ -699,6 +754,8 @@ class Trainer:
         if event in ("start", "resume"):
             record.update(config=self.config.to_dict(), world_size=self.env.world_size,
                           device=str(self.device))
+            if event == "start" and self.init_weights is not None:
+                record.update(init_weights=self.init_weights, init_kept=self.init_kept)
             if event == "resume" and self.resumed_changes:
                 record["changed"] = self.resumed_changes
         self._log(record)

@@ -131,7 +131,8 @@ def test_plan_tiles_only_when_needed():
 def test_plan_refuses_what_cannot_fit_even_tiled():
     network = IPASSR(2)
     with pytest.raises(IpassrError, match=r"1920x1080 pair.*needs at least .*even when tiled.*"
-                                          r"memory budget is 1\.00 GiB.*at most about \d+ rows fit"):
+                                          r"memory budget is 1\.00 GiB.*holds images of width "
+                                          r"1920 up to about \d+ rows high"):
         plan_inference(network, 1, 1080, 1920, max_memory=2 ** 30)
     with pytest.raises(IpassrError, match="not even one band"):
         plan_inference(network, 1, 1080, 1920, max_memory=2 ** 20)
@@ -205,8 +206,9 @@ def test_bfloat16_network_runs_with_float32_attention():
     expected = stereo_forward(network, left, right)
     low = stereo_forward(network.to(torch.bfloat16), left, right)
     assert low[0].dtype == torch.bfloat16
-    for a, e in zip(low, expected):
-        torch.testing.assert_close(a.float(), e, rtol=0, atol=0.05)
+    for a, e in zip(low, expected):  # measured: 0.0088 at most, 0.0011 on average
+        torch.testing.assert_close(a.float(), e, rtol=0, atol=0.02)
+        assert (a.float() - e).abs().mean() < 0.003
 
 
 def test_budget_error_for_a_small_image_names_the_untiled_minimum(conformance_dir):

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..correspondence import evaluate_attention, format_attention_markdown, format_attention_table
 from ..errors import IpassrError
-from ..evaluation import (MOTORCYCLE, BicubicMethod, Method, SrDirMethod, WeightsMethod, disparity_cases,
-                          evaluate, evaluate_disparity, find_datasets, format_disparity_markdown,
-                          format_disparity_table, format_markdown, format_table, motorcycle_case,
-                          write_json, write_text)
+from ..evaluation import (MOTORCYCLE, BicubicMethod, Method, SrDirMethod, WeightsMethod,
+                          check_ground_truth_sizes, disparity_cases, evaluate, evaluate_disparity,
+                          find_datasets, format_disparity_markdown, format_disparity_table,
+                          format_markdown, format_table, motorcycle_case, write_json, write_text)
+from ..inference import resolve_weights, shipped_name_scale
 
 
 def add_parser(subparsers) -> None:
@@ -36,6 +38,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--datasets", nargs="+", metavar="NAME", help="only these dataset folders")
     parser.add_argument("--disparity", action="store_true",
                         help="also score disparity estimation on HR, bicubic and SR pairs (needs ipassr[stereo])")
+    parser.add_argument("--attention", action="store_true",
+                        help="also score biPAM's correspondences (disparity read from the attention "
+                             "maps) against ground-truth disparity; without --dataset-root on "
+                             "scikit-image's Motorcycle pair")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write per-dataset and per-scene figures")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the table(s) as Markdown")
     parser.add_argument("--device", default="cpu", help="torch device for --weights (default: cpu)")
@@ -55,6 +61,9 @@ def _methods(args: argparse.Namespace) -> list[Method]:
     methods: list[Method] = [BicubicMethod(args.scale)] if args.bicubic else []
     for value in args.weights:
         label, path = _split_label(value)
+        if shipped_name_scale(path) is not None:
+            path = resolve_weights(path, args.scale)
+            label = label or f"shipped x{args.scale}"
         if not path.is_file():
             raise IpassrError(f"--weights {path}: no such file")
         methods.append(WeightsMethod(path, args.scale, args.device, label))
@@ -62,6 +71,24 @@ def _methods(args: argparse.Namespace) -> list[Method]:
         label, path = _split_label(value)
         methods.append(SrDirMethod(path, label))
     return methods
+
+
+def _attention_networks(methods: list[Method]) -> list[WeightsMethod]:
+    """The --weights methods whose network has biPAM (``--attention`` scores only those)."""
+    networks = [m for m in methods if isinstance(m, WeightsMethod)]
+    if not networks:
+        raise IpassrError("--attention scores a network's attention maps: give --weights")
+    without = [m.label for m in networks if m.model.network.attention is None]
+    if without:
+        raise IpassrError(f"--attention: {', '.join(without)} has no parallax attention "
+                          "(a single-view network)")
+    return networks
+
+
+def _with_ground_truth(datasets: list) -> list:
+    """The datasets' scenes that have ground-truth disparity, datasets without any left out."""
+    with_gt = [(name, [s for s in scenes if s.disparity is not None]) for name, scenes in datasets]
+    return [(name, scenes) for name, scenes in with_gt if scenes]
 
 
 def _progress(unit: str):
@@ -73,12 +100,14 @@ def run(args: argparse.Namespace) -> int:
     """Score, print the table(s), write --json / --markdown."""
     if args.scale < 1:
         raise IpassrError(f"--scale must be a positive integer, got {args.scale}")
-    if args.dataset_root is None and not args.disparity:
-        raise IpassrError("give --dataset-root (or --disparity alone for the Motorcycle pair)")
+    if args.dataset_root is None and not (args.disparity or args.attention):
+        raise IpassrError("give --dataset-root (or --disparity / --attention alone for the "
+                          "Motorcycle pair)")
     methods = _methods(args)
     for method in methods:
         if isinstance(method, WeightsMethod):
             method.load()   # fail on a bad checkpoint before any scoring
+    networks = _attention_networks(methods) if args.attention else []
     output: dict = {"scale": args.scale}
     markdown: list[str] = []
     datasets = []
@@ -90,13 +119,18 @@ def run(args: argparse.Namespace) -> int:
                 raise IpassrError(f"--datasets {', '.join(unknown)}: not in {args.dataset_root} "
                                   f"(found {', '.join(name for name, _ in datasets)})")
             datasets = [(name, scenes) for name, scenes in datasets if name in args.datasets]
+        if args.attention and not _with_ground_truth(datasets):
+            raise IpassrError(f"--attention: no scene of {args.dataset_root} has ground-truth "
+                              "disparity (hr/<scene>/disp0.pfm or disp0.png); without "
+                              "--dataset-root it scores scikit-image's Motorcycle pair")
+        if args.attention or args.disparity:
+            check_ground_truth_sizes(_with_ground_truth(datasets))
         report = evaluate(datasets, methods, args.scale, progress=_progress("scene"))
         print(format_table(report))
         output = report.to_dict()
         markdown.append(format_markdown(report))
     if args.disparity:
-        with_gt = [(name, [s for s in scenes if s.disparity is not None]) for name, scenes in datasets]
-        with_gt = [(name, scenes) for name, scenes in with_gt if scenes]
+        with_gt = _with_ground_truth(datasets)
         if with_gt:
             cases = disparity_cases(with_gt)
         else:
@@ -112,6 +146,14 @@ def run(args: argparse.Namespace) -> int:
         print(format_disparity_table(result))
         output["disparity"] = result
         markdown.append(format_disparity_markdown(result) + "\n")
+    if args.attention:
+        cases = (disparity_cases(_with_ground_truth(datasets)) if datasets
+                 else [motorcycle_case(args.scale)])
+        result = evaluate_attention(cases, networks, args.scale, progress=_progress("scene"))
+        print()
+        print(format_attention_table(result))
+        output["attention"] = result
+        markdown.append(format_attention_markdown(result))
     if args.json is not None:
         write_json(args.json, output)
         print(f"wrote {args.json}")

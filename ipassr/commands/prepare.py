@@ -58,6 +58,9 @@ def add_parser(subparsers) -> None:
                         help="shrink every SRC by 2 first, as Middlebury (default: only Middlebury layouts)")
     shrink.add_argument("--no-shrink", dest="shrink", action="store_const", const=False,
                         help="never shrink by 2 (e.g. for already reduced Middlebury images)")
+    patches.add_argument("--shrink-wider-than", type=int, metavar="PX",
+                         help="also shrink by 2 every pair wider than PX pixels (large pairs whose "
+                              "disparities would not fit a 90-column LR patch)")
     patches.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     patches.set_defaults(run=run_patches, shrink=None)
 
@@ -155,7 +158,12 @@ def run_patches(args: argparse.Namespace) -> int:
         datasets.append((_source_name(source, taken), dataset, shrink))
         print(f"{source}: {dataset.description}, {len(dataset)} pair{'' if len(dataset) == 1 else 's'}"
               + (", shrunk by 2 first" if shrink else ""))
-    jobs = plan_patches(datasets, args.scale)
+    if args.shrink_wider_than is not None and args.shrink_wider_than < 1:
+        raise IpassrError(f"--shrink-wider-than {args.shrink_wider_than}: must be a positive width")
+    jobs = plan_patches(datasets, args.scale, args.shrink_wider_than)
+    shrunk = sum(j.middlebury for j in jobs)
+    if args.shrink_wider_than is not None:
+        print(f"{shrunk} of {len(jobs)} pairs shrunk by 2 first")
     bar = tqdm(total=len(jobs), desc="cutting patches", unit="pair")
     counts = write_patch_file(args.output, jobs, args.scale, read_pair, progress=lambda job: bar.update())
     bar.close()

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import option_type
 from ..errors import IpassrError
 from ..train_config import (FIELDS, PRESETS, TrainConfig, apply_overrides, parse_duration,
                             preset_config, read_config_file)
@@ -30,6 +31,12 @@ HELP = {
     "batch_size": "global batch size, split over processes (paper: 36)",
     "lr": "initial learning rate (paper: 2e-4)",
     "lr_step_epochs": "halve (x lr_gamma) the learning rate every N epochs (paper: 30)",
+    "lr_schedule": "step (the paper's) or cosine (per step, from lr down to lr_min)",
+    "warmup_steps": "raise the learning rate linearly from 0 over N steps first",
+    "lr_total_steps": "cosine: the step at which lr reaches lr_min (default: the last step)",
+    "lr_decay_from": "cosine: keep lr constant until this step, then decay (e.g. on --resume)",
+    "lr_min": "cosine: the final learning rate",
+    "validate_correspondence": "also score biPAM's matches on Motorcycle's GT disparity",
     "amp": "off, or bf16 autocast (losses and softmax in fp32)",
     "device": "auto, cpu, cuda or cuda:N",
     "tf32": "allow TF32 on Ampere+ GPUs (faster fp32 convolutions, about 1e-3 relative error)",
@@ -65,7 +72,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="start from these weights (any format `ipassr infer` reads)")
     parser.add_argument("--max-steps", type=int,
                         help="stop (with a checkpoint) once this many steps in total are done")
-    parser.add_argument("--time-limit", type=parse_duration,
+    parser.add_argument("--time-limit", type=option_type(parse_duration),
                         help="stop (with a checkpoint) before this much time is spent: 600, 10m, 1.5h")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = parser.add_argument_group("recipe (defaults: the paper)")
@@ -106,16 +113,33 @@ def run(args: argparse.Namespace) -> int:
     config, explicit = resolve_config(args)
     resume = args.resume or (args.auto_resume and (args.out / "checkpoints" / "last.pt").exists())
     source = None
-    if args.preset == "smoke" and config.patches is None:
-        source = motorcycle_patches(config.scale or 2)
-        print(f"ipassr: smoke preset without --patches: {len(source)} patches cut from "
-              "scikit-image's Motorcycle pair", file=sys.stderr)
+    builtin_data = args.preset == "smoke" or (resume and _saved_without_patches(args.out))
+    if config.patches is None and builtin_data:
+        scale = config.scale or _saved_scale(args.out) or 2
+        source = motorcycle_patches(scale)
+        print(f"ipassr: no --patches: {len(source)} patches cut from scikit-image's Motorcycle "
+              "pair (the smoke preset's data)", file=sys.stderr)
     if args.max_steps is not None and args.max_steps < 0:
         raise IpassrError(f"--max-steps must be >= 0 (got {args.max_steps})")
     try:
         return _train(args, config, explicit, source, resume)
     finally:
         shutdown_distributed()
+
+
+def _saved_config(run: Path) -> dict:
+    """The run's saved config.toml as a dict ({} when there is none)."""
+    path = run / "config.toml"
+    return read_config_file(path) if path.is_file() else {}
+
+
+def _saved_without_patches(run: Path) -> bool:
+    """Whether a run to resume was started without a patch file (the smoke preset's own data)."""
+    return "patches" not in _saved_config(run)
+
+
+def _saved_scale(run: Path) -> int | None:
+    return _saved_config(run).get("scale")
 
 
 def _train(args: argparse.Namespace, config: TrainConfig, explicit: set[str], source,
