@@ -20,6 +20,7 @@ _EXPORTS = {
     "AttentionMaps": "attention", "load_network": "checkpoint", "save_weights": "checkpoint",
     "open_dataset": "datasets", "CheckpointError": "errors", "ImageReadError": "errors",
     "IpassrError": "errors", "StereoSR": "inference", "load_model": "inference",
+    "weights_path": "inference",
     "read_image": "io", "write_image": "io", "LossConfig": "losses", "ipassr_loss": "losses",
     "psnr": "metrics", "score_pair": "metrics", "ssim": "metrics", "IPASSR": "model",
     "ModelConfig": "model", "count_parameters": "model", "PatchFile": "patches",
@@ -28,8 +29,8 @@ _EXPORTS = {
     "visualize_pair": "visualize",
 }
 _SUBMODULES = {
-    "attention", "checkpoint", "chunked", "cli", "commands", "datasets", "demo", "disparity",
-    "distributed", "errors", "evaluation", "export", "inference", "io", "losses", "metrics",
+    "attention", "checkpoint", "chunked", "cli", "commands", "correspondence", "datasets", "demo",
+    "disparity", "distributed", "errors", "evaluation", "export", "inference", "io", "losses", "metrics",
     "model", "patches", "resize", "tiling", "train_config", "train_data", "training", "visualize",
 }
 
@@ -57,7 +58,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .checkpoint import load_network, save_weights
     from .datasets import open_dataset
     from .errors import CheckpointError, ImageReadError, IpassrError
-    from .inference import StereoSR, load_model
+    from .inference import StereoSR, load_model, weights_path
     from .io import read_image, write_image
     from .losses import LossConfig, ipassr_loss
     from .metrics import psnr, score_pair, ssim

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_network
+from .devices import parse_device
 from .errors import CheckpointError, IpassrError
 from .io import PathLike, image_to_tensor, pil_to_rgb_array, read_stereo_pair, tensor_to_image
 from .model import IPASSR
@@ -30,10 +31,35 @@ def shipped_weights_path(scale: int) -> Path:
     return Path(str(resources.files("ipassr") / "weights" / f"ipassr_x{scale}.safetensors"))
 
 
+def weights_path(scale: int) -> Path:
+    """The shipped weights for ``scale`` (2 or 4); CheckpointError when the package has none."""
+    path = shipped_weights_path(scale)
+    if not path.is_file():
+        raise CheckpointError(
+            f"no shipped weights for x{scale} (looked for {path}); pass --weights FILE"
+            + ("" if scale in SHIPPED_SCALES else f"; shipped scales are {SHIPPED_SCALES}"))
+    return path
+
+
+def shipped_name_scale(weights: PathLike) -> int | None:
+    """2 for the name 'x2' (4 for 'x4', ...) when it names shipped weights rather than a file."""
+    text = str(weights)
+    if text.lower() in {f"x{s}" for s in SHIPPED_SCALES} and not Path(text).exists():
+        return int(text[1:])
+    return None
+
+
 def resolve_weights(weights: PathLike | None, scale: int | None) -> Path:
-    """The weights file to use: the one given, or the shipped one for ``scale``."""
+    """The weights file to use: the one given ('x2' / 'x4' name the shipped ones), or the shipped
+    one for ``scale``."""
     if weights is not None:
-        return Path(weights)
+        named = shipped_name_scale(weights)
+        if named is None:
+            return Path(weights)
+        if scale is not None and scale != named:
+            raise CheckpointError(f"--weights {weights} names the shipped x{named} weights but "
+                                  f"x{scale} was requested")
+        return weights_path(named)
     if scale is None:
         raise IpassrError("give --weights, or --scale to use the shipped weights")
     path = shipped_weights_path(scale)
@@ -50,7 +76,7 @@ class StereoSR:
     def __init__(self, network: IPASSR, device: str | torch.device = "cpu", *,
                  max_memory: int | None = None, dtype: torch.dtype = torch.float32,
                  compile: bool = False) -> None:
-        self.device = torch.device(device)
+        self.device = parse_device(device)
         self.network = network.to(self.device, dtype).eval()
         self.max_memory = max_memory  # bytes of activations per forward pass (None: default)
         # torch.compile of the plain forward, for pairs whose full maps fit the budget (lazy:
@@ -144,7 +170,10 @@ class StereoSR:
             raise IpassrError(f"left is {_size(left_t)} but right is {_size(right_t)}: "
                               "the two views must have the same size")
         sr_left, sr_right = self.super_resolve_tensors(left_t, right_t)
-        return from_batch_tensor(sr_left.clamp(0, 1), kind), from_batch_tensor(sr_right.clamp(0, 1), kind)
+        if is_grey(left_t) and is_grey(right_t):  # grey in, grey out (equal channels)
+            sr_left, sr_right = (v.mean(dim=1, keepdim=True).expand_as(v) for v in (sr_left, sr_right))
+        return (from_batch_tensor(sr_left.clamp(0, 1), kind),
+                from_batch_tensor(sr_right.clamp(0, 1), kind))
 
     def super_resolve_files(self, left: PathLike, right: PathLike, output_left: PathLike,
                             output_right: PathLike) -> None:
@@ -210,10 +239,23 @@ def _size(t: torch.Tensor) -> str:
     return f"{t.shape[-1]}x{t.shape[-2]}"
 
 
+FLOAT_RANGE_LIMIT = 1.5  # float inputs above this look like 0..255 values, not 0..1
+
+
+def is_grey(tensor: torch.Tensor) -> bool:
+    """Whether every pixel of a (B, 3, H, W) batch has three equal channels."""
+    return bool(torch.equal(tensor[:, 0], tensor[:, 1]) and torch.equal(tensor[:, 1], tensor[:, 2]))
+
+
 def to_batch_tensor(image: Any, name: str = "image") -> tuple[torch.Tensor, str]:
-    """Any supported image -> float tensor (B, 3, H, W) in [0, 1], plus a tag of the input kind."""
+    """Any supported image -> float tensor (B, 3, H, W) in [0, 1], plus a tag of the input kind.
+
+    Grey inputs (PIL mode L/I;16, arrays (H, W)) are repeated to three channels and tagged so
+    that ``from_batch_tensor`` gives grey back.
+    """
     if isinstance(image, Image.Image):
-        return image_to_tensor(pil_to_rgb_array(image, name)), "pil"
+        kind = "pil-grey" if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L") else "pil"
+        return image_to_tensor(pil_to_rgb_array(image, name)), kind
     if isinstance(image, torch.Tensor):
         tensor = image.unsqueeze(0) if image.dim() == 3 else image
         if tensor.dim() != 4 or tensor.shape[1] != 3:
@@ -221,6 +263,7 @@ def to_batch_tensor(image: Any, name: str = "image") -> tuple[torch.Tensor, str]
                               f"got shape {tuple(image.shape)}")
         if not tensor.is_floating_point():
             raise IpassrError(f"{name}: expected a float tensor in [0, 1], got {tensor.dtype}")
+        _check_unit_range(tensor, name)
         return tensor, "tensor" if image.dim() == 4 else "tensor3"
     if isinstance(image, np.ndarray):
         return _array_to_tensor(image, name)
@@ -228,32 +271,51 @@ def to_batch_tensor(image: Any, name: str = "image") -> tuple[torch.Tensor, str]
                       "(use a PIL image, a NumPy array or a torch tensor)")
 
 
+def _check_unit_range(tensor: torch.Tensor, name: str) -> None:
+    """Refuse float input that looks like 0..255 (it would saturate the output silently)."""
+    top = float(tensor.max()) if tensor.numel() else 0.0
+    if top > FLOAT_RANGE_LIMIT:
+        raise IpassrError(f"{name}: float values must be in [0, 1], but they reach {top:g} "
+                          "(divide by 255, or pass uint8 values)")
+
+
 def _array_to_tensor(array: np.ndarray, name: str) -> tuple[torch.Tensor, str]:
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
+    grey = array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 1)
+    if grey:
+        array = np.repeat(array.reshape(array.shape[0], array.shape[1], 1), 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise IpassrError(f"{name}: expected an array (H, W, 3), got shape {array.shape}")
+        raise IpassrError(f"{name}: expected an array (H, W, 3) or (H, W), got shape {array.shape}")
     if array.shape[2] == 4:
         import warnings
 
         warnings.warn(f"{name}: alpha channel dropped", stacklevel=4)
         array = array[:, :, :3]
+    if not array.flags.writeable:  # e.g. np.asarray(pil_image): torch wants memory it may write
+        array = array.copy()
     if array.dtype == np.uint8:
-        return image_to_tensor(array), "uint8"
+        return image_to_tensor(array), "uint8-grey" if grey else "uint8"
     if array.dtype == np.uint16:
-        return torch.from_numpy(array.astype(np.float32) / 65535.0).permute(2, 0, 1)[None], "float"
-    if np.issubdtype(array.dtype, np.floating):
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None], "float"
-    raise IpassrError(f"{name}: unsupported array dtype {array.dtype}")
+        tensor = torch.from_numpy(array.astype(np.float32) / 65535.0).permute(2, 0, 1)[None]
+    elif np.issubdtype(array.dtype, np.floating):
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
+        _check_unit_range(tensor, name)
+    else:
+        raise IpassrError(f"{name}: unsupported array dtype {array.dtype}")
+    return tensor, "float-grey" if grey else "float"
 
 
 def from_batch_tensor(tensor: torch.Tensor, kind: str) -> Any:
-    """Inverse of ``to_batch_tensor`` for a (B, 3, H, W) result in [0, 1]."""
+    """Inverse of ``to_batch_tensor`` for a (B, 3, H, W) result in [0, 1]; grey kinds come back
+    grey (the channels' mean)."""
     if kind == "tensor":
         return tensor
     if kind == "tensor3":
         return tensor[0]
-    if kind == "float":
-        return tensor[0].permute(1, 2, 0).float().cpu().numpy()
-    image = tensor_to_image(tensor)
-    return Image.fromarray(image) if kind == "pil" else image
+    grey = kind.endswith("-grey")
+    if kind.startswith("float"):
+        array = tensor[0].permute(1, 2, 0).float().cpu().numpy()
+        return array.mean(axis=2) if grey else array
+    image = tensor_to_image(tensor.mean(dim=1, keepdim=True).expand_as(tensor) if grey else tensor)
+    if kind.startswith("pil"):
+        return Image.fromarray(image[:, :, 0], mode="L") if grey else Image.fromarray(image)
+    return image[:, :, 0] if grey else image

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -38,8 +39,19 @@ def read_image(path: PathLike) -> np.ndarray:
             return pil_to_rgb_array(image, name=str(path))
     except ImageReadError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: {too_large(exc)}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
+
+
+def too_large(exc: Exception) -> str:
+    """Why Pillow refused an image whose header claims more pixels than it will decode."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "too many pixels"
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+    return (f"its header claims {pixels}, more than the {limit:,.0f} megapixels Pillow will "
+            "decode (a damaged or hostile file?)")
 
 
 def pil_to_rgb_array(image: Image.Image, name: str = "image") -> np.ndarray:
@@ -101,6 +113,18 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def check_writable_folder(folder: PathLike) -> None:
+    """The folder exists and is writable, or can be created; IpassrError naming it otherwise."""
+    folder = Path(folder)
+    existing = folder if str(folder) else Path(".")
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise IpassrError(f"{folder}: cannot create this folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise IpassrError(f"{existing}: no permission to write here")
 
 
 def _current_umask() -> int:

@@ -128,7 +128,13 @@ def test_missing_file(tmp_path):
 
 
 def test_wrapped_state_dicts_load(tmp_path):
+    """DDP ('module.') and torch.compile ('_orig_mod.') prefixes are stripped, values kept."""
+    torch.manual_seed(3)
     model = IPASSR(2)
     wrapped = {f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}
     torch.save({"model": wrapped}, tmp_path / "ddp.pt")
-    load_network(tmp_path / "ddp.pt")
+    loaded = load_network(tmp_path / "ddp.pt").state_dict()
+    assert loaded.keys() == model.state_dict().keys()
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded[name], value), name
+    assert not torch.equal(loaded["feature_conv.weight"], IPASSR(2).state_dict()["feature_conv.weight"])

@@ -176,7 +176,6 @@ def test_prepare_copies_ground_truth_disparity_and_evaluate_uses_it(tmp_path, ca
                  "--output-root", str(tmp_path / "out")]) == 0
     disparity = read_pfm(tmp_path / "out" / "KITTI2015" / "hr" / "000000_10" / "disp0.pfm")
     assert disparity.shape == (40, 88) and np.isnan(disparity[0, 0]) and disparity[5, 5] == 3.0
-    pytest.importorskip("cv2")
     capsys.readouterr()
     assert main(["evaluate", "--dataset-root", str(tmp_path / "out"), "--scale", "2", "--bicubic", "--disparity",
                  "--json", str(tmp_path / "d.json")]) == 0

@@ -56,8 +56,9 @@ def test_fused_convolutions_fall_back_under_autograd_and_half_precision():
         half = fused.conv_plus(x.bfloat16(), other.bfloat16(), weight.detach().bfloat16(),
                                bias.bfloat16(), 1)
         assert half.dtype == torch.bfloat16
+        # outputs reach 9.1, where one bf16 step is 0.03; measured error 0.031
         torch.testing.assert_close(half.float(), F.conv2d(x, weight.detach(), bias, 1, 1) + other,
-                                   atol=0.1, rtol=0.05)
+                                   atol=0.045, rtol=0)
 
 
 @pytest.mark.parametrize("with_plus", [False, True])

@@ -57,7 +57,8 @@ def test_cli_bfloat16_is_close_to_float32(tmp_path, small_pair, x2_weights, mode
     assert code == 0
     expected, _ = model.super_resolve(read_image(small_pair[0]), read_image(small_pair[1]))
     difference = np.abs(read_image(out_left).astype(int) - expected.astype(int))
-    assert 0 < difference.max() <= 8 and difference.mean() < 1.0
+    # measured on an AVX2 CPU: at most 3 levels, 0.30 on average (bf16 keeps 8 bits of mantissa)
+    assert 0 < difference.max() <= 5 and difference.mean() < 0.6
 
 
 def test_unsupported_precision_is_refused(x2_weights):
@@ -77,17 +78,103 @@ def test_cli_folder_of_scenes(tmp_path, small_pair, x2_weights):
         "sceneA_L.png", "sceneA_R.png", "sceneB_L.png", "sceneB_R.png"]
 
 
-def test_cli_folder_with_incomplete_scene_writes_nothing(tmp_path, small_pair, x2_weights, capsys):
+def test_cli_folder_carries_on_past_bad_pairs_and_lists_them(tmp_path, small_pair, x2_weights,
+                                                              capsys):
+    """Scene folders and flat _L/_R files together; an incomplete scene, an unpaired file and a
+    corrupt image fail, the good pairs are written, every failure is listed, exit 2."""
     (tmp_path / "in" / "good").mkdir(parents=True)
     (tmp_path / "in" / "bad").mkdir(parents=True)
-    for name in ("lr0.png", "lr1.png"):
-        shutil.copy(small_pair[0], tmp_path / "in" / "good" / name)
+    shutil.copy(small_pair[0], tmp_path / "in" / "good" / "lr0.png")
+    shutil.copy(small_pair[1], tmp_path / "in" / "good" / "lr1.png")
     shutil.copy(small_pair[0], tmp_path / "in" / "bad" / "lr0.png")
+    shutil.copy(small_pair[0], tmp_path / "in" / "0001_L.png")
+    shutil.copy(small_pair[1], tmp_path / "in" / "0001_R.png")
+    shutil.copy(small_pair[0], tmp_path / "in" / "0002_L.png")
+    shutil.copy(small_pair[0], tmp_path / "in" / "0003_L.png")
+    (tmp_path / "in" / "0003_R.png").write_bytes(b"not a png")
     code = main(["infer", "--input-dir", str(tmp_path / "in"), "--weights", str(x2_weights),
                  "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
     assert code == 2
-    assert "bad (no lr1.png)" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert "bad: no lr1.png" in err and "0002_L.png: no right view" in err
+    assert "0003: " in err and "0003_R.png: not a readable image" in err
+    assert "3 pair(s) failed, 2 done" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "0001_L.png", "0001_R.png", "good_L.png", "good_R.png"]
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary file left
+
+
+def test_cli_folder_skips_pairs_already_done(tmp_path, small_pair, x2_weights, capsys):
+    for name in ("0001", "0002"):
+        shutil.copy(small_pair[0], tmp_path / f"{name}_L.png")
+        shutil.copy(small_pair[1], tmp_path / f"{name}_R.png")
+    args = ["infer", "--input-dir", str(tmp_path), "--weights", str(x2_weights),
+            "--output-dir", str(tmp_path / "out")]
+    (tmp_path / "out").mkdir()
+    for side in ("L", "R"):
+        (tmp_path / "out" / f"0001_{side}.png").write_bytes(b"done before")
+    assert main(args) == 0
+    assert "1 pair(s) already in" in capsys.readouterr().out
+    assert (tmp_path / "out" / "0001_L.png").read_bytes() == b"done before"
+    assert read_image(tmp_path / "out" / "0002_L.png").shape == (80, 128, 3)
+    assert main(args + ["--overwrite"]) == 0
+    assert read_image(tmp_path / "out" / "0001_L.png").shape == (80, 128, 3)
+
+
+def test_cli_folder_refuses_outputs_onto_its_inputs(tmp_path, small_pair, x2_weights, capsys):
+    shutil.copy(small_pair[0], tmp_path / "a_L.png")
+    shutil.copy(small_pair[1], tmp_path / "a_R.png")
+    before = (tmp_path / "a_L.png").read_bytes()
+    message = run_cli_error(["infer", "--input-dir", str(tmp_path), "--weights", str(x2_weights),
+                             "--output-dir", str(tmp_path)], capsys)
+    assert "a_L.png: is also an input" in message
+    assert (tmp_path / "a_L.png").read_bytes() == before
+
+
+def test_torchrun_processes_share_a_folder_without_overlap(tmp_path, small_pair, x2_weights):
+    """2 CPU processes under torchrun: each takes every other pair, none is done twice."""
+    import os
+
+    for k in range(5):
+        shutil.copy(small_pair[0], tmp_path / f"{k:04d}_L.png")
+        shutil.copy(small_pair[1], tmp_path / f"{k:04d}_R.png")
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "ipassr", "infer", "--input-dir", str(tmp_path), "--weights", str(x2_weights),
+         "--output-dir", str(tmp_path / "out")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    out = completed.stdout
+    assert "process 1 of 2: 3 of 5 pairs" in out and "process 2 of 2: 2 of 5 pairs" in out
+    assert out.count("wrote 6 images") == 1 and out.count("wrote 4 images") == 1
+    assert len(list((tmp_path / "out").glob("*.png"))) == 10
+
+
+def test_outputs_are_checked_before_any_compute(tmp_path, small_pair, x2_weights, capsys,
+                                                monkeypatch):
+    import ipassr.commands.infer
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the network was loaded before the outputs were checked")
+
+    monkeypatch.setattr(ipassr.commands.infer, "load_model", no_model)
+    left, right = small_pair
+    before = left.read_bytes()
+    base = ["infer", "--left", str(left), "--right", str(right), "--weights", str(x2_weights)]
+    (tmp_path / "file").write_text("a file where a folder would go")
+    (tmp_path / "folder.png").mkdir()
+    cases = {
+        (str(left), str(tmp_path / "b.png")): "is also an input",
+        (str(tmp_path / "o.png"), str(tmp_path / "o.png")): "is also another output",
+        (str(tmp_path / "o.xyz"), str(tmp_path / "b.png")): "unknown image format '.xyz'",
+        (str(tmp_path / "folder.png"), str(tmp_path / "b.png")): "is a folder",
+        (str(tmp_path / "file" / "x.png"), str(tmp_path / "b.png")): "is a file",
+    }
+    for (out_left, out_right), expected in cases.items():
+        message = run_cli_error(base + ["--output-left", out_left, "--output-right", out_right],
+                                capsys)
+        assert expected in message, message
+    assert left.read_bytes() == before
 
 
 def run_cli_error(args, capsys):
@@ -255,5 +342,50 @@ def test_running_out_of_memory_is_a_clear_error_naming_the_pair(tmp_path, small_
     assert not out_left.exists()
     monkeypatch.setattr(ipassr.tiling, "stereo_forward",
                         lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    assert main(argv) == 1  # not taken for running out of memory: an internal error
+    assert "internal error (RuntimeError: a bug)" in capsys.readouterr().err
     with pytest.raises(RuntimeError, match="a bug"):
-        main(argv)
+        main(["--debug"] + argv)
+
+
+def test_api_friendly_inputs(model, small_pair):
+    """Read-only arrays are copied quietly, 0..255 floats are refused with a hint, grey in gives
+    grey out (PIL L, (H, W) arrays, and RGB arrays whose channels are equal)."""
+    import warnings
+
+    left, right = read_image(small_pair[0]), read_image(small_pair[1])
+    read_only = np.asarray(Image.fromarray(left))
+    assert not read_only.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sr, _ = model.super_resolve(read_only, np.asarray(Image.fromarray(right)))
+    assert np.array_equal(sr, model.super_resolve(left, right)[0])
+    with pytest.raises(IpassrError, match=r"reach 2\d\d.*divide by 255"):
+        model.super_resolve(left.astype(np.float32), right.astype(np.float32))
+    with pytest.raises(IpassrError, match="divide by 255"):
+        model.super_resolve(torch.full((3, 8, 8), 200.0), torch.full((3, 8, 8), 200.0))
+    grey_left, grey_right = left[:, :, 1], right[:, :, 1]
+    out, _ = model.super_resolve(grey_left, grey_right)
+    assert out.shape == (80, 128) and out.dtype == np.uint8
+    pil, _ = model.super_resolve(Image.fromarray(grey_left), Image.fromarray(grey_right))
+    assert pil.mode == "L" and np.array_equal(np.asarray(pil), out)
+    as_rgb = [np.repeat(v[:, :, None], 3, axis=2) for v in (grey_left, grey_right)]
+    rgb, _ = model.super_resolve(*as_rgb)
+    assert np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 1], rgb[:, :, 2])
+    assert np.array_equal(rgb[:, :, 0], out)
+    floats, _ = model.super_resolve(grey_left / 255.0, grey_right / 255.0)
+    assert floats.shape == (80, 128) and floats.dtype == np.float32
+
+
+def test_shipped_weights_by_name(tmp_path, small_pair, capsys):
+    from ipassr.inference import shipped_weights_path
+
+    assert ipassr.weights_path(4) == shipped_weights_path(4) and ipassr.weights_path(4).is_file()
+    with pytest.raises(CheckpointError, match="shipped scales are"):
+        ipassr.weights_path(3)
+    assert ipassr.load_model("x4").scale == 4
+    message = run_cli_error(["infer", "--left", str(small_pair[0]), "--right", str(small_pair[1]),
+                             "--weights", "x2", "--scale", "4", "--output-left",
+                             str(tmp_path / "a.png"), "--output-right", str(tmp_path / "b.png")],
+                            capsys)
+    assert "names the shipped x2 weights but x4 was requested" in message

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import skimage.metrics as skimage_metrics
 
 from ipassr.errors import IpassrError
 from ipassr.io import read_image
 from ipassr.metrics import psnr, score_pair, ssim
 from ipassr.resize import imresize
-
-skimage_metrics = pytest.importorskip("skimage.metrics")
 
 
 @pytest.fixture(scope="module")

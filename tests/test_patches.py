@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.numpy as safetensors_numpy
 
 from ipassr.cli import main
 from ipassr.errors import IpassrError
 from ipassr.io import read_image, write_image
 from ipassr.patches import PatchFile, count_patches, extract_patches, patch_origins, prepare_pair
 from ipassr.resize import imresize
-
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 
 def _reference_patches(hr_left: np.ndarray, lr_left: np.ndarray, scale: int):

@@ -47,16 +47,25 @@ def test_two_gloo_processes_match_one_process_with_sync_batchnorm(tmp_path):
     torch.manual_seed(0)
     initial = IPASSR(2).state_dict()
     assert ddp.keys() == ours.keys()
+    # Adam turns rounding noise in tiny gradients into full-size steps, so float32 runs that only
+    # sum in another order (1 vs 2 threads, one process) already differ by up to 1.9e-2 of a
+    # parameter's update and by 3.8e-3 over all of them (measured, AMD EPYC). Training without
+    # synchronised BatchNorm, a real mismatch, differs by 0.63 and 0.26.
+    squared_difference = squared_update = 0.0
     for key, value in ours.items():
         if key in ZERO_GRADIENT:
             continue
         if not value.is_floating_point():
             assert torch.equal(ddp[key], value), key
-        elif "running" in key:  # BatchNorm statistics of the global batch
-            torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-5, msg=key)
+        elif "running" in key:  # BatchNorm statistics of the global batch: measured noise
+            # 4.5e-5 (as between 1 and 2 threads), 1.1e-2 without synchronised BatchNorm
+            torch.testing.assert_close(ddp[key], value, rtol=0, atol=2e-4, msg=key)
         else:  # each update agrees to float rounding
             update = (value - initial[key]).norm()
-            assert (ddp[key] - value).norm() <= 1e-3 * update, key
+            assert (ddp[key] - value).norm() <= 5e-2 * update, key
+            squared_difference += float((ddp[key] - value).norm() ** 2)
+            squared_update += float(update ** 2)
+    assert squared_difference ** 0.5 <= 2e-2 * squared_update ** 0.5
     checkpoint = read_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
     assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 3)
     assert not any(k.startswith("module.") for k in checkpoint["model"])

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from . import add_weights_arguments
 from ..checkpoint import load_network
+from ..errors import IpassrError
 from ..export import FORMATS, export_model
 from ..inference import resolve_weights
+from ..io import check_writable_folder
 
 
 def add_parser(subparsers) -> None:
@@ -20,12 +22,18 @@ def add_parser(subparsers) -> None:
     add_weights_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     parser.add_argument("--output", type=Path, required=True, help="file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--no-check", action="store_true",
                         help="skip running the exported file against PyTorch")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output.is_dir():
+        raise IpassrError(f"--output {args.output}: is a folder; give a file name")
+    if args.output.exists() and not args.overwrite:
+        raise IpassrError(f"--output {args.output}: already exists (use --overwrite to replace it)")
+    check_writable_folder(args.output.parent)
     network = load_network(resolve_weights(args.weights, args.scale), scale=args.scale)
     error = export_model(network, args.output, args.format, check=not args.no_check)
     checked = "" if error is None else f"; matches PyTorch to {error:.1e}"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -10,17 +14,23 @@ from tqdm import tqdm
 from . import add_weights_arguments
 from ..errors import IpassrError
 from ..inference import PRECISIONS, StereoSR, load_model
-from ..io import image_to_tensor, read_stereo_pair, tensor_to_image, write_image
+from ..io import (check_writable_folder, image_to_tensor, read_stereo_pair, tensor_to_image,
+                  write_image)
 from .visualize import memory_size
 
 LEFT_NAME, RIGHT_NAME = "lr0.png", "lr1.png"
+SIDE_NAME = re.compile(r"^(?P<stem>.+)_(?P<side>[LR])$")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "infer", help="super-resolve a stereo pair or a folder of pairs",
-        description="Super-resolve a stereo pair (--left/--right) or every scene subfolder of "
-                    f"--input-dir (each holding {LEFT_NAME} = left and {RIGHT_NAME} = right).")
+        description="Super-resolve a stereo pair (--left/--right) or every pair of --input-dir: "
+                    f"scene subfolders holding {LEFT_NAME} = left and {RIGHT_NAME} = right, or "
+                    "<name>_L.png / <name>_R.png files. Folder runs skip pairs whose outputs "
+                    "exist, carry on past bad pairs and list them at the end; under torchrun "
+                    "each process takes its share of the pairs.")
     add_weights_arguments(parser)
     parser.add_argument("--left", type=Path, help="left view")
     parser.add_argument("--right", type=Path, help="right view")
@@ -28,6 +38,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output-right", type=Path, help="where to write the SR right view")
     parser.add_argument("--input-dir", type=Path, help="folder of scene subfolders")
     parser.add_argument("--output-dir", type=Path, help="writes <scene>_L.png and <scene>_R.png")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --input-dir: redo pairs whose outputs already exist")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--max-memory", type=memory_size,
                         help="activation memory budget per forward pass, e.g. 2G or 512M "
@@ -55,19 +67,12 @@ def run(args: argparse.Namespace) -> int:
             raise IpassrError("--input-dir needs --output-dir")
         if args.batch_size < 1:
             raise IpassrError(f"--batch-size must be at least 1, got {args.batch_size}")
-        scenes = find_scenes(args.input_dir)
-        model = load_model(args.weights, scale=args.scale, device=args.device,
-                           max_memory=args.max_memory, dtype=args.dtype, compile=args.compile)
-        with tqdm(total=len(scenes), desc="super-resolving", unit="pair") as progress:
-            for group in batches_of_equal_size(scenes, args.batch_size):
-                super_resolve_group(model, group, args.output_dir)
-                progress.update(len(group))
-        print(f"wrote {2 * len(scenes)} images to {args.output_dir}")
-        return 0
+        return run_folder(args)
     missing = [flag for flag, value in zip(
         ("--left", "--right", "--output-left", "--output-right"), pair_args) if value is None]
     if missing:
         raise IpassrError(f"missing {', '.join(missing)} (or use --input-dir/--output-dir)")
+    check_outputs([args.left, args.right], [args.output_left, args.output_right])
     model = load_model(args.weights, scale=args.scale, device=args.device,
                        max_memory=args.max_memory, dtype=args.dtype, compile=args.compile)
     model.super_resolve_files(args.left, args.right, args.output_left, args.output_right)
@@ -75,23 +80,129 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def find_scenes(root: Path) -> list[tuple[str, Path]]:
-    """Scene subfolders of ``root`` holding both views; every incomplete scene is an error."""
+def check_outputs(inputs: list[Path], outputs: list[Path]) -> None:
+    """Before any compute, refuse outputs that would lose data or fail after the network ran:
+    an unknown image format, a folder, an input file, the same file twice, an unwritable place."""
+    from PIL import Image
+
+    seen: dict[str, Path] = {}
+    for path in inputs:
+        seen.setdefault(os.path.realpath(path), path)
+    named_inputs = set(seen)
+    for path in outputs:
+        if Image.registered_extensions().get(path.suffix.lower()) is None:
+            raise IpassrError(f"{path}: unknown image format '{path.suffix}' (use .png)")
+        if path.is_dir():
+            raise IpassrError(f"{path}: is a folder; give an image file name")
+        real = os.path.realpath(path)
+        if real in seen:
+            what = "an input" if real in named_inputs else "another output"
+            raise IpassrError(f"{path}: is also {what} ({seen[real]}); refusing to overwrite it")
+        seen[real] = path
+        check_writable_folder(path.parent)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One LR pair of a folder and the names of its outputs."""
+
+    name: str
+    left: Path
+    right: Path
+
+    def outputs(self, folder: Path) -> tuple[Path, Path]:
+        return folder / f"{self.name}_L.png", folder / f"{self.name}_R.png"
+
+
+def find_pairs(root: Path) -> tuple[list[Pair], list[str]]:
+    """The pairs of an input folder, and what is wrong with the rest.
+
+    Two layouts: scene subfolders ``<scene>/lr0.png, lr1.png`` (what ``prepare testset``
+    writes), and flat ``<name>_L.png, <name>_R.png`` files (Flickr1024's, which ``prepare``
+    reads); both at once are taken too. Incomplete scenes and unpaired files are returned as
+    problems, not raised, so that the rest of the batch can run.
+    """
     if not root.is_dir():
         raise IpassrError(f"{root}: no such folder")
-    scenes, incomplete = [], []
+    pairs: list[Pair] = []
+    problems: list[str] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         present = [(folder / n).is_file() for n in (LEFT_NAME, RIGHT_NAME)]
         if all(present):
-            scenes.append((folder.name, folder))
+            pairs.append(Pair(folder.name, folder / LEFT_NAME, folder / RIGHT_NAME))
         elif any(present):
-            missing = LEFT_NAME if not present[0] else RIGHT_NAME
-            incomplete.append(f"{folder.name} (no {missing})")
-    if incomplete:
-        raise IpassrError(f"{root}: incomplete scenes: {', '.join(incomplete)}")
-    if not scenes:
-        raise IpassrError(f"{root}: no scene subfolders with {LEFT_NAME} and {RIGHT_NAME}")
-    return scenes
+            problems.append(f"{folder.name}: no {LEFT_NAME if not present[0] else RIGHT_NAME}")
+    sides: dict[str, dict[str, Path]] = {}
+    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
+        match = SIDE_NAME.match(path.stem)
+        if match and path.suffix.lower() in IMAGE_SUFFIXES:
+            sides.setdefault(match.group("stem"), {})[match.group("side")] = path
+    for stem, views in sorted(sides.items()):
+        if len(views) == 2:
+            pairs.append(Pair(stem, views["L"], views["R"]))
+        else:
+            (side, path), = views.items()
+            problems.append(f"{path.name}: no {'right' if side == 'L' else 'left'} view "
+                            f"({stem}_{'R' if side == 'L' else 'L'}.png)")
+    names = [p.name for p in pairs]
+    problems += [f"{name}: found both as a scene folder and as {name}_L/_R files"
+                 for name in sorted({n for n in names if names.count(n) > 1})]
+    pairs = [p for p in pairs if names.count(p.name) == 1]
+    if not pairs and not problems:
+        raise IpassrError(f"{root}: no pairs found (expected <scene>/{LEFT_NAME}, {RIGHT_NAME} "
+                          "subfolders or <name>_L.png, <name>_R.png files)")
+    return pairs, problems
+
+
+def this_process_share(pairs: list[Pair]) -> tuple[list[Pair], int, int]:
+    """Under torchrun (RANK / WORLD_SIZE set), this process's share of the pairs: every
+    WORLD_SIZE-th pair from its rank, so no pair is done twice; else all of them."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world < 1 or not 0 <= rank < world:
+        raise IpassrError(f"RANK={rank} / WORLD_SIZE={world}: not a valid torchrun process")
+    return pairs[rank::world], rank, world
+
+
+def run_folder(args: argparse.Namespace) -> int:
+    """Super-resolve every pair of --input-dir; skip pairs already done, carry on past bad ones,
+    list every failure at the end (exit 2 when there was one)."""
+    pairs, failures = find_pairs(args.input_dir)
+    share, rank, world = this_process_share(pairs)
+    if rank != 0:
+        failures = []  # rank 0 reports the folder's problems
+    check_outputs([p for pair in pairs for p in (pair.left, pair.right)],
+                  [p for pair in pairs for p in pair.outputs(args.output_dir)])
+    todo = [pair for pair in share
+            if args.overwrite or not all(p.is_file() for p in pair.outputs(args.output_dir))]
+    where = (f" (process {rank + 1} of {world}: {len(share)} of {len(pairs)} pairs)"
+             if world > 1 else "")
+    done_before = len(share) - len(todo)
+    if done_before:
+        print(f"{done_before} pair(s) already in {args.output_dir}: skipped (--overwrite redoes "
+              f"them){where}")
+    written = 0
+    if todo:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = f"cuda:{local_rank}" if args.device == "cuda" and world > 1 else args.device
+        model = load_model(args.weights, scale=args.scale, device=device,
+                           max_memory=args.max_memory, dtype=args.dtype, compile=args.compile)
+        with tqdm(total=len(todo), desc=f"super-resolving{where}", unit="pair") as progress:
+            for group in batches_of_equal_size(todo, args.batch_size):
+                try:
+                    super_resolve_group(model, group, args.output_dir)
+                    written += len(group)
+                except (IpassrError, OSError) as error:
+                    failures.append(f"{', '.join(p.name for p in group)}: {error}")
+                progress.update(len(group))
+    print(f"wrote {2 * written} images to {args.output_dir}{where}")
+    for failure in failures:
+        print(f"ipassr: error: {failure}", file=sys.stderr)
+    if failures:
+        print(f"ipassr: error: {len(failures)} pair(s) failed, {written + done_before} done; run "
+              "the same command again to retry only the missing ones", file=sys.stderr)
+        return 2
+    return 0
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -105,39 +216,36 @@ def image_size(path: Path) -> tuple[int, int]:
         return (-1, -1)
 
 
-def batches_of_equal_size(scenes: list[tuple[str, Path]], batch_size: int
-                          ) -> list[list[tuple[str, Path]]]:
-    """Scenes grouped by left-view size, in runs of at most ``batch_size`` (order kept per size)."""
+def batches_of_equal_size(pairs: list[Pair], batch_size: int) -> list[list[Pair]]:
+    """Pairs grouped by left-view size, in runs of at most ``batch_size`` (order kept per size)."""
     if batch_size == 1:
-        return [[scene] for scene in scenes]
-    by_size: dict[tuple[int, int], list[tuple[str, Path]]] = {}
-    for scene in scenes:
-        by_size.setdefault(image_size(scene[1] / LEFT_NAME), []).append(scene)
+        return [[pair] for pair in pairs]
+    by_size: dict[tuple[int, int], list[Pair]] = {}
+    for pair in pairs:
+        by_size.setdefault(image_size(pair.left), []).append(pair)
     return [group[i:i + batch_size] for group in by_size.values()
             for i in range(0, len(group), batch_size)]
 
 
-def super_resolve_group(model: StereoSR, group: list[tuple[str, Path]], output_dir: Path) -> None:
-    """Super-resolve scenes of equal size as one batch and write <scene>_L.png / _R.png."""
+def super_resolve_group(model: StereoSR, group: list[Pair], output_dir: Path) -> None:
+    """Super-resolve pairs of equal size as one batch and write <name>_L.png / _R.png."""
     if len(group) == 1:
-        scene, folder = group[0]
-        model.super_resolve_files(folder / LEFT_NAME, folder / RIGHT_NAME,
-                                  output_dir / f"{scene}_L.png", output_dir / f"{scene}_R.png")
+        model.super_resolve_files(group[0].left, group[0].right, *group[0].outputs(output_dir))
         return
-    pairs = [read_stereo_pair(folder / LEFT_NAME, folder / RIGHT_NAME) for _, folder in group]
-    sizes = {pair[0].shape for pair in pairs}
-    if len(sizes) > 1:  # headers lied or unreadable: fall back to one pair at a time
-        for item in group:
-            super_resolve_group(model, [item], output_dir)
+    views = [read_stereo_pair(pair.left, pair.right) for pair in group]
+    if len({left.shape for left, _ in views}) > 1:  # headers lied or unreadable: one at a time
+        for pair in group:
+            super_resolve_group(model, [pair], output_dir)
         return
     import torch
 
-    left = torch.cat([image_to_tensor(pair[0]) for pair in pairs])
-    right = torch.cat([image_to_tensor(pair[1]) for pair in pairs])
+    left = torch.cat([image_to_tensor(view[0]) for view in views])
+    right = torch.cat([image_to_tensor(view[1]) for view in views])
     try:
         sr_left, sr_right = model.super_resolve_tensors(left, right)
     except IpassrError as error:
-        raise IpassrError(f"scenes {', '.join(scene for scene, _ in group)}: {error}") from None
-    for i, (scene, _) in enumerate(group):
-        write_image(output_dir / f"{scene}_L.png", tensor_to_image(sr_left[i:i + 1].clamp(0, 1)))
-        write_image(output_dir / f"{scene}_R.png", tensor_to_image(sr_right[i:i + 1].clamp(0, 1)))
+        raise IpassrError(f"pairs {', '.join(pair.name for pair in group)}: {error}") from None
+    for i, pair in enumerate(group):
+        output_left, output_right = pair.outputs(output_dir)
+        write_image(output_left, tensor_to_image(sr_left[i:i + 1].clamp(0, 1)))
+        write_image(output_right, tensor_to_image(sr_right[i:i + 1].clamp(0, 1)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_weights_arguments
+from . import add_weights_arguments, option_type
 from ..errors import IpassrError
 from ..inference import load_model
 from ..io import read_image, read_stereo_pair
@@ -13,12 +13,7 @@ from ..tiling import parse_memory_size
 from ..visualize import visualize_pair
 
 
-def memory_size(text: str) -> int:
-    """argparse type for --max-memory: '4G', '512M' or bytes (shared with ``ipassr infer``)."""
-    try:
-        return parse_memory_size(text)
-    except IpassrError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+memory_size = option_type(parse_memory_size)  # --max-memory: '4G', '512M' or bytes
 
 
 def add_parser(subparsers) -> None:
