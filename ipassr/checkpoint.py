@@ -16,10 +16,12 @@ from typing import Any, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .errors import CheckpointError
 from .io import PathLike, atomic_path
 from .model import ARCHITECTURE, IPASSR, ModelConfig
+from .zoo import ARCHITECTURES, NAMES, build_network, detect_architecture, to_our_names
 
 WEIGHTS_FORMAT = "ipassr-weights"
 
@@ -59,8 +61,9 @@ def reference_to_ours(name: str) -> str:
 
 
 def is_reference_state_dict(state: Mapping[str, Any]) -> bool:
-    """True when the names are those of the reference implementation."""
-    return any(k.startswith(("init_feature.", "deep_feature.", "upscale.")) for k in state)
+    """True when the names are those of the reference iPASSR implementation (PASSRnet shares its
+    ``init_feature.`` / ``upscale.`` prefixes, not its residual dense groups)."""
+    return any(k.startswith(("deep_feature.", "pam.bq.")) for k in state)
 
 
 def _strip_wrappers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -130,13 +133,13 @@ def read_state_dict(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, 
     state = _strip_wrappers(state)
     if is_reference_state_dict(state):
         state = {reference_to_ours(k): v for k, v in state.items()}
-    return state, metadata
+    return to_our_names(state), metadata
 
 
 def _find_state_dict(payload: Any, path: Path) -> dict[str, torch.Tensor]:
     """Locate the tensor dictionary inside a loaded checkpoint."""
     if isinstance(payload, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
+        for key in ("state_dict", "model", "model_state_dict", "params", "params_ema"):
             if isinstance(payload.get(key), dict):
                 payload = payload[key]
                 break
@@ -209,27 +212,47 @@ def transfer_into(model: IPASSR, state: Mapping[str, torch.Tensor], path: PathLi
     return kept
 
 
-def load_network(path: PathLike, scale: int | None = None) -> IPASSR:
-    """Build the network that ``path`` describes and load its weights (CPU, train mode)."""
+def load_network(path: PathLike, scale: int | None = None, *, architecture: str | None = None,
+                 size: str | None = None) -> nn.Module:
+    """Build the network that ``path`` describes and load its weights (CPU).
+
+    iPASSR (train mode, as before), NAFSSR or PASSRnet (eval mode), detected from the file;
+    ``architecture`` ('ipassr', 'nafssr', 'passrnet'), ``scale`` and ``size`` (NAFSSR's T/S/B/L)
+    are checked against it, with a CheckpointError naming both when they disagree.
+    """
     state, metadata = read_state_dict(path)
+    found = detect_architecture(state, metadata, str(path))
+    if architecture is not None:
+        wanted = ARCHITECTURES.get(architecture.lower())
+        if wanted is None:
+            raise CheckpointError(f"--arch {architecture}: unknown (choose from "
+                                  f"{', '.join(ARCHITECTURES)})")
+        if wanted != found:
+            raise CheckpointError(f"{path}: holds {NAMES.get(found, found)} weights but --arch "
+                                  f"{architecture} was given")
+    for name, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values")
+    if found != ARCHITECTURE:
+        return build_network(found, state, metadata, str(path), scale=scale, size=size)
+    if size is not None:
+        raise CheckpointError(f"{path}: --size {size} is for NAFSSR, but these are iPASSR weights")
     config = config_from_state_dict(state, metadata, path)
     if scale is not None and scale != config.scale:
         raise CheckpointError(
             f"{path}: holds x{config.scale} weights but x{scale} was requested")
-    for name, value in state.items():
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values")
     model = IPASSR.from_config(config)
     load_into(model, state, path)
     return model
 
 
-def save_weights(model: IPASSR, path: PathLike, extra_metadata: Mapping[str, str] | None = None
+def save_weights(model: nn.Module, path: PathLike, extra_metadata: Mapping[str, str] | None = None
                  ) -> None:
-    """Save fp32 weights as safetensors, atomically, with scale and architecture in the metadata."""
+    """Save fp32 weights as safetensors, atomically, with scale and architecture in the metadata
+    (any network ipassr runs: iPASSR, NAFSSR, PASSRnet)."""
     metadata = {
         "format": WEIGHTS_FORMAT,
-        "architecture": ARCHITECTURE,
+        "architecture": getattr(model, "architecture", ARCHITECTURE),
         "scale": str(model.scale),
         "model_config": json.dumps(model.config.to_dict()),
     }

@@ -71,11 +71,12 @@ def run_demo(model: StereoSR, pair: DemoPair, output_dir: PathLike, weights_labe
     """Super-resolve ``pair``, score it against bicubic when HR is known, write every output."""
     output_dir = Path(output_dir)
     bicubic_left = imresize(pair.lr_left, model.scale)
-    if model.network.attention is None:  # single-view variant: no valid masks to show
+    label = "iPASSR" if model.is_ipassr else type(model.network).__name__
+    if not model.is_ipassr or model.network.attention is None:  # no biPAM valid masks to show
         started = time.perf_counter()
         sr_left, sr_right = model.super_resolve(pair.lr_left, pair.lr_right)
         seconds = time.perf_counter() - started
-        panels = {"bicubic": bicubic_left, "iPASSR": sr_left}
+        panels = {"bicubic": bicubic_left, label: sr_left}
         if pair.hr_left is not None:
             panels["HR"] = pair.hr_left
         extra = {"comparison": comparison(panels)}
@@ -89,7 +90,7 @@ def run_demo(model: StereoSR, pair: DemoPair, output_dir: PathLike, weights_labe
     if pair.hr_left is not None:
         bicubic = (bicubic_left, imresize(pair.lr_right, model.scale))
         result.scores["bicubic"] = score_pair(*bicubic, pair.hr_left, pair.hr_right).to_dict()
-        result.scores["iPASSR"] = score_pair(sr_left, sr_right, pair.hr_left,
+        result.scores[label] = score_pair(sr_left, sr_right, pair.hr_left,
                                              pair.hr_right).to_dict()
     images = {"lr_left": pair.lr_left, "lr_right": pair.lr_right,
               "sr_left": sr_left, "sr_right": sr_right, **extra}
@@ -125,8 +126,9 @@ def format_report(result: DemoResult) -> str:
         for method, s in result.scores.items():
             lines.append(f"| {method} | {s['left_psnr']:.2f} / {s['left_ssim']:.4f} | "
                          f"{s['stereo_psnr']:.2f} / {s['stereo_ssim']:.4f} |")
-        gain = result.scores["iPASSR"]["stereo_psnr"] - result.scores["bicubic"]["stereo_psnr"]
-        lines += ["", f"iPASSR vs bicubic, (Left+Right)/2 PSNR: {gain:+.2f} dB", "",
+        network = next(m for m in result.scores if m != "bicubic")
+        gain = result.scores[network]["stereo_psnr"] - result.scores["bicubic"]["stereo_psnr"]
+        lines += ["", f"{network} vs bicubic, (Left+Right)/2 PSNR: {gain:+.2f} dB", "",
                   "PSNR on RGB, 8-bit outputs; 'Left' drops the 64 leftmost columns; SSIM "
                   "Gaussian 11x11, sigma 1.5 (see docs/evaluation.md)."]
     else:

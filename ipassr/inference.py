@@ -118,8 +118,17 @@ class StereoSR:
                 raise
             raise IpassrError(self._out_of_memory_message(left)) from None
 
+    @property
+    def is_ipassr(self) -> bool:
+        """Whether the network is iPASSR (its fast path, attention maps and tiling apply)."""
+        return isinstance(self.network, IPASSR)
+
     def _forward(self, left: torch.Tensor, right: torch.Tensor, return_attention: bool):
         left, right = left.to(self.device, self.dtype), right.to(self.device, self.dtype)
+        if not self.is_ipassr:
+            if return_attention:
+                raise IpassrError("full attention maps are returned for iPASSR networks only")
+            return self._forward_other(left, right)
         if return_attention:
             with torch.inference_mode():
                 sr_left, sr_right, maps = self.network(left, right, return_attention=True)
@@ -132,6 +141,36 @@ class StereoSR:
 
             sr_left, sr_right = stereo_forward(self.network, left, right,
                                                max_memory=self.max_memory)
+        return sr_left.float(), sr_right.float()
+
+    def _forward_other(self, left: torch.Tensor, right: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NAFSSR / PASSRnet: their own forward, untiled, the attention in chunks of rows.
+
+        PASSRnet runs one pair at a time: its valid-mask morphology links the pairs of a batch.
+        """
+        from .tiling import attention_chunk_cap
+        from .zoo import PASSRnet
+
+        batch, _, height, width = left.shape
+        needed = other_network_bytes(self.network, 1 if isinstance(self.network, PASSRnet)
+                                     else batch, height, width)
+        budget = self._budget()
+        if needed > budget:
+            from .chunked import format_bytes
+
+            raise IpassrError(
+                f"a {width}x{height} pair (batch {batch}) needs about {format_bytes(needed)} with "
+                f"{type(self.network).__name__}, which runs untiled (its pooling windows and "
+                f"convolutions make bands inexact; docs/zoo.md), but the memory budget is "
+                f"{format_bytes(budget)}: raise --max-memory or use smaller images")
+        self.network.set_attention_memory(min(attention_chunk_cap(self.device), budget // 4))
+        with torch.inference_mode():
+            if isinstance(self.network, PASSRnet):
+                pairs = [self.network(left[i:i + 1], right[i:i + 1]) for i in range(batch)]
+                return (torch.cat([p[0] for p in pairs]).float(),
+                        torch.cat([p[1] for p in pairs]).float())
+            sr_left, sr_right = self.network(left, right)
         return sr_left.float(), sr_right.float()
 
     def _budget(self) -> int:
@@ -187,6 +226,19 @@ class StereoSR:
             raise IpassrError(f"{left} and {right}: {error}") from None
         write_image(output_left, sr_left)
         write_image(output_right, sr_right)
+
+
+def other_network_bytes(network: torch.nn.Module, batch: int, height: int, width: int) -> int:
+    """Peak activation bytes of NAFSSR or PASSRnet on (batch, 3, height, width) pairs, untiled.
+
+    About ten feature maps of the network's width per view are alive inside a block (a
+    conservative count, docs/zoo.md), plus both HR outputs.
+    """
+    channels = getattr(network.config, "width", 64)
+    element = next(network.parameters()).element_size()
+    features = 2 * batch * height * width * 10 * channels * element
+    outputs = 2 * batch * 3 * height * width * network.scale ** 2 * 4
+    return features + outputs
 
 
 def load_model(weights: PathLike | None = None, *, scale: int | None = None,

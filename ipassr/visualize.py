@@ -81,7 +81,7 @@ class Visualization:
     """
 
     images: dict[str, np.ndarray]
-    details: RowAttention
+    details: RowAttention | None  # iPASSR's per-pixel biPAM details (None for other networks)
     sr_left: np.ndarray
     sr_right: np.ndarray
     seconds: float
@@ -169,6 +169,8 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
     row = height // 2 if row is None else row
     if not 0 <= row < height:
         raise IpassrError(f"row {row} is outside the image (0..{height - 1})")
+    if not model.is_ipassr:
+        return _visualize_other(model, left_t, right_t, row, hr_left, crop)
     if model.network.attention is None:
         raise IpassrError("this model variant has no parallax attention (use_attention=False): "
                           "there are no masks or attention maps to show")
@@ -201,15 +203,54 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
     }
     panels = {"bicubic": bicubic_upscale(lr_left, model.scale),
               "iPASSR": sr_left}
+    images["comparison_left"] = _comparison(panels, hr_left, crop)
+    return Visualization(images, details, sr_left, sr_right, seconds)
+
+
+def _comparison(panels: dict[str, np.ndarray], hr_left: Any,
+                crop: tuple[int, int, int, int] | None) -> np.ndarray:
+    """Bicubic / SR (/ HR) side by side; the HR panel must be the SR image's size."""
     if hr_left is not None:
+        sr = list(panels.values())[-1]
         hr, _ = to_batch_tensor(hr_left, "HR left")
         hr_image = tensor_to_image(hr)
-        if hr_image.shape != panels["iPASSR"].shape:
+        if hr_image.shape != sr.shape:
             raise IpassrError(f"HR left is {hr_image.shape[1]}x{hr_image.shape[0]}, but the SR "
-                              f"image is {panels['iPASSR'].shape[1]}x{panels['iPASSR'].shape[0]}")
+                              f"image is {sr.shape[1]}x{sr.shape[0]}")
         panels["HR"] = hr_image
-    images["comparison_left"] = comparison(panels, crop)
-    return Visualization(images, details, sr_left, sr_right, seconds)
+    return comparison(panels, crop)
+
+
+def _visualize_other(model: StereoSR, left: torch.Tensor, right: torch.Tensor, row: int,
+                     hr_left: Any, crop: tuple[int, int, int, int] | None) -> Visualization:
+    """NAFSSR: its last SCAM's attention maps of one row; PASSRnet: its PAM maps of that row and
+    the valid masks its fusion receives (V_L; V_R from the mirrored pair). Both: the comparison.
+    """
+    from .zoo import PASSRnet
+
+    network = model.network
+    started = time.perf_counter()
+    sr_left, sr_right = model.super_resolve_tensors(left, right)
+    seconds = time.perf_counter() - started
+    sr_left, sr_right = (tensor_to_image(v.clamp(0, 1)) for v in (sr_left, sr_right))
+    lr_left, lr_right = tensor_to_image(left), tensor_to_image(right)
+    inputs = left.to(model.device, model.dtype), right.to(model.device, model.dtype)
+    with torch.inference_mode(), model.out_of_memory_explained(left):
+        right_to_left, left_to_right = (_array(m[0]) for m in network.attention_row(*inputs, row))
+        masks = {}
+        if isinstance(network, PASSRnet):
+            masks["valid_left"] = _array(network.valid_mask(*inputs)[0, 0])
+            mirrored = network.valid_mask(inputs[1].flip(-1), inputs[0].flip(-1))
+            masks["valid_right"] = _array(mirrored.flip(-1)[0, 0])
+    name = type(network).__name__
+    images = {f"attention_row{row}_right_to_left": attention_row_image(right_to_left),
+              f"attention_row{row}_left_to_right": attention_row_image(left_to_right),
+              f"row{row}_marked_left": mark_row(lr_left, row)}
+    for key, mask in masks.items():
+        images[key] = mask_heatmap(lr_left if key == "valid_left" else lr_right, mask)
+    panels = {"bicubic": bicubic_upscale(lr_left, model.scale), name: sr_left}
+    images["comparison_left"] = _comparison(panels, hr_left, crop)
+    return Visualization(images, None, sr_left, sr_right, seconds)
 
 
 __all__ = ["Visualization", "visualize_pair", "colormap", "overlay", "mask_heatmap",

@@ -1,0 +1,240 @@
+"""PASSRnet (Wang et al., "Learning Parallax Attention for Stereo Image Super-Resolution", CVPR 2019),
+as the official code behaves in evaluation (``is_training=0``).
+
+Feature extraction (conv, residual blocks and residual atrous-spatial-pyramid blocks) on each view,
+the parallax attention module (PAM) that warps right features onto the left view along rows and
+hands a valid mask to the fusion, then residual blocks and a sub-pixel upsampler. There is no
+global bicubic residual. Shapes: views (B, 3, H, W) in [0, 1] -> SR (B, 3, sH, sW).
+
+The official network super-resolves the left view only. ``forward`` returns the right view too,
+from the mirrored pair: both views flipped horizontally and swapped, so that the right view is the
+left view of a valid stereo pair; its SR is flipped back.
+
+Valid mask (official): a left pixel is valid when the attention it receives from the right view,
+sum_i M_L->R[i, j], exceeds 0.1; then scikit-image morphology on the (B, 1, H, W) array of
+invalid pixels: objects under 20 pixels removed and holes under 10 filled, both with
+connectivity 2 *over the 4-D array* (so the pairs of one batch touch each other), then a binary
+closing with a radius-3 disk on each image, zero-padded by 3. Here SciPy does the same labelling
+(``scipy.ndimage``; scikit-image's own arguments are deprecated since 0.26 and their meaning is
+kept exactly). ``ipassr`` runs PASSRnet one pair at a time, so a result never depends on its batch.
+
+Parameter names are the official ones (``init_feature.3.conv2_1.0.weight``...), so official
+checkpoints load as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import IpassrError
+
+ARCHITECTURE = "passrnet"
+LEAKY_SLOPE = 0.1
+VALID_THRESHOLD = 0.1
+DEFAULT_ATTENTION_MEMORY = 32 * 2 ** 20
+
+
+@dataclass(frozen=True)
+class PASSRnetConfig:
+    scale: int = 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _leaky() -> nn.LeakyReLU:
+    return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+
+
+class ResidualBlock(nn.Module):
+    """conv 3x3, LeakyReLU, conv 3x3 (no biases), plus input (the official ResB)."""
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False), _leaky(),
+                                  nn.Conv2d(channels, channels, 3, 1, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _atrous(channels: int, dilation: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels, channels, 3, 1, dilation, dilation, bias=False),
+                         _leaky())
+
+
+class ResidualASPPBlock(nn.Module):
+    """Three cascaded atrous pyramids (dilations 1, 4, 8, each fused by a 1x1 conv); the input
+    plus all three pyramid outputs (the official ResASPPB)."""
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        for stage in (1, 2, 3):
+            for branch, dilation in zip((1, 2, 3), (1, 4, 8)):
+                setattr(self, f"conv{branch}_{stage}", _atrous(channels, dilation))
+            setattr(self, f"b_{stage}", nn.Conv2d(3 * channels, channels, 1, 1, 0, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, current = x, x
+        for stage in (1, 2, 3):
+            branches = [getattr(self, f"conv{b}_{stage}")(current) for b in (1, 2, 3)]
+            current = getattr(self, f"b_{stage}")(torch.cat(branches, dim=1))
+            out = out + current
+        return out
+
+
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return x * x + y * y <= radius * radius
+
+
+def clean_valid_mask(valid: torch.Tensor) -> torch.Tensor:
+    """The official morphology on a bool (B, 1, H, W) valid mask -> float (B, 1, H, W)."""
+    try:
+        from scipy import ndimage
+    except ImportError as exc:
+        raise IpassrError("PASSRnet's valid mask needs SciPy: pip install scipy") from exc
+    invalid = ~valid.cpu().numpy().astype(bool)
+    structure = ndimage.generate_binary_structure(invalid.ndim, 2)
+
+    def drop_small(mask: np.ndarray, minimum: int) -> np.ndarray:
+        labels, _ = ndimage.label(mask, structure=structure)
+        sizes = np.bincount(labels.ravel())
+        small = sizes < minimum
+        small[0] = False
+        return mask & ~small[labels]
+
+    invalid = drop_small(invalid, 20)  # remove_small_objects(invalid, 20, 2)
+    invalid = ~drop_small(~invalid, 10)  # remove_small_holes(invalid, 10, 2)
+    disk = _disk(3)
+    for index in range(invalid.shape[0]):
+        padded = np.pad(invalid[index, 0], 3)
+        closed = ndimage.binary_erosion(ndimage.binary_dilation(padded, disk), disk,
+                                        border_value=1)
+        invalid[index, 0] = closed[3:-3, 3:-3]
+    return torch.from_numpy((~invalid).astype(np.float32)).to(valid.device)
+
+
+class ParallaxAttention(nn.Module):
+    """PAM: M_R->L = softmax(b1(rb(x_l)) . b2(rb(x_r))) per row; the right view's b3 features
+    warped onto the left, fused with the left features and the valid mask by a 1x1 conv."""
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        self.b1 = nn.Conv2d(channels, channels, 1, 1, 0, bias=True)
+        self.b2 = nn.Conv2d(channels, channels, 1, 1, 0, bias=True)
+        self.b3 = nn.Conv2d(channels, channels, 1, 1, 0, bias=True)
+        self.rb = ResidualBlock(channels)
+        self.fusion = nn.Conv2d(2 * channels + 1, channels, 1, 1, 0, bias=True)
+        self.attention_memory = DEFAULT_ATTENTION_MEMORY
+
+    def embeddings(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Row-major (B, H, W, C) queries and keys of both views: b1(rb(x)) and b2(rb(x))."""
+        buffer_left, buffer_right = self.rb(left), self.rb(right)
+        rows = (lambda t: t.permute(0, 2, 3, 1))  # noqa: E731
+        return (rows(self.b1(buffer_left)), rows(self.b2(buffer_right)),
+                rows(self.b1(buffer_right)), rows(self.b2(buffer_left)))
+
+    @staticmethod
+    def attention(embeddings: tuple[torch.Tensor, ...], rows: slice
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """M_R->L (B, r, W_left, W_right) and M_L->R (B, r, W_right, W_left) of some rows."""
+        query_left, key_right, query_right, key_left = (e[:, rows] for e in embeddings)
+        right_to_left = torch.softmax(torch.matmul(query_left, key_right.transpose(-1, -2)), -1)
+        left_to_right = torch.softmax(torch.matmul(query_right, key_left.transpose(-1, -2)), -1)
+        return right_to_left, left_to_right
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused left features (B, C, H, W) and the valid mask V_L (B, 1, H, W)."""
+        batch, channels, height, width = left.shape
+        per_row = 4 * batch * width * width * left.element_size()
+        step = max(1, min(height, self.attention_memory // max(per_row, 1)))
+        embeddings = self.embeddings(left, right)
+        values = self.b3(right).permute(0, 2, 3, 1)  # (B, H, W, C)
+        warped = torch.empty_like(values)
+        received = left.new_empty(batch, 1, height, width)
+        for start in range(0, height, step):
+            rows = slice(start, min(height, start + step))
+            right_to_left, left_to_right = self.attention(embeddings, rows)
+            warped[:, rows] = torch.matmul(right_to_left, values[:, rows])
+            received[:, 0, rows] = left_to_right.sum(dim=-2)  # what each left pixel receives
+        valid = clean_valid_mask(received > VALID_THRESHOLD).to(left.dtype)
+        fused = self.fusion(torch.cat((warped.permute(0, 3, 1, 2), left, valid), dim=1))
+        return fused, valid
+
+
+class PASSRnet(nn.Module):
+    """PASSRnet; ``forward(left, right) -> (sr_left, sr_right)``, ``super_resolve_left`` is the
+    official evaluation (left view only)."""
+
+    architecture = ARCHITECTURE
+
+    def __init__(self, scale: int = 4) -> None:
+        super().__init__()
+        if not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        self.config = PASSRnetConfig(scale)
+        self.init_feature = nn.Sequential(
+            nn.Conv2d(3, 64, 3, 1, 1, bias=False), _leaky(), ResidualBlock(), ResidualASPPBlock(),
+            ResidualBlock(), ResidualASPPBlock(), ResidualBlock())
+        self.pam = ParallaxAttention(64)
+        self.upscale = nn.Sequential(
+            ResidualBlock(), ResidualBlock(), ResidualBlock(), ResidualBlock(),
+            nn.Conv2d(64, 64 * scale ** 2, 1, 1, 0, bias=False), nn.PixelShuffle(scale),
+            nn.Conv2d(64, 3, 3, 1, 1, bias=False), nn.Conv2d(3, 3, 3, 1, 1, bias=False))
+        self.eval()
+
+    @classmethod
+    def from_config(cls, config: PASSRnetConfig) -> "PASSRnet":
+        return cls(config.scale)
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    def set_attention_memory(self, budget: int) -> None:
+        self.pam.attention_memory = max(1, int(budget))
+
+    def super_resolve_left(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """The official evaluation: the SR left view (B, 3, sH, sW)."""
+        fused, _ = self.pam(self.init_feature(left), self.init_feature(right))
+        return self.upscale(fused)
+
+    def valid_mask(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """The left view's valid mask (B, 1, H, W) that the fusion receives."""
+        return self.pam(self.init_feature(left), self.init_feature(right))[1]
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if left.shape != right.shape:
+            raise ValueError(f"left {tuple(left.shape)} and right {tuple(right.shape)} differ")
+        sr_left = self.super_resolve_left(left, right)
+        mirrored = self.super_resolve_left(right.flip(-1), left.flip(-1))
+        return sr_left, mirrored.flip(-1)
+
+    def attention_row(self, left: torch.Tensor, right: torch.Tensor, row: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """PAM's maps of one row: M_R->L (B, W, W) and M_L->R (B, W, W)."""
+        embeddings = self.pam.embeddings(self.init_feature(left), self.init_feature(right))
+        right_to_left, left_to_right = self.pam.attention(embeddings, slice(row, row + 1))
+        return right_to_left[:, 0], left_to_right[:, 0]
+
+
+def is_passrnet(state: Mapping[str, torch.Tensor]) -> bool:
+    return "pam.b1.weight" in state and "init_feature.0.weight" in state
+
+
+def config_from_state(state: Mapping[str, torch.Tensor]) -> PASSRnetConfig:
+    channels = state["upscale.4.weight"].shape[0]
+    scale = round((channels / 64) ** 0.5)
+    if 64 * scale ** 2 != channels:
+        raise ValueError(f"upsampler of {channels} channels fits no scale")
+    return PASSRnetConfig(scale)
+
+
+__all__ = ["PASSRnet", "PASSRnetConfig", "ParallaxAttention", "clean_valid_mask", "is_passrnet",
+           "config_from_state", "ARCHITECTURE"]
