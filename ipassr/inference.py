@@ -243,7 +243,8 @@ def other_network_bytes(network: torch.nn.Module, batch: int, height: int, width
 
 def load_model(weights: PathLike | None = None, *, scale: int | None = None,
                device: str | torch.device = "cpu", max_memory: int | None = None,
-               dtype: torch.dtype | str = torch.float32, compile: bool = False) -> StereoSR:
+               dtype: torch.dtype | str = torch.float32, compile: bool = False,
+               architecture: str | None = None, size: str | None = None) -> StereoSR:
     """Load iPASSR weights (reference ``.pth.tar``, our ``.safetensors``, or the shipped ones).
 
     ``scale`` picks the shipped weights when ``weights`` is None, and is checked against the file
@@ -256,11 +257,15 @@ def load_model(weights: PathLike | None = None, *, scale: int | None = None,
     ``compile`` runs pairs whose full attention maps fit ``max_memory`` through
     ``torch.compile`` of the plain forward (compiled once per image size; other pairs take the
     fast path). Equal to float32 rounding; measured slower than the fast path on a CPU
-    (bench/README.md), so meant for trying on a GPU.
+    (bench/README.md), so meant for trying on a GPU (iPASSR only).
+    The file may hold NAFSSR or PASSRnet weights too (``ipassr.zoo``): ``architecture``
+    ('ipassr', 'nafssr', 'passrnet') and ``size`` (NAFSSR's 'T', 'S', 'B', 'L') are then
+    checked against what the file holds.
     """
     path = resolve_weights(weights, scale)
-    return StereoSR(load_network(path, scale=scale), device=device, max_memory=max_memory,
-                    dtype=parse_dtype(dtype), compile=compile)
+    network = load_network(path, scale=scale, architecture=architecture, size=size)
+    return StereoSR(network, device=device, max_memory=max_memory, dtype=parse_dtype(dtype),
+                    compile=compile and isinstance(network, IPASSR))
 
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

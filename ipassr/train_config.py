@@ -43,6 +43,7 @@ class TrainConfig:
     vflip: bool = True  # p=0.5: flip both views vertically
     replicate_left: bool = False  # Table 1 "replicated inputs": the left view fed as both views
     workers: int = 2  # DataLoader worker processes (0: load in the training process)
+    init_weights: str | None = None  # start from these weights (another scale/variant: its trunk)
     # network (Table 1 / Table 3 ablations)
     attention: bool = True  # False: single-input variant, no biPAM
     whitening: bool = True

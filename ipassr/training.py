@@ -352,6 +352,8 @@ class Trainer:
         if checkpoint is None:
             self._refuse_existing_run()
         config = self.config if checkpoint is not None else config
+        if checkpoint is None and init_weights is None:
+            init_weights = config.init_weights
         self.init_weights: str | None = None
         self.env = init_distributed(use_cuda=resolve_device(config.device, DistEnv()).type == "cuda")
         self.device = resolve_device(config.device, self.env)
@@ -416,8 +418,8 @@ class Trainer:
     @staticmethod
     def _absolute_paths(config: TrainConfig) -> TrainConfig:
         """Paths saved absolute, so a resume or a repeat from another directory finds the files."""
-        paths = {k: str(Path(getattr(config, k)).absolute()) for k in ("patches", "validate")
-                 if getattr(config, k) is not None}
+        paths = {k: str(Path(getattr(config, k)).absolute())
+                 for k in ("patches", "validate", "init_weights") if getattr(config, k) is not None}
         return config.__class__(**{**config.__dict__, **paths})
 
     def _open_source(self, config: TrainConfig) -> PatchSource:

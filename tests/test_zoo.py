@@ -69,9 +69,11 @@ def test_attention_in_row_chunks_changes_nothing(fixture):
 
 def test_local_pooling_window_and_its_global_fallback():
     x = torch.arange(2 * 3 * 6 * 8, dtype=torch.float32).reshape(2, 3, 6, 8) ** 1.5
-    assert torch.equal(local_average(x, (6, 8)), x.mean(dim=(2, 3), keepdim=True))
+    torch.testing.assert_close(local_average(x, (6, 8)),
+                               x.mean(dim=(2, 3), keepdim=True).expand_as(x), rtol=1e-6, atol=0)
     out = local_average(x, (3, 5))
-    boxes = torch.nn.functional.avg_pool2d(x.double(), (3, 5), stride=1).float()  # (4, 4)
+    boxes = torch.nn.functional.avg_pool2d(x.double(), (3, 5), stride=1).float()  # (4, 4): the
+    # official valid boxes, which it pads with ((8-4)//2, (8-4+1)//2, (6-4)//2, (6-4+1)//2)
     torch.testing.assert_close(out[..., 1:5, 2:6], boxes, rtol=1e-6, atol=0)
     assert torch.equal(out[..., 0, 2:6], out[..., 1, 2:6])  # replicate padding
     assert torch.equal(out[..., :, 0], out[..., :, 2]) and torch.equal(out[..., :, 7], out[..., :, 5])
@@ -143,3 +145,123 @@ def test_memory_budget_is_checked_before_running(conformance_dir):
     model = ipassr.load_model(conformance_dir / "zoo" / "nafssr_t_x4.pth", max_memory=2 ** 20)
     with pytest.raises(IpassrError, match=r"needs about .* runs untiled .* budget is 1\.0 MiB"):
         model.super_resolve_tensors(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
+
+
+def test_visualize_draws_their_attention_and_passrnet_masks(motorcycle_crop, conformance_dir,
+                                                             tmp_path):
+    for name, expected in (("nafssr_s_x2", set()), ("passrnet_x4", {"valid_left", "valid_right"})):
+        out = tmp_path / name
+        assert main(["visualize", "--weights", str(conformance_dir / "zoo" / f"{name}.pth"),
+                     "--left", str(motorcycle_crop[0]), "--right", str(motorcycle_crop[1]),
+                     "--row", "20", "--output-dir", str(out)]) == 0
+        names = {p.stem for p in out.iterdir()}
+        assert {"attention_row20_right_to_left", "attention_row20_left_to_right",
+                "comparison_left"} | expected <= names
+        row = read_image(out / "attention_row20_right_to_left.png")
+        assert row.shape == (150, 150, 3)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_nafssr_exports_with_dynamic_size_past_its_pooling_window(fmt, conformance_dir, tmp_path):
+    from ipassr.export import export_model, run_onnx, run_torchscript
+
+    network = load_network(conformance_dir / "zoo" / "nafssr_t_x4.pth")
+    error = export_model(network, tmp_path / "m", fmt)
+    assert error is not None and error <= 1e-4  # checked at 13x30 and at 50x150
+    left, right = torch.rand(1, 3, 47, 140), torch.rand(1, 3, 47, 140)
+    with torch.no_grad():
+        expected = network(left, right)
+    if fmt == "onnx":
+        actual = [torch.from_numpy(a) for a in run_onnx(tmp_path / "m", left.numpy(), right.numpy())]
+    else:
+        actual = run_torchscript(tmp_path / "m", left, right)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-4)
+
+
+def pooling_matters() -> NAFSSR:
+    """A small random NAFSSR whose channel attention and residual scales carry signal (with the
+    fixtures' random weights, local and global pooling differ by only ~1e-5)."""
+    torch.manual_seed(0)
+    network = NAFSSR(2, 16, 2)
+    with torch.no_grad():
+        for name, value in network.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                value.fill_(1.0)
+            if "sca.conv.weight" in name:
+                value.mul_(20)
+    return network
+
+
+def global_pooling(x, window):
+    """The official branch alone: the global mean whatever the size."""
+    return x.mean(dim=(2, 3), keepdim=True)
+
+
+def test_local_pooling_is_what_runs_past_the_window(monkeypatch):
+    import ipassr.zoo.nafssr as nafssr
+
+    network = pooling_matters()
+    views = [torch.rand(1, 3, 50, 150) + torch.linspace(0, 1, 150) for _ in range(2)]
+    small = [v[..., :40, :100] for v in views]
+    with torch.no_grad():
+        local, local_small = network(*views), network(*small)
+        monkeypatch.setattr(nafssr, "local_average", global_pooling)
+        globally, global_small = network(*views), network(*small)
+    assert (local[0] - globally[0]).abs().max() > 1e-2  # 50x150 is past the (45, 135) window
+    torch.testing.assert_close(local_small[0], global_small[0], rtol=0, atol=1e-5)  # inside it
+
+
+def test_an_export_that_bakes_the_pooling_branch_is_refused(tmp_path, monkeypatch):
+    """The size check past the window catches a size-dependent Python branch in the graph."""
+    import ipassr.zoo.nafssr as nafssr
+    from ipassr.export import export_model
+
+    exact = nafssr.local_average
+
+    def branchy(x, window):
+        if window[0] >= x.shape[-2] and window[1] >= x.shape[-1]:
+            return global_pooling(x, window)
+        return exact(x, window)
+
+    assert export_model(pooling_matters(), tmp_path / "ok.pt", "torchscript") <= 1e-4
+    monkeypatch.setattr(nafssr, "local_average", branchy)
+    with pytest.raises(IpassrError, match="fixed a size while tracing"):
+        export_model(pooling_matters(), tmp_path / "m.pt", "torchscript")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_passrnet_export_is_refused_in_one_line(conformance_dir, tmp_path, capsys):
+    assert main(["export", "--weights", str(conformance_dir / "zoo" / "passrnet_x4.pth"),
+                 "--output", str(tmp_path / "p.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "PASSRnet cannot be exported" in err
+
+
+def test_cli_checks_arch_and_size_and_evaluates_several_networks(motorcycle_crop, conformance_dir,
+                                                                 tmp_path, capsys):
+    zoo = conformance_dir / "zoo"
+    assert main(["infer", "--weights", str(zoo / "nafssr_s_x2.pth"), "--arch", "passrnet",
+                 "--left", str(motorcycle_crop[0]), "--right", str(motorcycle_crop[1]),
+                 "--output-left", str(tmp_path / "a.png"), "--output-right",
+                 str(tmp_path / "b.png")]) == 2
+    assert "holds NAFSSR weights but --arch passrnet" in capsys.readouterr().err
+    assert main(["infer", "--weights", str(zoo / "nafssr_s_x2.pth"), "--model-size", "T",
+                 "--left", str(motorcycle_crop[0]), "--right", str(motorcycle_crop[1]),
+                 "--output-left", str(tmp_path / "a.png"), "--output-right",
+                 str(tmp_path / "b.png")]) == 2
+    assert "holds NAFSSR-S" in capsys.readouterr().err
+    # one table, three networks, the paper's protocol
+    scene = tmp_path / "src"
+    hr = [read_image(p) for p in motorcycle_crop]  # 150x50: x2 test set of one scene
+    write_image(scene / "s_L.png", hr[0][:48, :148])
+    write_image(scene / "s_R.png", hr[1][:48, :148])
+    assert main(["prepare", "testset", str(scene), "--name", "Tiny", "--output-root",
+                 str(tmp_path / "root"), "--scales", "2"]) == 0
+    assert main(["evaluate", "--dataset-root", str(tmp_path / "root"), "--scale", "2",
+                 "--bicubic", "--weights", f"nafssr={zoo / 'nafssr_s_x2.pth'}",
+                 "--weights", "ipassr=x2", "--json", str(tmp_path / "r.json")]) == 0
+    table = capsys.readouterr().out
+    assert "nafssr" in table and "ipassr" in table and "Bicubic" in table
+    methods = json.loads((tmp_path / "r.json").read_text())["methods"]
+    assert set(methods) == {"Bicubic", "nafssr", "ipassr"}

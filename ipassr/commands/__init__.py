@@ -24,6 +24,17 @@ def option_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     """``--weights`` and ``--scale``: a weights file, or the shipped weights for a scale."""
-    parser.add_argument("--weights", type=Path, help="weights file (.pth.tar or .safetensors); "
-                        "default: the shipped weights for --scale")
+    parser.add_argument("--weights", type=Path,
+                        help="weights file (.pth.tar, .pth or .safetensors) of iPASSR, NAFSSR or "
+                             "PASSRnet, or x2 / x4 for the shipped ones (default: the shipped "
+                             "weights for --scale)")
     parser.add_argument("--scale", type=int, help="upscaling factor (checked against --weights)")
+    parser.add_argument("--arch", choices=("ipassr", "nafssr", "passrnet"),
+                        help="the network in --weights (default: read off the file; checked)")
+    parser.add_argument("--model-size", choices=("T", "S", "B", "L"),
+                        help="NAFSSR's size (default: read off the file; checked)")
+
+
+def network_options(args: argparse.Namespace) -> dict:
+    """``load_model``'s architecture/size keywords from ``add_weights_arguments``' options."""
+    return {"architecture": getattr(args, "arch", None), "size": getattr(args, "model_size", None)}

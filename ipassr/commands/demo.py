@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import add_weights_arguments, network_options
 from ..errors import IpassrError
 from ..inference import load_model, resolve_weights
 
@@ -16,9 +17,7 @@ def add_parser(subparsers) -> None:
                     "(scikit-image) with MATLAB-exact bicubic, super-resolve them with the "
                     "shipped weights, and write the SR pair, a bicubic / iPASSR / ground truth "
                     "comparison, the valid masks and a short report to ./ipassr-demo/.")
-    parser.add_argument("--scale", type=int,
-                        help="2 or 4 (default: that of --weights, else 2)")
-    parser.add_argument("--weights", type=Path, help="weights file (default: the shipped ones)")
+    add_weights_arguments(parser)
     parser.add_argument("--left", type=Path, help="your own left view (used as LR input)")
     parser.add_argument("--right", type=Path, help="your own right view")
     parser.add_argument("--output-dir", type=Path, default=Path("ipassr-demo"))
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         raise IpassrError("give both --left and --right, or neither for the built-in pair")
     scale = args.scale if args.scale is not None or args.weights is not None else 2
     weights = resolve_weights(args.weights, scale)
-    model = load_model(weights, scale=scale, device=args.device)
+    model = load_model(weights, scale=scale, device=args.device, **network_options(args))
     pair = own_pair(args.left, args.right) if args.left else motorcycle_pair(model.scale)
     result = run_demo(model, pair, args.output_dir, str(args.weights or weights.name))
     print(f"super-resolved {pair.name} x{model.scale} in {result.seconds:.2f} s")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import add_weights_arguments
+from . import add_weights_arguments, network_options
 from ..errors import IpassrError
 from ..inference import PRECISIONS, StereoSR, load_model
 from ..io import (check_writable_folder, image_to_tensor, read_stereo_pair, tensor_to_image,
@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         raise IpassrError(f"missing {', '.join(missing)} (or use --input-dir/--output-dir)")
     check_outputs([args.left, args.right], [args.output_left, args.output_right])
     model = load_model(args.weights, scale=args.scale, device=args.device,
-                       max_memory=args.max_memory, dtype=args.dtype, compile=args.compile)
+                       max_memory=args.max_memory, dtype=args.dtype, compile=args.compile,
+                       **network_options(args))
     model.super_resolve_files(args.left, args.right, args.output_left, args.output_right)
     print(f"wrote {args.output_left} and {args.output_right} (x{model.scale})")
     return 0
@@ -186,7 +187,8 @@ def run_folder(args: argparse.Namespace) -> int:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local_rank}" if args.device == "cuda" and world > 1 else args.device
         model = load_model(args.weights, scale=args.scale, device=device,
-                           max_memory=args.max_memory, dtype=args.dtype, compile=args.compile)
+                           max_memory=args.max_memory, dtype=args.dtype, compile=args.compile,
+                           **network_options(args))
         with tqdm(total=len(todo), desc=f"super-resolving{where}", unit="pair") as progress:
             for group in batches_of_equal_size(todo, args.batch_size):
                 try:

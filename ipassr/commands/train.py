@@ -24,6 +24,8 @@ HELP = {
     "vflip": "random vertical flip (paper: on)",
     "replicate_left": "Table 1 'replicated inputs': feed the left view as both views",
     "workers": "DataLoader worker processes",
+    "init_weights": "start a new run from these weights (any format `ipassr infer` reads; "
+                    "another scale or the single-view variant gives its trunk); ignored on resume",
     "attention": "biPAM; --no-attention = single-input variant (Table 1)",
     "whitening": "whitening of Q and K (Table 3)",
     "valid_mask": "valid masks in the network and losses (Table 3)",
@@ -68,8 +70,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="continue OUT's last checkpoint (options given override the saved config)")
     parser.add_argument("--auto-resume", action="store_true",
                         help="resume when OUT holds a checkpoint, else start (for short time slots)")
-    parser.add_argument("--init-weights", type=Path,
-                        help="start from these weights (any format `ipassr infer` reads)")
     parser.add_argument("--max-steps", type=int,
                         help="stop (with a checkpoint) once this many steps in total are done")
     parser.add_argument("--time-limit", type=option_type(parse_duration),
@@ -148,7 +148,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, explicit: set[str], so
     from ..training import Trainer, summary
 
     trainer = Trainer(config, args.out, source=source, resume=resume, overrides=explicit,
-                      init_weights=args.init_weights, progress=not args.no_progress)
+                      progress=not args.no_progress)
     if trainer.env.is_main:
         print(f"ipassr: training {summary(trainer)} -> {args.out}", file=sys.stderr)
     result = trainer.fit(max_steps=args.max_steps, time_limit=args.time_limit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_weights_arguments, option_type
+from . import add_weights_arguments, network_options, option_type
 from ..errors import IpassrError
 from ..inference import load_model
 from ..io import read_image, read_stereo_pair
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     left, right = read_stereo_pair(args.left, args.right)
     hr_left = read_image(args.hr_left) if args.hr_left is not None else None
     model = load_model(args.weights, scale=args.scale, device=args.device,
-                       max_memory=args.max_memory)
+                       max_memory=args.max_memory, **network_options(args))
     result = visualize_pair(model, left, right, row=args.row, hr_left=hr_left, crop=crop)
     paths = result.save(args.output_dir)
     print(f"wrote {len(paths)} images to {args.output_dir}")

@@ -73,24 +73,41 @@ class LayerNorm2d(nn.Module):
         return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
 
 
+def _box_starts(length: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First index of the box each output position averages, and the box size, along one axis.
+
+    The box is ``min(length, window)`` long; the valid boxes are replicate-padded back to
+    ``length`` positions with (size - 1) // 2 in front, as the official padding does. ``length``
+    is a 0-dim tensor, so that an exported graph keeps the size dynamic.
+    """
+    size = torch.clamp(length, max=window)
+    starts = torch.clamp(torch.arange(length, device=length.device) - (size - 1) // 2, min=0)
+    return torch.minimum(starts, length - size), size
+
+
+def _box_sums(x: torch.Tensor, dim: int, starts: torch.Tensor, size: torch.Tensor
+              ) -> torch.Tensor:
+    """Sums of ``size`` consecutive values along ``dim`` (-2 or -1) from each start (float64)."""
+    cumulative = x.cumsum(dim)
+    zeros = torch.zeros_like(cumulative.narrow(dim, 0, 1))
+    cumulative = torch.cat((zeros, cumulative), dim=dim)
+    return cumulative.index_select(dim, starts + size) - cumulative.index_select(dim, starts)
+
+
 def local_average(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     """TLC's test-time pooling of (B, C, H, W): the mean over each window-sized box that fits,
     replicate-padded back to (H, W); the global mean when the window covers the whole input.
 
-    Box sums come from float64 cumulative sums (O(1) a pixel, and no float32 drift on large
-    images); the official cumulative sums are float32, equal to rounding at training sizes.
+    Written as box sums of float64 cumulative sums (O(1) a pixel, no float32 drift on large
+    images; the official float32 cumulative sums agree to rounding) gathered at clamped starts,
+    which is the replicate padding; the global mean is the case of one box. No Python branch
+    depends on the size, so ONNX/TorchScript exports stay correct at every size.
     """
-    height, width = x.shape[-2:]
-    if window[0] >= height and window[1] >= width:
-        return x.mean(dim=(2, 3), keepdim=True)
-    k1, k2 = min(height, window[0]), min(width, window[1])
-    sums = F.pad(x.double().cumsum(-1).cumsum(-2), (1, 0, 1, 0))
-    boxes = (sums[..., k1:, k2:] - sums[..., :-k1, k2:] - sums[..., k1:, :-k2]
-             + sums[..., :-k1, :-k2]) / (k1 * k2)  # (B, C, H - k1 + 1, W - k2 + 1)
-    out_h, out_w = boxes.shape[-2:]
-    pad = ((width - out_w) // 2, (width - out_w + 1) // 2,
-           (height - out_h) // 2, (height - out_h + 1) // 2)
-    return F.pad(boxes.to(x.dtype), pad, mode="replicate")
+    shape = torch._shape_as_tensor(x).to(x.device)  # dynamic when traced for export
+    rows, height = _box_starts(shape[-2], window[0])
+    cols, width = _box_starts(shape[-1], window[1])
+    sums = _box_sums(_box_sums(x.double(), -2, rows, height), -1, cols, width)
+    return (sums / (height * width)).to(x.dtype)
 
 
 class SimplifiedChannelAttention(nn.Module):
