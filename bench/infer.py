@@ -64,7 +64,7 @@ from ipassr.checkpoint import load_network  # noqa: E402
 from ipassr.model import IPASSR  # noqa: E402
 from ipassr.tiling import plan_inference, stereo_forward  # noqa: E402
 
-CONFORMANCE = ROOT.parent / "shared" / "conformance"
+CONFORMANCE = ROOT / "tests" / "assets" / "conformance"
 DEFAULT_SIZES = "310x93:4,621x187:2,1920x1080:2"
 STRAIGHTFORWARD_LIMIT = 48 * 2 ** 30  # skip the straightforward path above this estimate
 # measured variants: (path, with the CLI's CPU runtime settings: subnormals flushed, huge pages

@@ -177,7 +177,7 @@ def attention_details(model: Any, lr_left: np.ndarray, lr_right: np.ndarray) -> 
     from .inference import to_batch_tensor
     from .tiling import stereo_forward
 
-    if model.network.attention is None:
+    if not model.is_ipassr or model.network.attention is None:
         raise IpassrError("this model has no parallax attention (use_attention=False): there is "
                           "no correspondence to score")
     left, _ = to_batch_tensor(lr_left, "left")

@@ -159,11 +159,13 @@ class StereoSR:
         if needed > budget:
             from .chunked import format_bytes
 
+            why = ("its valid-mask morphology is global" if isinstance(self.network, PASSRnet)
+                   else "its pooling windows and convolutions would make bands inexact")
             raise IpassrError(
                 f"a {width}x{height} pair (batch {batch}) needs about {format_bytes(needed)} with "
-                f"{type(self.network).__name__}, which runs untiled (its pooling windows and "
-                f"convolutions make bands inexact; docs/zoo.md), but the memory budget is "
-                f"{format_bytes(budget)}: raise --max-memory or use smaller images")
+                f"{type(self.network).__name__}, which runs untiled ({why}; docs/zoo.md), but "
+                f"the memory budget is {format_bytes(budget)}: raise --max-memory or use smaller "
+                "images")
         self.network.set_attention_memory(min(attention_chunk_cap(self.device), budget // 4))
         with torch.inference_mode():
             if isinstance(self.network, PASSRnet):

@@ -78,6 +78,10 @@ def _attention_networks(methods: list[Method]) -> list[WeightsMethod]:
     networks = [m for m in methods if isinstance(m, WeightsMethod)]
     if not networks:
         raise IpassrError("--attention scores a network's attention maps: give --weights")
+    others = [m.label for m in networks if not m.model.is_ipassr]
+    if others:
+        raise IpassrError(f"--attention scores iPASSR's biPAM; {', '.join(others)} is another "
+                          "network")
     without = [m.label for m in networks if m.model.network.attention is None]
     if without:
         raise IpassrError(f"--attention: {', '.join(without)} has no parallax attention "
