@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Train the shipped x2/x4 weights and their single-view (no biPAM) twins from the pairs in
-# ../shared/data, leaving Middlebury Motorcycle and MotorcycleE out (they are the validation and
-# demo pairs). Resumable: run it again and every run continues from its last checkpoint.
+# Train the shipped x2/x4 weights and their single-view (no biPAM) ablations with the recipe of
+# recipes/README.md, from the pairs in ../shared/data (Motorcycle and MotorcycleE left out: they
+# are the validation and demo scenes; Flickr1024 Test images are not there). Resumable: run it
+# again and every run continues from its last checkpoint (--auto-resume), each within TIME_LIMIT.
 #   usage: tools/train_shipped_weights.sh [WORK_DIR] [TIME_LIMIT_PER_RUN] [extra ipassr train options]
-#   e.g.   tools/train_shipped_weights.sh /tmp/ipassr-train 100m --batch-size 8 --workers 0
+#   e.g.   tools/train_shipped_weights.sh /tmp/ipassr-train 2h
+# Start weights: INIT_X4 (default: the x4 weights shipped before this recipe, 1006 steps; git show
+# 21dbdc4:ipassr/weights/ipassr_x4.safetensors > x4-1006.safetensors).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 shared=${SHARED:-$repo/../shared}/data
-work=${1:-/tmp/ipassr-train}; limit=${2:-100m}; shift $(( $# > 2 ? 2 : $# ))
+work=${1:-/tmp/ipassr-train}; limit=${2:-2h}; shift $(( $# > 2 ? 2 : $# ))
+init_x4=${INIT_X4:-$work/x4-1006.safetensors}
 mkdir -p "$work/middlebury" "$work/val-src" "$work/runs"
+[ -f "$init_x4" ] || git -C "$repo" show 21dbdc4:ipassr/weights/ipassr_x4.safetensors > "$init_x4"
 
 for scene in "$shared"/middlebury/MiddEval3/trainingQ/*; do
   name=$(basename "$scene")
@@ -19,16 +24,29 @@ for scene in "$shared"/middlebury/MiddEval3/trainingQ/*; do
 done
 [ -d "$work/val/Middlebury" ] || ipassr prepare testset "$work/val-src" --name Middlebury --output-root "$work/val"
 for s in 2 4; do
-  # MiddEval3 trainingQ is already quarter size: shrinking it by 2 more (SPEC.md's rule for
-  # full-size Middlebury) would leave almost no patches, hence --no-shrink.
-  [ -f "$work/patches_x$s.safetensors" ] || ipassr prepare patches --no-shrink --scale "$s" \
-      --output "$work/patches_x$s.safetensors" "$shared/flickr1024/Train" "$work/middlebury" \
-      "$shared/eth3d/two_view_training"
+  # the colour pairs only (no grey, near-zero-disparity ETH3D); MiddEval3 trainingQ is already
+  # quarter size (--no-shrink); pairs 1280 px and wider are shrunk by 2 so their disparities fit
+  [ -f "$work/colour_x$s.safetensors" ] || ipassr prepare patches --no-shrink --shrink-wider-than 1250 \
+      --scale "$s" --output "$work/colour_x$s.safetensors" "$shared/flickr1024/Train" \
+      "$work/middlebury" "$shared/stereo-extra"
 done
-for run in "x2 2 --attention" "x4 4 --attention" "x2-single 2 --no-attention" "x4-single 4 --no-attention"; do
-  set -- $run "$@"; name=$1; s=$2; variant=$3; shift 3
-  ipassr train --out "$work/runs/$name" --auto-resume --patches "$work/patches_x$s.safetensors" \
-      "$variant" --validate "$work/val" --validate-every-steps 200 --checkpoint-every-steps 100 \
-      --keep-checkpoints 100 --time-limit "$limit" --seed 0 "$@"
-done
+train() {  # name patches recipe init [options]
+  local name=$1 patches=$2 recipe=$3 init=$4; shift 4
+  ipassr train --config "$repo/recipes/$recipe" --out "$work/runs/$name" --auto-resume \
+      --patches "$patches" --init-weights "$init" --validate "$work/val" --time-limit "$limit" "$@"
+}
+train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" "$@"
+train x4-single "$work/colour_x4.safetensors" ablation-x4-single-view.toml "$init_x4" "$@"
+# x2 starts from the x4 run after its first 60 steps (recipes/README.md)
+x4_60="$work/runs/x4/checkpoints/step-00000060.pt"
+[ -f "$work/x4-step60.safetensors" ] || python - "$x4_60" "$work/x4-step60.safetensors" <<'PY'
+import sys
+from ipassr.model import IPASSR
+from ipassr.checkpoint import save_weights
+from ipassr.training import read_checkpoint
+payload = read_checkpoint(sys.argv[1]); network = IPASSR(4); network.load_state_dict(payload["model"])
+save_weights(network, sys.argv[2])
+PY
+train x2 "$work/colour_x2.safetensors" shipped-x2.toml "$work/x4-step60.safetensors" "$@"
+train x2-single "$work/colour_x2.safetensors" ablation-x2-single-view.toml "$work/x4-step60.safetensors" "$@"
 echo "ship with: python tools/ship_weights.py $work/runs/x2 && python tools/ship_weights.py $work/runs/x4"
