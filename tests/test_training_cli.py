@@ -226,3 +226,28 @@ def test_tensorboard_asked_for_but_missing_is_a_warning(tmp_path, patch_file, ca
     err = capsys.readouterr().err
     assert "ipassr: warning: TensorBoard logging is on but the tensorboard package is not " \
            "installed (pip install tensorboard)" in err
+
+
+def test_python_3_10_reads_toml_with_tomli(monkeypatch, tmp_path):
+    """On Python 3.10 (no tomllib) the config reader uses tomli, its published twin. The module
+    is executed afresh under another name, so the real one is left alone."""
+    import importlib.util
+    import sys
+    import tomllib
+    import types
+
+    import ipassr.train_config as train_config
+
+    tomli = types.ModuleType("tomli")
+    tomli.load = tomllib.load
+    monkeypatch.setitem(sys.modules, "tomli", tomli)
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # importing it fails, as on 3.10
+    monkeypatch.setattr(sys, "version_info", (3, 10, 13, "final", 0))
+    spec = importlib.util.spec_from_file_location("ipassr.train_config_on_310",
+                                                  train_config.__file__)
+    on_310 = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, on_310)  # dataclasses look their module up
+    spec.loader.exec_module(on_310)
+    assert on_310.tomllib is tomli
+    (tmp_path / "r.toml").write_text("lr = 0.001\n")
+    assert on_310.load_config(tmp_path / "r.toml").lr == 0.001
