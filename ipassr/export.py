@@ -171,12 +171,16 @@ def run_torchscript(data: bytes | PathLike, left: torch.Tensor, right: torch.Ten
         return list(module(left, right))
 
 
+def check_sizes(module: nn.Module) -> list[tuple[int, int, int]]:
+    """Where an export is checked: a new batch/height/width, and for NAFSSR also a size past its
+    pooling window, where the pooling turns local."""
+    return [CHECK_SIZE] + ([LARGE_CHECK_SIZE] if isinstance(module, ZooExportForward) else [])
+
+
 def check_export(data: bytes, fmt: str, module: nn.Module) -> float:
-    """Max abs difference of the exported model against PyTorch at a new batch/height/width
-    (and, for NAFSSR, also at a size past its pooling window, where the pooling turns local)."""
-    sizes = [CHECK_SIZE] + ([LARGE_CHECK_SIZE] if isinstance(module, ZooExportForward) else [])
+    """Max abs difference of the exported model against PyTorch at the ``check_sizes``."""
     worst = 0.0
-    for size in sizes:
+    for size in check_sizes(module):
         left, right = _example(size, seed=1)
         with torch.inference_mode():
             expected = module(left, right)
@@ -200,7 +204,7 @@ def export_model(network: IPASSR, path: PathLike, fmt: Literal["onnx", "torchscr
     if fmt not in FORMATS:
         raise IpassrError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     if not isinstance(network, IPASSR):
-        module = zoo_export_module(network)
+        module = zoo_export_module(network, fmt)
     else:
         module = ExportForward(network.cpu().float())
     example = _example(TRACE_SIZE, seed=0)
@@ -218,19 +222,21 @@ def export_model(network: IPASSR, path: PathLike, fmt: Literal["onnx", "torchscr
         if not error <= TOLERANCE:
             raise IpassrError(
                 f"this model variant ({_describe(network)}) cannot be exported to {fmt} with a "
-                f"dynamic size: at batch/height/width {CHECK_SIZE} the exported model differs "
-                f"from PyTorch by {error:.3g} (the graph fixed a size while tracing); "
-                "nothing was written")
+                f"dynamic size: at batch/height/width {' and '.join(map(str, check_sizes(module)))}"
+                f" the exported model differs from PyTorch by up to {error:.3g} (the graph fixed "
+                "a size while tracing); nothing was written")
     with atomic_path(path) as temporary:
         Path(temporary).write_bytes(data)
     return error
 
 
-def zoo_export_module(network: nn.Module) -> nn.Module:
-    """The export forward of NAFSSR, or a clear refusal for PASSRnet.
+def zoo_export_module(network: nn.Module, fmt: str) -> nn.Module:
+    """The export forward of NAFSSR (TorchScript), or a clear refusal.
 
     NAFSSR's graph is its plain forward (SCAM unchunked); its test-time pooling depends on the
-    image size, so the check below runs it at a size larger than the pooling window too.
+    image size, so the check runs it at a size past the pooling window too. Its ONNX graph, run
+    by ONNX Runtime, goes wrong there (0.06 at 50x150 with a network whose pooling carries
+    signal; the TorchScript graph of the same trace is exact), so ONNX is refused up front.
     """
     from .zoo import PASSRnet
 
@@ -238,6 +244,10 @@ def zoo_export_module(network: nn.Module) -> nn.Module:
         raise IpassrError("PASSRnet cannot be exported: its valid mask is cleaned by image "
                           "morphology on the CPU (connected components), which neither ONNX nor "
                           "TorchScript can express; use it through ipassr infer or the Python API")
+    if fmt == "onnx":
+        raise IpassrError("NAFSSR is exported as TorchScript only: its ONNX graph gives wrong "
+                          "results past the (45, 135) pooling window in ONNX Runtime (docs/zoo.md);"
+                          " use --format torchscript")
     return ZooExportForward(network.cpu().float())
 
 
@@ -247,7 +257,7 @@ class ZooExportForward(nn.Module):
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network.eval()
-        self.network.set_attention_memory(2 ** 62)  # one chunk of rows: no Python loop
+        self.network.set_attention_memory(None)  # whole maps: no Python loop over rows
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.network(left, right)

@@ -173,7 +173,7 @@ class SCAM(nn.Module):
         self.r_proj2 = nn.Conv2d(channels, channels, 1)
         self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.attention_memory = DEFAULT_ATTENTION_MEMORY
+        self.attention_memory: int | None = DEFAULT_ATTENTION_MEMORY
 
     def embeddings(self, left: torch.Tensor, right: torch.Tensor
                    ) -> tuple[torch.Tensor, ...]:
@@ -188,6 +188,12 @@ class SCAM(nn.Module):
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         query_left, query_right, value_left, value_right = self.embeddings(left, right)
+        if self.attention_memory is None:  # whole maps, no in-place writes (exports)
+            scores = self.scores(query_left, query_right)
+            from_right = torch.matmul(torch.softmax(scores, dim=-1), value_right)
+            from_left = torch.matmul(torch.softmax(scores.transpose(-1, -2), dim=-1), value_left)
+            return (left + from_right.permute(0, 3, 1, 2) * self.beta,
+                    right + from_left.permute(0, 3, 1, 2) * self.gamma)
         batch, height, width, _ = query_left.shape
         per_row = 3 * batch * width * width * query_left.element_size()
         step = max(1, min(height, self.attention_memory // max(per_row, 1)))
@@ -247,10 +253,11 @@ class NAFSSR(nn.Module):
     def scale(self) -> int:
         return self.config.scale
 
-    def set_attention_memory(self, budget: int) -> None:
-        """Bytes of SCAM scores computed at once (rows are chunked to fit; same result)."""
+    def set_attention_memory(self, budget: int | None) -> None:
+        """Bytes of SCAM scores computed at once (rows are chunked to fit; same result); None:
+        the whole maps in one expression, as exported graphs need (no loop over rows)."""
         for block in self.blocks:
-            block.cross_attention.attention_memory = max(1, int(budget))
+            block.cross_attention.attention_memory = None if budget is None else max(1, int(budget))
 
     def features(self, left: torch.Tensor, right: torch.Tensor, upto: int | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
