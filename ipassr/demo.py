@@ -18,7 +18,7 @@ from .datasets import stereo_motorcycle
 from .inference import StereoSR
 from .io import PathLike, atomic_path, read_stereo_pair, write_image
 from .metrics import score_pair
-from .resize import imresize
+from .resize import degrade, imresize, mod_crop
 from .visualize import comparison, visualize_pair
 
 
@@ -53,11 +53,9 @@ class DemoResult:
 def motorcycle_pair(scale: int) -> DemoPair:
     """scikit-image's Motorcycle pair: HR mod-cropped to ``scale``, LR by MATLAB-exact bicubic."""
     left, right, _ = stereo_motorcycle("pass --left/--right")
-    height, width = left.shape[0] // scale * scale, left.shape[1] // scale * scale
-    hr_left = np.ascontiguousarray(left[:height, :width])
-    hr_right = np.ascontiguousarray(right[:height, :width])
-    return DemoPair("Middlebury Motorcycle (scikit-image)", imresize(hr_left, 1 / scale),
-                    imresize(hr_right, 1 / scale), hr_left, hr_right)
+    hr_left, hr_right = mod_crop(left, scale), mod_crop(right, scale)
+    return DemoPair("Middlebury Motorcycle (scikit-image)", degrade(hr_left, scale),
+                    degrade(hr_right, scale), hr_left, hr_right)
 
 
 def own_pair(left: PathLike, right: PathLike) -> DemoPair:

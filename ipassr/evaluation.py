@@ -22,7 +22,7 @@ from .datasets import TestScene, probe_image, _subdirs, read_testset, stereo_mot
 from .errors import ImageReadError, IpassrError
 from .io import PathLike, atomic_path, read_image
 from .metrics import LEFT_CROP, SSIM_DEFINITION, PairScore, score_pair
-from .resize import imresize
+from .resize import degrade, imresize, mod_crop
 
 __all__ = ["Method", "BicubicMethod", "SrDirMethod", "WeightsMethod", "find_datasets", "check_inputs",
            "evaluate", "Report", "format_table", "format_markdown", "METRIC_KEYS"]
@@ -358,13 +358,12 @@ class DisparityCase:
 def motorcycle_case(scale: int) -> DisparityCase:
     """scikit-image's Middlebury Motorcycle pair with GT: HR mod-cropped to 4, LR MATLAB-exact."""
     left, right, disparity = stereo_motorcycle()
-    height, width = left.shape[0] // 4 * 4, left.shape[1] // 4 * 4
-    ground_truth = np.asarray(disparity, dtype=np.float32)[:height, :width].copy()
+    ground_truth = mod_crop(np.asarray(disparity, dtype=np.float32), 4).copy()
     ground_truth[~np.isfinite(ground_truth)] = np.nan
-    hr_left, hr_right = (np.ascontiguousarray(v[:height, :width]) for v in (left, right))
+    hr_left, hr_right = mod_crop(left, 4), mod_crop(right, 4)
     scene = TestScene(MOTORCYCLE[1], Path(), Path(), Path(), Path())
-    return DisparityCase(MOTORCYCLE[0], scene, hr_left, hr_right, imresize(hr_left, 1.0 / scale),
-                         imresize(hr_right, 1.0 / scale), ground_truth)
+    return DisparityCase(MOTORCYCLE[0], scene, hr_left, hr_right, degrade(hr_left, scale),
+                         degrade(hr_right, scale), ground_truth)
 
 
 def check_ground_truth_sizes(datasets: list[tuple[str, list[TestScene]]]) -> None:

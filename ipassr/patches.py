@@ -29,7 +29,7 @@ import numpy as np
 from .datasets import PairFiles, StereoDataset, probe_image
 from .errors import IpassrError
 from .io import PathLike, atomic_path
-from .resize import imresize, output_size
+from .resize import degrade, imresize, mod_crop, output_size
 
 __all__ = ["PATCH_HEIGHT", "PATCH_WIDTH", "STRIDE", "patch_origins", "extract_patches", "prepare_pair",
            "PatchFile", "write_patch_file", "TENSOR_NAMES", "FORMAT_NAME"]
@@ -69,9 +69,8 @@ def prepare_pair(left: np.ndarray, right: np.ndarray, scale: int, middlebury: bo
     for view in (left, right):
         if middlebury:
             view = imresize(view, 0.5)
-        hr_h, hr_w = view.shape[0] // scale * scale, view.shape[1] // scale * scale
-        hr = np.ascontiguousarray(view[:hr_h, :hr_w])
-        views.append((hr, imresize(hr, 1.0 / scale)))
+        hr = mod_crop(view, scale)
+        views.append((hr, degrade(hr, scale)))
     (hr_left, lr_left), (hr_right, lr_right) = views
     return hr_left, hr_right, lr_left, lr_right
 

@@ -14,7 +14,7 @@ from ..disparity import read_disparity, write_pfm
 from ..errors import IpassrError
 from ..io import write_image
 from ..patches import plan_patches, write_patch_file
-from ..resize import imresize
+from ..resize import degrade, mod_crop
 
 TESTSET_MOD = 4  # HR mod-crop shared by x2 and x4
 
@@ -70,11 +70,6 @@ def run(args: argparse.Namespace) -> int:
     raise IpassrError("choose 'ipassr prepare testset' or 'ipassr prepare patches'")
 
 
-def _mod_crop(image: np.ndarray, multiple: int) -> np.ndarray:
-    """Crop (H, W, C) at the bottom/right to a multiple of ``multiple``."""
-    return image[: image.shape[0] // multiple * multiple, : image.shape[1] // multiple * multiple]
-
-
 def run_testset(args: argparse.Namespace) -> int:
     """Write the test set; every pair is checked before anything is written."""
     scales = sorted(set(args.scales))
@@ -114,7 +109,7 @@ def _write_testset(dataset: StereoDataset, target: Path, scales: list[int], name
     small = []
     for pair in tqdm(dataset.pairs, desc=f"preparing {name}", unit="pair"):
         left, right = read_pair(pair)
-        left, right = _mod_crop(left, TESTSET_MOD), _mod_crop(right, TESTSET_MOD)
+        left, right = mod_crop(left, TESTSET_MOD), mod_crop(right, TESTSET_MOD)
         if left.size == 0:
             raise IpassrError(f"{pair.left}: image smaller than {TESTSET_MOD}x{TESTSET_MOD}")
         if left.shape[1] <= 64 + 10:
@@ -123,8 +118,8 @@ def _write_testset(dataset: StereoDataset, target: Path, scales: list[int], name
         write_image(target / "hr" / pair.name / "hr1.png", right)
         for scale in scales:
             folder = target / f"lr_x{scale}" / pair.name
-            write_image(folder / "lr0.png", imresize(left, 1.0 / scale))
-            write_image(folder / "lr1.png", imresize(right, 1.0 / scale))
+            write_image(folder / "lr0.png", degrade(left, scale))
+            write_image(folder / "lr1.png", degrade(right, scale))
         if pair.disparity is not None:
             disparity = read_disparity(pair.disparity)
             write_pfm(target / "hr" / pair.name / "disp0.pfm", disparity[: left.shape[0], : left.shape[1]])
