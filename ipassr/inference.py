@@ -62,16 +62,11 @@ def resolve_weights(weights: PathLike | None, scale: int | None) -> Path:
         return weights_path(named)
     if scale is None:
         raise IpassrError("give --weights, or --scale to use the shipped weights")
-    path = shipped_weights_path(scale)
-    if not path.is_file():
-        raise CheckpointError(
-            f"no shipped weights for x{scale} (looked for {path}); pass --weights FILE"
-            + ("" if scale in SHIPPED_SCALES else f"; shipped scales are {SHIPPED_SCALES}"))
-    return path
+    return weights_path(scale)
 
 
 class StereoSR:
-    """A loaded iPASSR network ready to super-resolve stereo pairs."""
+    """A loaded network (iPASSR, NAFSSR or PASSRnet) ready to super-resolve stereo pairs."""
 
     def __init__(self, network: IPASSR, device: str | torch.device = "cpu", *,
                  max_memory: int | None = None, dtype: torch.dtype = torch.float32,
