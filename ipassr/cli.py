@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ipassr: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - anything else is our bug: one line, traceback on --debug
+    except Exception as exc:  # noqa: BLE001 - anything else is our bug: one line (--debug: all)
         if args.debug:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""

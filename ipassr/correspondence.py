@@ -158,8 +158,9 @@ def score_correspondence(details: Any, disparity_lr: np.ndarray) -> dict[str, Co
         return tensor[0, 0].float().cpu().numpy()
 
     if tuple(disparity_lr.shape) != tuple(details.valid_left.shape[2:]):
-        raise IpassrError(f"ground truth is {disparity_lr.shape[1]}x{disparity_lr.shape[0]} but the "
-                          f"LR views are {details.valid_left.shape[3]}x{details.valid_left.shape[2]}")
+        height, width = details.valid_left.shape[2:]
+        raise IpassrError(f"ground truth is {disparity_lr.shape[1]}x{disparity_lr.shape[0]} but "
+                          f"the LR views are {width}x{height}")
     estimate_left = -plane(details.peak_offset_left)  # x_left - x_right
     estimate_right = plane(details.peak_offset_right)  # x_left - x_right again
     gt_right, visible_right = right_disparity(disparity_lr)
@@ -258,7 +259,8 @@ def evaluate_attention(cases: Any, methods: list[Any], scale: int, progress: Any
             for view in ("left", "right"):
                 rows = [s[view].to_dict() for s in scenes.values()]
                 entry[view] = {k: _mean([r[k] for r in rows]) for k in rows[0]}
-            entry["mean"] = summary_row({v: CorrespondenceScore(**entry[v]) for v in ("left", "right")})
+            entry["mean"] = summary_row({v: CorrespondenceScore(**entry[v])
+                                         for v in ("left", "right")})
             entry["scenes"] = {name: {v: s[v].to_dict() for v in s} for name, s in scenes.items()}
             result["datasets"][dataset][label] = entry
     return result

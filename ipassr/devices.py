@@ -23,7 +23,8 @@ def parse_device(name: str | torch.device, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
-        raise IpassrError(f"--device {name}: unknown device (use cpu, cuda, cuda:N or auto)") from None
+        raise IpassrError(f"--device {name}: unknown device (use cpu, cuda, cuda:N or auto)"
+                          ) from None
     if device.type == "cpu":
         return torch.device("cpu")
     if device.type != "cuda":

@@ -207,7 +207,8 @@ class StereoSR:
                               "the two views must have the same size")
         sr_left, sr_right = self.super_resolve_tensors(left_t, right_t)
         if is_grey(left_t) and is_grey(right_t):  # grey in, grey out (equal channels)
-            sr_left, sr_right = (v.mean(dim=1, keepdim=True).expand_as(v) for v in (sr_left, sr_right))
+            sr_left, sr_right = (v.mean(dim=1, keepdim=True).expand_as(v)
+                                 for v in (sr_left, sr_right))
         return (from_batch_tensor(sr_left.clamp(0, 1), kind),
                 from_batch_tensor(sr_right.clamp(0, 1), kind))
 
@@ -308,7 +309,8 @@ def to_batch_tensor(image: Any, name: str = "image") -> tuple[torch.Tensor, str]
     that ``from_batch_tensor`` gives grey back.
     """
     if isinstance(image, Image.Image):
-        kind = "pil-grey" if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L") else "pil"
+        grey = image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
+        kind = "pil-grey" if grey else "pil"
         return image_to_tensor(pil_to_rgb_array(image, name)), kind
     if isinstance(image, torch.Tensor):
         tensor = image.unsqueeze(0) if image.dim() == 3 else image
@@ -351,7 +353,8 @@ def _array_to_tensor(array: np.ndarray, name: str) -> tuple[torch.Tensor, str]:
     if array.dtype == np.uint16:
         tensor = torch.from_numpy(array.astype(np.float32) / 65535.0).permute(2, 0, 1)[None]
     elif np.issubdtype(array.dtype, np.floating):
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        tensor = tensor.permute(2, 0, 1)[None]
         _check_unit_range(tensor, name)
     else:
         raise IpassrError(f"{name}: unsupported array dtype {array.dtype}")

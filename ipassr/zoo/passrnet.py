@@ -1,5 +1,5 @@
-"""PASSRnet (Wang et al., "Learning Parallax Attention for Stereo Image Super-Resolution", CVPR 2019),
-as the official code behaves in evaluation (``is_training=0``).
+"""PASSRnet (Wang et al., "Learning Parallax Attention for Stereo Image Super-Resolution",
+CVPR 2019), as the official code behaves in evaluation (``is_training=0``).
 
 Feature extraction (conv, residual blocks and residual atrous-spatial-pyramid blocks) on each view,
 the parallax attention module (PAM) that warps right features onto the left view along rows and
