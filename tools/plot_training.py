@@ -1,4 +1,4 @@
-"""Plot training curves (loss terms and validation PSNR) from ``ipassr train`` run logs.
+"""Plot training curves (loss, validation PSNR, biPAM's correspondence) from ``ipassr train`` logs.
 
 Usage: python tools/plot_training.py OUT.png LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 Needs matplotlib (a documentation tool, not a dependency of ipassr).
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     import matplotlib.pyplot as plt
 
     output, runs = Path(argv[0]), [a.split("=", 1) for a in argv[1:]]
-    figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (loss_axis, psnr_axis, match_axis) = plt.subplots(1, 3, figsize=(16, 4))
     for label, run in runs:
         steps, validations = read_log(Path(run))
         x = np.array([s["global_step"] for s in steps])
@@ -56,9 +56,14 @@ def main(argv: list[str]) -> int:
         points = [(s, p) for s, p in points if p is not None]
         if points:
             psnr_axis.plot(*zip(*points), marker="o", label=label)
+        matches = [(v["global_step"], 100 * v["correspondence"]["within_1px"])
+                   for v in validations if v.get("correspondence")]
+        if matches:
+            match_axis.plot(*zip(*matches), marker="o", label=label)
     loss_axis.set(xlabel="step", ylabel="total loss (running mean of 25 steps)", yscale="log")
     psnr_axis.set(xlabel="step", ylabel="validation (Left+Right)/2 PSNR (dB)")
-    for axis in (loss_axis, psnr_axis):
+    match_axis.set(xlabel="step", ylabel="Motorcycle matches within 1 LR px (%)")
+    for axis in (loss_axis, psnr_axis, match_axis):
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
