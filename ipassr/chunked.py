@@ -26,8 +26,8 @@ import torch
 
 from .attention import MASK_SHARPNESS, RELAX_PIXELS
 from .errors import IpassrError
+from .sizes import FLOAT_BYTES, format_bytes
 
-FLOAT_BYTES = 4
 # (rows, W, W) float32 buffers per chunk row: score (reused for the relaxed maps), two softmaxes,
 # and one more for the temporaries of half-precision features and the details (visualize).
 MAPS_PER_ROW = 4
@@ -97,15 +97,6 @@ def rows_per_chunk(batch: int, height: int, width: int, budget: int) -> int:
             f"memory budget {format_bytes(budget)} is too small for one image row of parallax "
             f"attention at width {width} (batch {batch}): the minimum is {format_bytes(row)}")
     return max(1, min(height, budget // row))
-
-
-def format_bytes(n: float) -> str:
-    """Human-readable byte count (KiB/MiB/GiB)."""
-    if n >= 2 ** 30:
-        return f"{n / 2 ** 30:.2f} GiB"
-    if n >= 2 ** 20:
-        return f"{n / 2 ** 20:.1f} MiB"
-    return f"{n / 2 ** 10:.1f} KiB"
 
 
 def relax_along(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS,

@@ -158,7 +158,7 @@ def _first_file(folder: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _subdirs(root: Path) -> list[Path]:
+def subdirectories(root: Path) -> list[Path]:
     """Non-hidden subfolders of ``root``, sorted by name."""
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -183,7 +183,7 @@ def detect_layout(root: PathLike, *, hint: bool = True) -> str:
         raise IpassrError(f"{root}: no such folder")
     if not root.is_dir():
         raise IpassrError(f"{root}: not a folder (give the dataset folder, not a file)")
-    if (root / "hr").is_dir() and any(_find_image(d, "hr0") for d in _subdirs(root / "hr")):
+    if (root / "hr").is_dir() and any(_find_image(d, "hr0") for d in subdirectories(root / "hr")):
         return "testset"
     for layout, (left, right, _) in _FOLDER_LAYOUTS.items():
         if (root / left).is_dir() and (root / right).is_dir():
@@ -191,7 +191,7 @@ def detect_layout(root: PathLike, *, hint: bool = True) -> str:
     if _scene_layout_of(root):
         return _refine_im0(_scene_layout_of(root), root, [root])
     found = {}
-    for sub in _subdirs(root):
+    for sub in subdirectories(root):
         layout = _scene_layout_of(sub)
         if layout:
             found.setdefault(layout, []).append(sub)
@@ -211,7 +211,7 @@ def detect_layout(root: PathLike, *, hint: bool = True) -> str:
 def _nested_hint(root: Path, depth: int = 2) -> str:
     """' (datasets found in: a, b/c)' for subfolders up to ``depth`` levels down, or ''."""
     found: list[str] = []
-    level = _subdirs(root)
+    level = subdirectories(root)
     for _ in range(depth):
         following = []
         for sub in level:
@@ -219,7 +219,7 @@ def _nested_hint(root: Path, depth: int = 2) -> str:
                 detect_layout(sub, hint=False)
                 found.append(str(sub.relative_to(root)))
             except IpassrError:
-                following.extend(_subdirs(sub))
+                following.extend(subdirectories(sub))
         level = following[:200]
     return f" (datasets found in subfolders: {', '.join(found[:8])})" if found else ""
 
@@ -304,7 +304,7 @@ def _scene_pairs(root: Path, left: str, right: str, gt_names: tuple[str, ...]) -
     if _find_image(root, left) or _find_image(root, right):
         scenes = [root]
     else:
-        scenes = [d for d in _subdirs(root) if _find_image(d, left) or _find_image(d, right)]
+        scenes = [d for d in subdirectories(root) if _find_image(d, left) or _find_image(d, right)]
     pairs, problems = [], []
     for scene in scenes:
         left_file, right_file = _find_image(scene, left), _find_image(scene, right)
@@ -334,7 +334,7 @@ def _testset_scenes(root: Path, scale: int | None) -> list[TestScene]:
         raise IpassrError(f"{root}: no lr_x{scale}/ folder for scale {scale}"
                           + (f" (found {', '.join(have)})" if have else ""))
     scenes, problems = [], []
-    for scene in _subdirs(hr_root):
+    for scene in subdirectories(hr_root):
         hr0, hr1 = _find_image(scene, "hr0"), _find_image(scene, "hr1")
         if hr0 is None or hr1 is None:
             problems.append(f"hr/{scene.name}/ lacks {'hr0' if hr0 is None else 'hr1'}")
@@ -348,7 +348,7 @@ def _testset_scenes(root: Path, scale: int | None) -> list[TestScene]:
                 continue
         scenes.append(TestScene(scene.name, hr0, hr1, lr0, lr1, _first_file(scene, ("disp0.pfm", "disp0GT.pfm", "disp0.png"))))
     if lr_root is not None:
-        extra = sorted({d.name for d in _subdirs(lr_root)} - {d.name for d in _subdirs(hr_root)})
+        extra = sorted({d.name for d in subdirectories(lr_root)} - {d.name for d in subdirectories(hr_root)})
         problems += [f"lr_x{scale}/{name}/ has no HR scene" for name in extra]
     if problems:
         raise IpassrError(f"{root}: incomplete test set: {'; '.join(problems)}")

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .datasets import TestScene, probe_image, _subdirs, read_testset, stereo_motorcycle
+from .datasets import TestScene, probe_image, read_testset, stereo_motorcycle, subdirectories
 from .errors import ImageReadError, IpassrError
 from .io import PathLike, atomic_path, read_image
 from .metrics import LEFT_CROP, SSIM_DEFINITION, PairScore, score_pair
@@ -130,7 +130,7 @@ def find_datasets(root: PathLike, scale: int) -> list[tuple[str, list[TestScene]
         raise IpassrError(f"--dataset-root {root}: no such folder")
     if (root / "hr").is_dir():
         return [(root.name, read_testset(root, scale))]
-    folders = [d for d in _subdirs(root) if (d / "hr").is_dir()]
+    folders = [d for d in subdirectories(root) if (d / "hr").is_dir()]
     if not folders:
         raise IpassrError(f"{root}: no datasets found (expected {root}/<Dataset>/hr/<scene>/hr0.png, hr1.png "
                           f"and lr_x{scale}/<scene>/lr0.png, lr1.png; make one with 'ipassr prepare testset')")

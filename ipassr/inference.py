@@ -152,7 +152,7 @@ class StereoSR:
                                      else batch, height, width)
         budget = self._budget()
         if needed > budget:
-            from .chunked import format_bytes
+            from .sizes import format_bytes
 
             why = ("its valid-mask morphology is global" if isinstance(self.network, PASSRnet)
                    else "its pooling windows and convolutions would make bands inexact")
@@ -177,7 +177,7 @@ class StereoSR:
         return memory_budget(self.max_memory, self.device)
 
     def _out_of_memory_message(self, left: torch.Tensor) -> str:
-        from .chunked import format_bytes
+        from .sizes import format_bytes
 
         budget = self._budget()
         return (f"out of {self.device.type.upper()} memory super-resolving a "

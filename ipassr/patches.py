@@ -31,7 +31,7 @@ from .errors import IpassrError
 from .io import PathLike, atomic_path
 from .resize import degrade, imresize, mod_crop, output_size
 
-__all__ = ["PATCH_HEIGHT", "PATCH_WIDTH", "STRIDE", "patch_origins", "extract_patches", "prepare_pair",
+__all__ = ["PatchJob", "plan_patches", "PATCH_HEIGHT", "PATCH_WIDTH", "STRIDE", "patch_origins", "extract_patches", "prepare_pair",
            "PatchFile", "write_patch_file", "TENSOR_NAMES", "FORMAT_NAME"]
 
 PATCH_HEIGHT, PATCH_WIDTH, STRIDE, START = 30, 90, 20, 2
@@ -120,7 +120,7 @@ def _header_bytes(count: int, scale: int, sources: dict[str, int]) -> tuple[byte
 
 
 @dataclass(frozen=True)
-class _Job:
+class PatchJob:
     """One pair to cut into patches: its files, source name, Middlebury flag and planned count."""
 
     pair: PairFiles
@@ -130,7 +130,7 @@ class _Job:
 
 
 def plan_patches(sources: Iterable[tuple[str, StereoDataset, bool]], scale: int,
-                 shrink_wider_than: int | None = None) -> list[_Job]:
+                 shrink_wider_than: int | None = None) -> list[PatchJob]:
     """Patch count of every pair of every (name, dataset, middlebury) source, from image headers only.
 
     ``shrink_wider_than``: also shrink by 2 (as Middlebury) every pair wider than this many pixels,
@@ -141,13 +141,13 @@ def plan_patches(sources: Iterable[tuple[str, StereoDataset, bool]], scale: int,
         for pair in dataset.pairs:
             (width, height), _ = probe_image(pair.left)
             shrink = middlebury or (shrink_wider_than is not None and width > shrink_wider_than)
-            jobs.append(_Job(pair, name, shrink, count_patches(width, height, scale, shrink)))
+            jobs.append(PatchJob(pair, name, shrink, count_patches(width, height, scale, shrink)))
     return jobs
 
 
-def write_patch_file(path: PathLike, jobs: list[_Job], scale: int,
+def write_patch_file(path: PathLike, jobs: list[PatchJob], scale: int,
                      read_pair: Callable[[PairFiles], tuple[np.ndarray, np.ndarray]],
-                     progress: Callable[[_Job], None] | None = None) -> dict[str, int]:
+                     progress: Callable[[PatchJob], None] | None = None) -> dict[str, int]:
     """Write the patches of every planned pair into one .safetensors file (atomically); return counts.
 
     The file is laid out from the plan first, then each pair's patches are written in place, so only

@@ -32,18 +32,17 @@ from torch import nn
 
 from .attention import LEAKY_SLOPE, BiPAM
 from .chunked import (DEFAULT_ATTENTION_MEMORY, PER_PIXEL_DETAILS, RowAttention,
-                      attention_row_bytes, chunked_parallax_fusion, format_bytes,
-                      subnormals_flushed)
+                      attention_row_bytes, chunked_parallax_fusion, subnormals_flushed)
 from .errors import IpassrError
 from .fused import conv, conv_accumulate_, conv_plus
 from .model import IPASSR, ChannelAttention, ResidualDenseBlock, ResidualDenseGroup, Upsampler
+from .sizes import FLOAT_BYTES, format_bytes
 
 DEFAULT_MAX_MEMORY = 4 * 2 ** 30  # bytes of activations one forward pass may use (CPU)
 CUDA_MEMORY_FRACTION = 0.5  # on a GPU the default budget is this share of its available memory
 # Cap on one attention chunk's maps on a GPU, where every chunk costs ~20 kernel launches: at
 # LR 1920x1080 (bf16, H100) 4 GiB chunks (72 rows) took 0.66 s a pair, 128 MiB ones 2.21 s.
 CUDA_ATTENTION_MEMORY = 4 * 2 ** 30
-FLOAT_BYTES = 4
 MIN_BAND_ROWS = 8
 UPSAMPLE_BAND_BYTES = 64 * 2 ** 20  # the upsampler's s^2-wide activations, per band
 # Peak live activation channels per LR pixel of each view (measured from the code below, rounded
@@ -61,26 +60,6 @@ class InferencePlan:
     band_rows: int  # LR rows per band (H when untiled)
     attention_rows: int  # image rows per attention chunk
     estimated_bytes: int  # predicted peak activation memory
-
-
-_UNITS = {"": 1, "B": 1, "K": 2 ** 10, "KB": 2 ** 10, "KIB": 2 ** 10, "M": 2 ** 20, "MB": 2 ** 20,
-          "MIB": 2 ** 20, "G": 2 ** 30, "GB": 2 ** 30, "GIB": 2 ** 30, "T": 2 ** 40, "TB": 2 ** 40,
-          "TIB": 2 ** 40}
-
-
-def parse_memory_size(text: str) -> int:
-    """'4G', '512M', '1.5GiB' or a byte count -> bytes (binary units); IpassrError if unreadable."""
-    cleaned = str(text).strip().upper().replace(" ", "")
-    number = cleaned.rstrip("KMGTIB")
-    unit = cleaned[len(number):]
-    try:
-        value = float(number)
-    except ValueError:
-        value = float("nan")
-    if unit not in _UNITS or not value > 0 or value == float("inf"):
-        raise IpassrError(f"--max-memory {text!r}: expected a positive size such as 4G, 512M "
-                          "or a number of bytes")
-    return int(value * _UNITS[unit])
 
 
 def receptive_radius(module: nn.Module) -> int:
@@ -647,6 +626,6 @@ def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
     return (sr_left, sr_right, details) if return_details else (sr_left, sr_right)
 
 
-__all__ = ["InferencePlan", "plan_inference", "stereo_forward", "stage_halos", "parse_memory_size",
+__all__ = ["InferencePlan", "plan_inference", "stereo_forward", "stage_halos",
            "receptive_radius", "DEFAULT_MAX_MEMORY", "default_max_memory", "memory_budget",
            "plain_forward_bytes"]

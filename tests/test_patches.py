@@ -135,10 +135,10 @@ def test_too_small_sources(tmp_path, capsys):
 def _write_small_file(path: Path) -> Path:
     """A valid 4-patch x2 file written by the real writer."""
     from ipassr.datasets import PairFiles
-    from ipassr.patches import write_patch_file, _Job
+    from ipassr.patches import PatchJob, write_patch_file
 
     image = np.random.default_rng(0).integers(0, 256, (130, 250, 3), dtype=np.uint8)
-    job = _Job(PairFiles("r", Path("l"), Path("r")), "rand", False, count_patches(250, 130, 2, False))
+    job = PatchJob(PairFiles("r", Path("l"), Path("r")), "rand", False, count_patches(250, 130, 2, False))
     write_patch_file(path, [job], 2, lambda pair: (image, image))
     return path
 

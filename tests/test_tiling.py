@@ -11,7 +11,8 @@ import torch
 from ipassr.errors import IpassrError
 from ipassr.model import IPASSR, ResidualDenseBlock
 from ipassr.attention import BiPAM
-from ipassr.tiling import (InferencePlan, dense_block, embed, normalize, parse_memory_size,
+from ipassr.sizes import parse_memory_size
+from ipassr.tiling import (InferencePlan, dense_block, embed, normalize,
                            plan_inference, receptive_radius, stage_halos, stereo_forward)
 
 

@@ -9,7 +9,7 @@ from . import add_weights_arguments, network_options, option_type
 from ..errors import IpassrError
 from ..inference import load_model
 from ..io import read_image, read_stereo_pair
-from ..tiling import parse_memory_size
+from ..sizes import parse_memory_size
 from ..visualize import visualize_pair
 
 
