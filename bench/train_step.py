@@ -6,7 +6,7 @@
 
 The baseline ("eager") is the straightforward step: fp32 network in train mode, the five losses,
 ``zero_grad``/``backward``/``Adam.step``, nothing else. The other variants run
-``ipassr.training.Trainer.train_step`` (the step ``ipassr train`` runs) with the speed options of
+``ipassr.train.trainer.Trainer.train_step`` (the step ``ipassr train`` runs) with the speed options of
 the config switched on. Every variant starts from the same weights and batch; the time of each
 step includes a device synchronisation. Prints one Markdown table row per variant.
 """
@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ipassr.losses import ipassr_loss  # noqa: E402
 from ipassr.model import IPASSR  # noqa: E402
-from ipassr.train_config import TrainConfig  # noqa: E402
-from ipassr.train_data import ArrayPatches  # noqa: E402
-from ipassr.training import Trainer  # noqa: E402
+from ipassr.train.config import TrainConfig  # noqa: E402
+from ipassr.train.data import ArrayPatches  # noqa: E402
+from ipassr.train.trainer import Trainer  # noqa: E402
 
 VARIANTS = {
     "eager": None,  # the baseline, written out below

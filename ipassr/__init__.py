@@ -25,13 +25,13 @@ _EXPORTS = {
     "psnr": "metrics", "score_pair": "metrics", "ssim": "metrics", "IPASSR": "model",
     "ModelConfig": "model", "count_parameters": "model", "PatchFile": "patches",
     "imresize": "resize", "imresize_tensor": "resize", "plan_inference": "tiling",
-    "stereo_forward": "tiling", "TrainConfig": "train_config", "Trainer": "training",
+    "stereo_forward": "tiling", "TrainConfig": "train", "Trainer": "train",
     "visualize_pair": "visualize",
 }
 _SUBMODULES = {
     "attention", "checkpoint", "chunked", "cli", "commands", "correspondence", "datasets", "demo",
-    "disparity", "distributed", "errors", "evaluation", "export", "inference", "io", "losses", "metrics",
-    "model", "patches", "resize", "tiling", "train_config", "train_data", "training", "visualize",
+    "devices", "disparity", "errors", "evaluation", "export", "fused", "inference", "io", "losses",
+    "metrics", "model", "patches", "resize", "sizes", "tiling", "train", "visualize", "zoo",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -66,6 +66,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .patches import PatchFile
     from .resize import imresize, imresize_tensor
     from .tiling import plan_inference, stereo_forward
-    from .train_config import TrainConfig
-    from .training import Trainer
+    from .train import TrainConfig, Trainer
     from .visualize import visualize_pair

@@ -15,10 +15,10 @@ import torch
 from ipassr.checkpoint import load_network, reference_to_ours
 from ipassr.errors import IpassrError
 from ipassr.inference import StereoSR
-from ipassr.train_config import TrainConfig
-from ipassr.train_data import ArrayPatches, Augmentation, EpochBatches, PatchDataset, epoch_plan
-from ipassr import training
-from ipassr.training import Trainer, TrainingDiverged, read_checkpoint
+from ipassr.train.config import TrainConfig
+from ipassr.train.data import ArrayPatches, Augmentation, EpochBatches, PatchDataset, epoch_plan
+from ipassr.train import trainer as training
+from ipassr.train.trainer import Trainer, TrainingDiverged, read_checkpoint
 
 from training_helpers import CONFORMANCE, TINY, cones_patches, one_thread  # noqa: F401
 
@@ -367,7 +367,7 @@ def test_learning_rate_schedules():
     everything = TrainConfig(lr=1e-3, lr_schedule="cosine", epochs=4)
     assert training.learning_rate(everything, 20, 2, 10) == pytest.approx(5e-4)  # 20 of 40 steps
     with pytest.raises(IpassrError, match="lr_schedule must be"):
-        from ipassr.train_config import apply_overrides
+        from ipassr.train.config import apply_overrides
         apply_overrides(TrainConfig(), {"lr_schedule": "linear"}, "test")
 
 

@@ -15,7 +15,7 @@ from ipassr.errors import IpassrError
 from ipassr.inference import load_model
 from ipassr.io import read_image, write_image
 from ipassr.resize import imresize
-from ipassr.train_config import (TrainConfig, apply_overrides, load_config, parse_duration,
+from ipassr.train.config import (TrainConfig, apply_overrides, load_config, parse_duration,
                                  save_config)
 
 from training_helpers import CONES, cones_patches, one_thread, write_patch_file  # noqa: F401
@@ -203,10 +203,10 @@ def test_sigterm_to_the_whole_process_group_checkpoints_cleanly(tmp_path, patch_
 
 def test_plain_resume_of_a_smoke_run_without_patches(tmp_path, capsys, monkeypatch):
     """The smoke preset's built-in data is found again by a plain --resume."""
-    import ipassr.train_data
+    import ipassr.train.data
 
-    few = ipassr.train_data.ArrayPatches(*(a[:8] for a in cones_patches(2)), scale=2)
-    monkeypatch.setattr(ipassr.train_data, "motorcycle_patches", lambda scale: few)
+    few = ipassr.train.data.ArrayPatches(*(a[:8] for a in cones_patches(2)), scale=2)
+    monkeypatch.setattr(ipassr.train.data, "motorcycle_patches", lambda scale: few)
     run = tmp_path / "smoke"
     assert main(["train", "--preset", "smoke", "--out", str(run), "--max-steps", "1",
                  "--no-progress", "--lr-crop", "10x20", "--no-tensorboard"]) == 0
@@ -236,14 +236,14 @@ def test_python_3_10_reads_toml_with_tomli(monkeypatch, tmp_path):
     import tomllib
     import types
 
-    import ipassr.train_config as train_config
+    import ipassr.train.config as train_config
 
     tomli = types.ModuleType("tomli")
     tomli.load = tomllib.load
     monkeypatch.setitem(sys.modules, "tomli", tomli)
     monkeypatch.setitem(sys.modules, "tomllib", None)  # importing it fails, as on 3.10
     monkeypatch.setattr(sys, "version_info", (3, 10, 13, "final", 0))
-    spec = importlib.util.spec_from_file_location("ipassr.train_config_on_310",
+    spec = importlib.util.spec_from_file_location("ipassr.train.config_on_310",
                                                   train_config.__file__)
     on_310 = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, on_310)  # dataclasses look their module up

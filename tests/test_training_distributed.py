@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from ipassr.model import IPASSR
-from ipassr.train_config import TrainConfig
-from ipassr.training import Trainer, read_checkpoint
+from ipassr.train.config import TrainConfig
+from ipassr.train.trainer import Trainer, read_checkpoint
 
 from training_helpers import cones_patches, write_patch_file
 

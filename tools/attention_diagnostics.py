@@ -18,7 +18,7 @@ import torch
 
 from ipassr.checkpoint import load_network, read_state_dict
 from ipassr.losses import ipassr_loss
-from ipassr.train_data import open_patches
+from ipassr.train.data import open_patches
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ x4_60="$work/runs/x4/checkpoints/step-00000060.pt"
 import sys
 from ipassr.model import IPASSR
 from ipassr.checkpoint import save_weights
-from ipassr.training import read_checkpoint
+from ipassr.train.run import read_checkpoint
 payload = read_checkpoint(sys.argv[1]); network = IPASSR(4); network.load_state_dict(payload["model"])
 save_weights(network, sys.argv[2])
 PY

@@ -13,41 +13,9 @@ from pathlib import Path
 
 from . import option_type
 from ..errors import IpassrError
-from ..train_config import (FIELDS, PRESETS, TrainConfig, apply_overrides, parse_duration,
+from ..train.config import (FIELDS, PRESETS, TrainConfig, apply_overrides, parse_duration,
                             preset_config, read_config_file)
 
-HELP = {
-    "patches": "patch file (.safetensors) made by `ipassr prepare patches`",
-    "scale": "upscaling factor (default: the patch file's)",
-    "lr_crop": "train on random HxW crops of the LR patches, e.g. 24x48 (not in the paper)",
-    "hflip": "random horizontal flip with view swap (paper: on)",
-    "vflip": "random vertical flip (paper: on)",
-    "replicate_left": "Table 1 'replicated inputs': feed the left view as both views",
-    "workers": "DataLoader worker processes",
-    "init_weights": "start a new run from these weights (any format `ipassr infer` reads; "
-                    "another scale or the single-view variant gives its trunk); ignored on resume",
-    "attention": "biPAM; --no-attention = single-input variant (Table 1)",
-    "whitening": "whitening of Q and K (Table 3)",
-    "valid_mask": "valid masks in the network and losses (Table 3)",
-    "views": "both, or left = asymmetric: only the left view supervised",
-    "batch_size": "global batch size, split over processes (paper: 36)",
-    "lr": "initial learning rate (paper: 2e-4)",
-    "lr_step_epochs": "halve (x lr_gamma) the learning rate every N epochs (paper: 30)",
-    "lr_schedule": "step (the paper's) or cosine (per step, from lr down to lr_min)",
-    "warmup_steps": "raise the learning rate linearly from 0 over N steps first",
-    "lr_total_steps": "cosine: the step at which lr reaches lr_min (default: the last step)",
-    "lr_decay_from": "cosine: keep lr constant until this step, then decay (e.g. on --resume)",
-    "lr_min": "cosine: the final learning rate",
-    "validate_correspondence": "also score biPAM's matches on Motorcycle's GT disparity",
-    "amp": "off, or bf16 autocast (losses and softmax in fp32)",
-    "device": "auto, cpu, cuda or cuda:N",
-    "tf32": "allow TF32 on Ampere+ GPUs (faster fp32 convolutions, about 1e-3 relative error)",
-    "sync_batchnorm": "BatchNorm statistics over the global batch when distributed",
-    "checkpoint_every_steps": "also checkpoint every N steps (0: only each epoch)",
-    "keep_checkpoints": "step-numbered checkpoints kept besides last.pt",
-    "validate": "community-layout test root (ROOT/<Dataset>/hr, lr_x<s>) to validate on",
-    "validate_max_scenes": "validate on at most N scenes per dataset",
-}
 
 
 def _option(name: str) -> str:
@@ -78,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group = parser.add_argument_group("recipe (defaults: the paper)")
     for name, field in FIELDS.items():
         kind = str(field.type)
-        help_text = HELP.get(name, "") + f" (default: {getattr(TrainConfig(), name)})"
+        help_text = field.metadata["help"] + f" (default: {getattr(TrainConfig(), name)})"
         if kind == "bool":
             group.add_argument(_option(name), action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
@@ -107,8 +75,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import shutdown_distributed
-    from ..train_data import motorcycle_patches
+    from ..train.distributed import shutdown_distributed
+    from ..train.data import motorcycle_patches
 
     config, explicit = resolve_config(args)
     resume = args.resume or (args.auto_resume and (args.out / "checkpoints" / "last.pt").exists())
@@ -145,7 +113,7 @@ def _saved_scale(run: Path) -> int | None:
 def _train(args: argparse.Namespace, config: TrainConfig, explicit: set[str], source,
            resume: bool) -> int:
     """Build (or resume) the run, fit it within the budget, report where things are."""
-    from ..training import Trainer, summary
+    from ..train.trainer import Trainer, summary
 
     trainer = Trainer(config, args.out, source=source, resume=resume, overrides=explicit,
                       progress=not args.no_progress)

@@ -1,30 +1,18 @@
-"""Training iPASSR: the paper's recipe, resumable, observable, and distributed with torchrun.
+"""The Trainer: the paper's recipe, resumable, observable, and distributed with torchrun.
 
-A run lives in one directory::
-
-    RUN/config.toml                  the resolved TrainConfig (ipassr train --config RUN/config.toml)
-    RUN/checkpoints/last.pt          latest checkpoint (model, optimizer, scheduler, RNG, counters, config)
-    RUN/checkpoints/step-XXXXXXXX.pt the last ``keep_checkpoints`` checkpoints (hard links when possible)
-    RUN/weights/last.safetensors     latest weights for ``ipassr infer``
-    RUN/weights/best.safetensors     best weights (validation Left PSNR; else lowest epoch loss)
-    RUN/log.jsonl                    one JSON record per logged step, validation and run event
-    RUN/tensorboard/                 the same scalars, when the tensorboard package is installed
-
-Checkpoints hold only tensors and plain Python values (``torch.load(weights_only=True)`` reads
-them) and are written atomically: an interrupted or failed write leaves the previous one intact.
+``Trainer(config, run_dir)`` builds or resumes a run (its folder: ``ipassr.train.run``);
+``fit`` trains until the last epoch, a step budget or a time limit, checkpointing on the way and
+on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
-import os
 import signal
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,55 +21,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_into, read_state_dict, save_weights, transfer_into
-from .devices import parse_device
-from .distributed import (DistEnv, agree, barrier, convert_batchnorm, init_distributed)
-from .errors import CheckpointError, IpassrError
-from .io import PathLike, atomic_path
-from .losses import LossConfig, ipassr_loss
-from .model import ARCHITECTURE, IPASSR
-from .train_config import (TrainConfig, architecture_differences, config_from_dict, save_config)
-from .train_data import (Augmentation, EpochBatches, PatchDataset, PatchSource, epoch_plan,
-                         make_loader, open_patches, patch_shape, to_inputs)
-
-CHECKPOINT_FORMAT = "ipassr-training-checkpoint"
-CHECKPOINT_VERSION = 1
-LOSS_KEYS = ("total", "sr", "photo", "smooth", "cycle", "cons")
-
+from ..checkpoint import load_into, read_state_dict, save_weights, transfer_into
+from ..errors import CheckpointError, IpassrError
+from ..io import PathLike
+from ..model import ARCHITECTURE, IPASSR
+from .config import TrainConfig, architecture_differences, config_from_dict, save_config
+from .data import (Augmentation, EpochBatches, PatchDataset, PatchSource, epoch_plan, make_loader,
+                   open_patches, patch_shape, to_inputs)
+from .distributed import DistEnv, agree, barrier, convert_batchnorm, init_distributed
+from .run import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunLog, RunPaths, is_out_of_space,
+                  link_or_copy, rng_state, set_rng_state, read_checkpoint, write_checkpoint)
+from .step import LOSS_KEYS, compute_losses, learning_rate, resolve_device
+from .validation import validate, validate_correspondence
 
 class TrainingDiverged(IpassrError):
     """The loss became NaN or infinite; the last good checkpoint was left untouched."""
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """The files of one training run directory."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def weights(self) -> Path:
-        return self.root / "weights"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log.jsonl"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
 
 
 @dataclass
@@ -93,244 +47,6 @@ class FitResult:
     global_step: int
     signal: int | None = None
 
-
-# ----------------------------------------------------------------------------- the training step
-
-def compute_losses(network: nn.Module, inputs: tuple[torch.Tensor, ...], scale: int,
-                   loss_config: LossConfig, amp: bool = False) -> dict[str, torch.Tensor]:
-    """Forward pass of a training batch and every enabled loss term (fp32), key ``total`` included.
-
-    ``inputs`` = (lr_left, lr_right, hr_left, hr_right) float (B, 3, h, w) / (B, 3, sh, sw). With
-    ``amp`` the network runs under bf16 autocast (softmax stays fp32 there); the losses are always
-    computed in fp32 from fp32 copies of the outputs.
-    """
-    lr_left, lr_right, hr_left, hr_right = inputs
-    device_type = lr_left.device.type
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-        sr_left, sr_right, maps = network(lr_left, lr_right, return_attention=True)
-    if amp:
-        sr_left, sr_right = sr_left.float(), sr_right.float()
-        if maps is not None:
-            maps = type(maps)(*(m.float() for m in maps))
-    return ipassr_loss(sr_left, sr_right, hr_left, hr_right, lr_left, lr_right, maps, scale,
-                       loss_config)
-
-
-def resolve_device(name: str, env: DistEnv) -> torch.device:
-    """'auto' -> this process's GPU when there is one, else the CPU (``devices.parse_device``)."""
-    return parse_device(name, env.local_rank)
-
-
-def learning_rate(config: TrainConfig, global_step: int, epoch: int, steps_per_epoch: int
-                  ) -> float | None:
-    """The learning rate of the step after ``global_step`` steps, or None for the paper's plain
-    StepLR (which the scheduler applies once per epoch).
-
-    cosine: ``lr`` until step ``lr_decay_from``, then a half cosine down to ``lr_min`` at step
-    ``lr_total_steps`` (default: the last step of the last epoch), ``lr_min`` after; step:
-    ``lr * lr_gamma ** (epoch // lr_step_epochs)``. A warm-up scales either linearly from
-    1/warmup_steps up to 1 over the first ``warmup_steps`` steps.
-    """
-    if config.lr_schedule == "step" and config.warmup_steps == 0:
-        return None
-    if config.lr_schedule == "cosine":
-        total = config.lr_total_steps or config.epochs * steps_per_epoch
-        start = min(config.lr_decay_from, total - 1)
-        progress = min(max(global_step - start, 0), total - start) / max(total - start, 1)
-        lr = config.lr_min + (config.lr - config.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))
-    else:
-        lr = config.lr * config.lr_gamma ** (epoch // config.lr_step_epochs)
-    if global_step < config.warmup_steps:
-        lr *= (global_step + 1) / config.warmup_steps
-    return lr
-
-
-# ----------------------------------------------------------------------------- validation adapter
-
-def validate(network: IPASSR, root: PathLike, scale: int, device: torch.device,
-             max_scenes: int | None = None) -> dict[str, dict[str, float]]:
-    """Mean Left / (Left+Right)/2 PSNR and SSIM per dataset, exactly as ``ipassr evaluate``.
-
-    ``root`` is a community-layout test root (ROOT/<Dataset>/hr, lr_x<s>). Each pair runs alone in
-    eval mode (BatchNorm with the image's own statistics) through ``StereoSR``; outputs are clamped
-    and quantised to 8 bits before scoring. The network is put back in training mode afterwards.
-    """
-    from .evaluation import Method, evaluate, find_datasets
-    from .inference import StereoSR
-
-    class TrainingNetwork(Method):
-        label = "training"
-
-        def __init__(self) -> None:
-            self.model = StereoSR(network, device)
-
-        def super_resolve(self, dataset, scene, lr_left, lr_right):
-            return self.model.super_resolve(lr_left, lr_right)
-
-    was_training = network.training
-    try:
-        datasets = [(name, scenes[:max_scenes]) for name, scenes in find_datasets(root, scale)]
-        report = evaluate(datasets, [TrainingNetwork()], scale)
-    finally:
-        network.train(was_training)
-    results = {}
-    for name, scenes in datasets:
-        results[name] = report.dataset_mean("training", name)
-        results[name]["scenes"] = len(scenes)
-    return results
-
-
-def validate_correspondence(network: IPASSR, device: torch.device) -> dict[str, float]:
-    """(L+R)/2 correspondence scores of biPAM on scikit-image's Motorcycle pair
-    (``ipassr.correspondence``), in eval mode; the network is put back in its mode afterwards."""
-    from .correspondence import motorcycle_correspondence, summary_row
-    from .inference import StereoSR
-
-    was_training = network.training
-    try:
-        return summary_row(motorcycle_correspondence(StereoSR(network, device)))
-    finally:
-        network.train(was_training)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def read_checkpoint(path: PathLike) -> dict[str, Any]:
-    """Load a training checkpoint (weights only) and check it is one; CheckpointError otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors, truncated zip, ...
-        raise CheckpointError(f"{path}: not a readable training checkpoint ({exc.__class__.__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an ipassr training checkpoint")
-    if payload.get("architecture") != ARCHITECTURE:
-        raise CheckpointError(f"{path}: checkpoint of architecture {payload.get('architecture')!r}, "
-                              f"this ipassr trains {ARCHITECTURE!r}")
-    return payload
-
-
-def _is_out_of_space(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) \
-        or "no space left" in text or "disk quota" in text
-
-
-def write_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """torch.save atomically; a failed write (e.g. disk full) raises IpassrError, old file intact."""
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-    except (OSError, RuntimeError) as exc:
-        why = "disk full" if _is_out_of_space(exc) else f"{exc.__class__.__name__}: {exc}"
-        previous = " the previous checkpoint is intact" if path.exists() else ""
-        raise IpassrError(f"{path}: could not write the checkpoint ({why});{previous}") from exc
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link ``target`` to ``source`` (no extra disk space), falling back to an atomic copy."""
-    with contextlib.suppress(FileNotFoundError):
-        target.unlink()
-    try:
-        os.link(source, target)
-    except OSError:
-        import shutil
-
-        with atomic_path(target) as tmp:
-            shutil.copyfile(source, tmp)
-
-
-# ----------------------------------------------------------------------------- logging
-
-class RunLog:
-    """Append-only JSONL log (one complete line per write, flushed) plus optional TensorBoard."""
-
-    def __init__(self, path: Path, tensorboard_dir: Path | None, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-        self.writer = None
-        self._writer_class = None
-        self._tensorboard_dir = tensorboard_dir
-        if enabled and tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                SummaryWriter = None  # the optional extra is not installed: JSONL only
-                warnings.warn("TensorBoard logging is on but the tensorboard package is not "
-                              "installed (pip install tensorboard); logging to log.jsonl only "
-                              "(--no-tensorboard turns this warning off)", stacklevel=2)
-            self._writer_class = SummaryWriter
-
-    def _tensorboard(self):
-        """The SummaryWriter, opened on first use (and again after ``close``), or None."""
-        if self.writer is None and self._writer_class is not None:
-            self.writer = self._writer_class(str(self._tensorboard_dir))
-        return self.writer
-
-    def truncate_after(self, global_step: int) -> None:
-        """Drop records from beyond ``global_step`` (a resumed run repeats those steps)."""
-        if not (self.enabled and self.path.is_file()):
-            return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-            if record.get("global_step", 0) <= global_step:
-                kept.append(line)
-        with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-        writer = self._tensorboard()
-        if writer is not None:
-            step = record.get("global_step", 0)
-            for group in ("loss", "val", "correspondence"):
-                for key, value in _flatten(record.get(group, {}), group).items():
-                    writer.add_scalar(key, value, step)
-            for key in ("lr", "samples_per_s"):
-                if key in record:
-                    writer.add_scalar(f"train/{key}", record[key], step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-def _flatten(values: dict[str, Any], prefix: str) -> dict[str, float]:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}/{key}"))
-        elif isinstance(value, (int, float)):
-            out[f"{prefix}/{key}"] = float(value)
-    return out
-
-
-# ----------------------------------------------------------------------------- the trainer
 
 class Trainer:
     """One training run: build or resume it with the constructor, run it with ``fit``.
@@ -447,7 +163,7 @@ class Trainer:
             raise IpassrError(f"lr_crop {config.lr_crop[0]}x{config.lr_crop[1]} is larger than the "
                               f"{height}x{width} LR patches of {where}")
         if config.validate is not None:
-            from .evaluation import find_datasets
+            from ..evaluation import find_datasets
 
             if not Path(config.validate).is_dir():
                 raise IpassrError(f"--validate {config.validate}: no such folder")
@@ -506,7 +222,7 @@ class Trainer:
             raise CheckpointError(f"{self.paths.last_checkpoint}: optimizer state does not fit "
                                   f"({exc})") from exc
         self._apply_schedule_config()
-        _set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"])
         self.epoch, self.step_in_epoch = int(checkpoint["epoch"]), int(checkpoint["step_in_epoch"])
         self.global_step = int(checkpoint["global_step"])
         self.best = dict(checkpoint.get("best", {}))
@@ -534,7 +250,7 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
             "model_config": self.network.config.to_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "rng": rng_state(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step, "best": dict(self.best), "config": self.config.to_dict(),
         }
 
@@ -558,7 +274,7 @@ class Trainer:
         keep = self.config.keep_checkpoints
         if keep == 0:
             return
-        _link_or_copy(self.paths.last_checkpoint,
+        link_or_copy(self.paths.last_checkpoint,
                       self.paths.checkpoints / f"step-{self.global_step:08d}.pt")
         numbered = sorted(self.paths.checkpoints.glob("step-*.pt"))
         for old in numbered[:-keep]:
@@ -583,7 +299,7 @@ class Trainer:
                 save_weights(self.network, path,
                              {**self._weights_metadata(), "best_" + metric: str(value)})
             except OSError as exc:
-                why = "disk full" if _is_out_of_space(exc) else str(exc)
+                why = "disk full" if is_out_of_space(exc) else str(exc)
                 raise IpassrError(f"{path}: could not write the best weights ({why}); the "
                                   "previous file is intact") from exc
 
@@ -631,6 +347,25 @@ class Trainer:
         for batch in loader:
             yield to_inputs(batch, self.device, self.config.channels_last)
 
+    def _batches_until_stopped(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        """``batches()``, ended quietly when a DataLoader worker dies of the SIGTERM that also
+        stops this run (sent to the whole process group, it can reach a worker in the instant
+        between its start and its ignoring of the signal); any other loader failure propagates.
+        """
+        iterator = self.batches()
+        while True:
+            try:
+                yield next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError as error:
+                if "DataLoader worker" not in str(error):
+                    raise
+                time.sleep(0.5)  # the signal that killed the worker reaches us too
+                if self._stop_signal is None:
+                    raise
+                return
+
     def fit(self, max_steps: int | None = None, time_limit: float | None = None,
             handle_signals: bool = True) -> FitResult:
         """Train until the last epoch, ``max_steps`` (a total step count) or ``time_limit`` seconds.
@@ -657,7 +392,7 @@ class Trainer:
                 return self._stop("budget")
             tick = time.monotonic()
             stopping = False
-            for inputs in self.batches():
+            for inputs in self._batches_until_stopped():
                 values = self.train_step(inputs)
                 self.step_in_epoch += 1
                 self.global_step += 1
@@ -671,6 +406,7 @@ class Trainer:
                 if stopping:
                     break
                 self._periodic(step_time)
+            stopping = stopping or self._stop_signal is not None  # a loader stopped by the signal
             if self.step_in_epoch >= self.steps_per_epoch:
                 self._end_epoch(validate=not (stopping and self._stop_signal is not None))
             elif stopping:

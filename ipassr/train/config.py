@@ -13,7 +13,7 @@ import difflib
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,13 +22,18 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, published as tomli
     import tomli as tomllib
 
-from .errors import IpassrError
-from .io import PathLike, atomic_path
-from .losses import LossConfig
-from .model import ModelConfig
+from ..errors import IpassrError
+from ..io import PathLike, atomic_path
+from ..losses import LossConfig
+from ..model import ModelConfig
 
 # Keys that define the network's shape or forward pass: a resumed run must not change them.
 ARCHITECTURE_KEYS = ("scale", "attention", "whitening", "valid_mask")
+
+
+def option(default: Any, help: str) -> Any:
+    """A TrainConfig field with its help text (the CLI option and the docs read it from here)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -36,64 +41,76 @@ class TrainConfig:
     """Every choice of a training run; the defaults reproduce the paper."""
 
     # data
-    patches: str | None = None  # the .safetensors patch file of `ipassr prepare patches`
-    scale: int | None = None  # None: take it from the patch file
-    lr_crop: tuple[int, int] | None = None  # (h, w): train on random LR crops of the patches (not paper)
-    hflip: bool = True  # p=0.5: flip both views horizontally and swap them
-    vflip: bool = True  # p=0.5: flip both views vertically
-    replicate_left: bool = False  # Table 1 "replicated inputs": the left view fed as both views
-    workers: int = 2  # DataLoader worker processes (0: load in the training process)
-    init_weights: str | None = None  # start from these weights (another scale/variant: its trunk)
+    patches: str | None = option(None, "patch file (.safetensors) made by `ipassr prepare patches`")
+    scale: int | None = option(None, "upscaling factor (default: the patch file's)")
+    lr_crop: tuple[int, int] | None = option(
+        None, "train on random HxW crops of the LR patches, e.g. 24x48 (not in the paper)")
+    hflip: bool = option(True, "p=0.5: flip both views horizontally and swap them (paper: on)")
+    vflip: bool = option(True, "p=0.5: flip both views vertically (paper: on)")
+    replicate_left: bool = option(False, "Table 1 'replicated inputs': the left view fed as both "
+                                         "views")
+    workers: int = option(2, "DataLoader worker processes (0: load in the training process)")
+    init_weights: str | None = option(
+        None, "start a new run from these weights (any format `ipassr infer` reads; another "
+              "scale or the single-view variant gives its trunk); ignored on resume")
     # network (Table 1 / Table 3 ablations)
-    attention: bool = True  # False: single-input variant, no biPAM
-    whitening: bool = True
-    valid_mask: bool = True
+    attention: bool = option(True, "biPAM; --no-attention = single-input variant (Table 1)")
+    whitening: bool = option(True, "whitening of Q and K (Table 3)")
+    valid_mask: bool = option(True, "valid masks in the network and losses (Table 3)")
     # losses (Table 2 ablations)
-    loss_sr: bool = True
-    loss_photo: bool = True
-    loss_smooth: bool = True
-    loss_cycle: bool = True
-    loss_cons: bool = True
-    residual_photo: bool = True
-    residual_cycle: bool = True
-    residual_cons: bool = True
-    loss_weight: float = 0.1
-    views: str = "both"  # "left": asymmetric, only the left view is super-resolved and supervised
+    loss_sr: bool = option(True, "L_SR (eq. 9)")
+    loss_photo: bool = option(True, "L_photo, the photometric loss (eq. 10)")
+    loss_smooth: bool = option(True, "L_smooth, the smoothness loss (eq. 11)")
+    loss_cycle: bool = option(True, "L_cycle, the cycle loss (eq. 12)")
+    loss_cons: bool = option(True, "L_cons, the consistency loss (eq. 14)")
+    residual_photo: bool = option(True, "L_photo on residual images (Table 2)")
+    residual_cycle: bool = option(True, "L_cycle on residual images (Table 2)")
+    residual_cons: bool = option(True, "L_cons on residual images (Table 2)")
+    loss_weight: float = option(0.1, "weight of the four stereo losses (paper: 0.1)")
+    views: str = option("both", "both, or left = asymmetric: only the left view super-resolved "
+                                "and supervised")
     # optimisation
-    epochs: int = 80
-    batch_size: int = 36  # the global batch, whatever the number of processes
-    lr: float = 2e-4
-    lr_step_epochs: int = 30
-    lr_gamma: float = 0.5
-    lr_schedule: str = "step"  # step: the paper's (x lr_gamma every lr_step_epochs); cosine (not paper)
-    warmup_steps: int = 0  # linear warm-up from 0 over this many steps (not in the paper)
-    lr_total_steps: int | None = None  # cosine: the step where lr_min is reached (None: the last)
-    lr_decay_from: int = 0  # cosine: constant lr until this step, then the decay (warmup-stable-decay)
-    lr_min: float = 0.0  # cosine: the learning rate at the end
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    grad_clip: float | None = None  # max gradient norm (not in the paper)
-    seed: int = 0
+    epochs: int = option(80, "epochs (paper: 80)")
+    batch_size: int = option(36, "the global batch, split over processes (paper: 36)")
+    lr: float = option(2e-4, "initial learning rate (paper: 2e-4)")
+    lr_step_epochs: int = option(30, "step schedule: x lr_gamma every N epochs (paper: 30)")
+    lr_gamma: float = option(0.5, "step schedule: the factor (paper: 0.5)")
+    lr_schedule: str = option("step", "step (the paper's) or cosine (per step, from lr down to "
+                                      "lr_min; not in the paper)")
+    warmup_steps: int = option(0, "raise the learning rate linearly from 0 over N steps first")
+    lr_total_steps: int | None = option(
+        None, "cosine: the step at which lr reaches lr_min (default: the last step)")
+    lr_decay_from: int = option(0, "cosine: keep lr constant until this step, then decay "
+                                   "(warmup-stable-decay, e.g. on --resume)")
+    lr_min: float = option(0.0, "cosine: the final learning rate")
+    adam_beta1: float = option(0.9, "Adam beta1 (paper: 0.9)")
+    adam_beta2: float = option(0.999, "Adam beta2 (paper: 0.999)")
+    adam_eps: float = option(1e-8, "Adam epsilon")
+    grad_clip: float | None = option(None, "clip the gradient norm to this (not in the paper)")
+    seed: int = option(0, "seed of the initialisation, data order and flips")
     # speed (none of these is on by default: each changes rounding, not the maths)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "off"  # off | bf16 (autocast; losses and softmax stay fp32)
-    channels_last: bool = False
-    compile: bool = False
-    cudnn_benchmark: bool = True
-    tf32: bool = False  # allow TF32 matmuls/convolutions on Ampere+ GPUs (faster, less exact)
-    deterministic: bool = False
-    sync_batchnorm: bool = False  # distributed: BatchNorm statistics over the global batch
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    amp: str = option("off", "off, or bf16 autocast (losses and softmax in fp32)")
+    channels_last: bool = option(False, "channels_last memory format (faster on CPUs)")
+    compile: bool = option(False, "torch.compile the network")
+    cudnn_benchmark: bool = option(True, "cuDNN autotuning on a GPU")
+    tf32: bool = option(False, "allow TF32 on Ampere+ GPUs (faster fp32 convolutions, about "
+                               "1e-3 relative error)")
+    deterministic: bool = option(False, "deterministic algorithms (slower)")
+    sync_batchnorm: bool = option(False, "BatchNorm statistics over the global batch when "
+                                         "distributed")
     # checkpoints, logging and validation
-    checkpoint_every_steps: int = 0  # 0: only at the end of every epoch
-    keep_checkpoints: int = 3  # step-numbered checkpoints kept besides last.pt
-    log_every_steps: int = 1
-    tensorboard: bool = True  # used when the tensorboard package is installed
-    validate: str | None = None  # community-layout test root: ROOT/<Dataset>/hr, lr_x{s}
-    validate_every_epochs: int = 1
-    validate_every_steps: int = 0
-    validate_max_scenes: int | None = None  # per dataset; None: all
-    validate_correspondence: bool = True  # also score biPAM on Motorcycle's GT disparity (scikit-image)
+    checkpoint_every_steps: int = option(0, "also checkpoint every N steps (0: only each epoch)")
+    keep_checkpoints: int = option(3, "step-numbered checkpoints kept besides last.pt")
+    log_every_steps: int = option(1, "write a log record every N steps")
+    tensorboard: bool = option(True, "TensorBoard scalars too (needs the tensorboard package)")
+    validate: str | None = option(None, "community-layout test root (ROOT/<Dataset>/hr, "
+                                        "lr_x<s>) to validate on")
+    validate_every_epochs: int = option(1, "validate every N epochs")
+    validate_every_steps: int = option(0, "also validate every N steps (0: never)")
+    validate_max_scenes: int | None = option(None, "validate on at most N scenes per dataset")
+    validate_correspondence: bool = option(
+        True, "also score biPAM's matches on Motorcycle's GT disparity (scikit-image)")
 
     def model_config(self) -> ModelConfig:
         """The network this recipe trains (needs ``scale`` resolved)."""
