@@ -35,9 +35,12 @@ train() {  # name patches recipe init [options]
   ipassr train --config "$repo/recipes/$recipe" --out "$work/runs/$name" --auto-resume \
       --patches "$patches" --init-weights "$init" --validate "$work/val" --time-limit "$limit" "$@"
 }
-train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" "$@"
-train x4-single "$work/colour_x4.safetensors" ablation-x4-single-view.toml "$init_x4" "$@"
-# x2 starts from the x4 run after its first 60 steps (recipes/README.md)
+# every run ends at its recipe's lr_total_steps (550); the x2 runs start from the x4 run after its
+# first 60 steps (recipes/README.md), so the x4 run stops there once to leave that checkpoint
+[ -f "$work/runs/x4/checkpoints/step-00000060.pt" ] ||
+  train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" --max-steps 60 "$@"
+train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" --max-steps 550 "$@"
+train x4-single "$work/colour_x4.safetensors" ablation-x4-single-view.toml "$init_x4" --max-steps 550 "$@"
 x4_60="$work/runs/x4/checkpoints/step-00000060.pt"
 [ -f "$work/x4-step60.safetensors" ] || python - "$x4_60" "$work/x4-step60.safetensors" <<'PY'
 import sys
@@ -47,6 +50,6 @@ from ipassr.train.run import read_checkpoint
 payload = read_checkpoint(sys.argv[1]); network = IPASSR(4); network.load_state_dict(payload["model"])
 save_weights(network, sys.argv[2])
 PY
-train x2 "$work/colour_x2.safetensors" shipped-x2.toml "$work/x4-step60.safetensors" "$@"
-train x2-single "$work/colour_x2.safetensors" ablation-x2-single-view.toml "$work/x4-step60.safetensors" "$@"
+train x2 "$work/colour_x2.safetensors" shipped-x2.toml "$work/x4-step60.safetensors" --max-steps 550 "$@"
+train x2-single "$work/colour_x2.safetensors" ablation-x2-single-view.toml "$work/x4-step60.safetensors" --max-steps 550 "$@"
 echo "ship with: python tools/ship_weights.py $work/runs/x2 && python tools/ship_weights.py $work/runs/x4"

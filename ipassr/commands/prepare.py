@@ -6,7 +6,6 @@ import argparse
 import shutil
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from ..datasets import LAYOUTS, StereoDataset, check_pairs, open_dataset, read_pair
