@@ -16,7 +16,8 @@ from ipassr.checkpoint import load_network, reference_to_ours
 from ipassr.errors import IpassrError
 from ipassr.inference import StereoSR
 from ipassr.train.config import TrainConfig
-from ipassr.train.data import ArrayPatches, Augmentation, EpochBatches, PatchDataset, epoch_plan
+from ipassr.train.data import (ArrayPatches, Augmentation, EpochBatches, PatchDataset, epoch_plan,
+                               interrupts_blocked_while_workers_start, make_loader)
 from ipassr.train import trainer as training
 from ipassr.train.trainer import Trainer, TrainingDiverged, read_checkpoint
 
@@ -180,6 +181,26 @@ def test_sigint_finishes_the_step_and_writes_a_checkpoint(tmp_path, cones_x2, mo
     assert (result.status, result.global_step, result.signal) == ("interrupted", 2, signal.SIGINT)
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_loader_workers_are_born_with_interrupts_blocked_then_ignore_them(cones_x2):
+    """A SIGTERM sent to the process group as workers start must not kill one (the run checkpoints)."""
+    class SignalState(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            return torch.tensor([signal.getsignal(signal.SIGTERM) == signal.SIG_IGN,
+                                 signal.SIGTERM in blocked])
+
+    with interrupts_blocked_while_workers_start():
+        assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        batches = iter(make_loader(SignalState(), [[0, 1]], workers=1, pin_memory=False))
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    ignored, blocked = next(batches).T
+    assert ignored.all() and not blocked.any()
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, cones_x2,

@@ -10,6 +10,8 @@ r-th slice of every global batch, so the K local batches together are the single
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -180,16 +182,34 @@ def make_loader(dataset: PatchDataset, batches: EpochBatches, workers: int, pin_
                       worker_init_fn=_ignore_interrupts if workers else None)
 
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _ignore_interrupts(worker_id: int) -> None:
     """Workers leave Ctrl-C and SIGTERM to the training process, which checkpoints and stops them.
 
     Terminals, ``timeout``, Slurm and container runtimes signal every process of the job; a
-    worker killed by it would make the training process fail instead of checkpointing.
+    worker killed by it would make the training process fail instead of checkpointing. Workers
+    are born with the signals blocked (``workers_started``), so none arrives before this runs.
     """
-    import signal
+    for signum in INTERRUPTS:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+@contextlib.contextmanager
+def interrupts_blocked_while_workers_start() -> Iterator[None]:
+    """Block SIGINT/SIGTERM in this thread while DataLoader workers start; they inherit the block
+    until ``_ignore_interrupts`` and this process gets any signal that came meanwhile after."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process-group signals to fear
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def to_inputs(batch: tuple[torch.Tensor, ...], device: torch.device,

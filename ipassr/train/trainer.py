@@ -26,8 +26,9 @@ from ..errors import CheckpointError, IpassrError
 from ..io import PathLike
 from ..model import ARCHITECTURE, IPASSR
 from .config import TrainConfig, architecture_differences, config_from_dict, save_config
-from .data import (Augmentation, EpochBatches, PatchDataset, PatchSource, epoch_plan, make_loader,
-                   open_patches, patch_shape, to_inputs)
+from .data import (Augmentation, EpochBatches, PatchDataset, PatchSource, epoch_plan,
+                   interrupts_blocked_while_workers_start, make_loader, open_patches, patch_shape,
+                   to_inputs)
 from .distributed import DistEnv, agree, barrier, convert_batchnorm, init_distributed
 from .run import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunLog, RunPaths, is_out_of_space,
                   link_or_copy, rng_state, set_rng_state, read_checkpoint, write_checkpoint)
@@ -344,13 +345,15 @@ class Trainer:
                                start_step=self.step_in_epoch)
         loader = make_loader(self.dataset, sampler, self.config.workers,
                              pin_memory=self.device.type == "cuda")
-        for batch in loader:
+        with interrupts_blocked_while_workers_start():
+            loaded = iter(loader)
+        for batch in loaded:
             yield to_inputs(batch, self.device, self.config.channels_last)
 
     def _batches_until_stopped(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        """``batches()``, ended quietly when a DataLoader worker dies of the SIGTERM that also
-        stops this run (sent to the whole process group, it can reach a worker in the instant
-        between its start and its ignoring of the signal); any other loader failure propagates.
+        """``batches()``, ended quietly when a DataLoader worker dies of the signal that also
+        stops this run (where workers cannot be born with it blocked); any other loader failure
+        propagates.
         """
         iterator = self.batches()
         while True:
