@@ -24,14 +24,14 @@ _EXPORTS = {
     "read_image": "io", "write_image": "io", "LossConfig": "losses", "ipassr_loss": "losses",
     "psnr": "metrics", "score_pair": "metrics", "ssim": "metrics", "IPASSR": "model",
     "ModelConfig": "model", "count_parameters": "model", "PatchFile": "patches",
-    "imresize": "resize", "imresize_tensor": "resize", "plan_inference": "tiling",
-    "stereo_forward": "tiling", "TrainConfig": "train", "Trainer": "train",
+    "imresize": "resize", "imresize_tensor": "resize", "plan_inference": "fast",
+    "stereo_forward": "fast", "TrainConfig": "train", "Trainer": "train",
     "visualize_pair": "visualize",
 }
 _SUBMODULES = {
-    "attention", "checkpoint", "chunked", "cli", "commands", "correspondence", "datasets", "demo",
-    "devices", "disparity", "errors", "evaluation", "export", "fused", "inference", "io", "losses",
-    "metrics", "model", "patches", "resize", "sizes", "tiling", "train", "visualize", "zoo",
+    "attention", "checkpoint", "cli", "commands", "correspondence", "datasets", "demo",
+    "devices", "disparity", "errors", "evaluation", "export", "fast", "inference", "io", "losses",
+    "metrics", "model", "patches", "resize", "sizes", "train", "visualize", "zoo",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -65,6 +65,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .model import IPASSR, ModelConfig, count_parameters
     from .patches import PatchFile
     from .resize import imresize, imresize_tensor
-    from .tiling import plan_inference, stereo_forward
+    from .fast import plan_inference, stereo_forward
     from .train import TrainConfig, Trainer
     from .visualize import visualize_pair

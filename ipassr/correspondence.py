@@ -176,7 +176,7 @@ def attention_details(model: Any, lr_left: np.ndarray, lr_right: np.ndarray) -> 
     """biPAM's per-pixel details (``RowAttention``) of one LR pair (uint8 (H, W, 3) arrays), from
     the memory-bounded inference path of a ``StereoSR`` model."""
     from .inference import to_batch_tensor
-    from .tiling import stereo_forward
+    from .fast import stereo_forward
 
     if not model.is_ipassr or model.network.attention is None:
         raise IpassrError("this model has no parallax attention (use_attention=False): there is "

@@ -2,7 +2,7 @@
 
 The exported graph is the plain eval-mode forward: each view's BatchNorm uses its own
 statistics and the full (B, H, W, W) attention maps are computed (memory grows with H * W^2 in
-the runtime; the row-chunked and tiled paths of ``ipassr.tiling`` are Python loops and are not
+the runtime; the row-chunked and tiled paths of ``ipassr.fast`` are Python loops and are not
 part of the graph). Each view goes through the trunk separately, so nothing in the graph depends
 on the batch size.
 

@@ -91,7 +91,7 @@ class StereoSR:
                               return_attention: bool = False):
         """Float (B, 3, H, W) pairs in [0, 1] -> raw network output (B, 3, sH, sW), unclamped.
 
-        Without attention maps this runs the fast, memory-bounded path (``ipassr.tiling``),
+        Without attention maps this runs the fast, memory-bounded path (``ipassr.fast``),
         equal to the plain forward to float32 rounding, or, with ``compile``, the compiled plain
         forward when its full maps fit the memory budget; ``return_attention`` needs the full
         (B, H, W, W) maps and so runs the plain forward. Outputs are float32 whatever the
@@ -132,7 +132,7 @@ class StereoSR:
             with torch.inference_mode():
                 sr_left, sr_right = self.compiled(left, right)
         else:
-            from .tiling import stereo_forward
+            from .fast import stereo_forward
 
             sr_left, sr_right = stereo_forward(self.network, left, right,
                                                max_memory=self.max_memory)
@@ -144,7 +144,7 @@ class StereoSR:
 
         PASSRnet runs one pair at a time: its valid-mask morphology links the pairs of a batch.
         """
-        from .tiling import attention_chunk_cap
+        from .fast import attention_chunk_cap
         from .zoo import PASSRnet
 
         batch, _, height, width = left.shape
@@ -172,7 +172,7 @@ class StereoSR:
 
     def _budget(self) -> int:
         """Bytes of activations one forward pass may use (``max_memory`` or the default)."""
-        from .tiling import memory_budget
+        from .fast import memory_budget
 
         return memory_budget(self.max_memory, self.device)
 
@@ -188,7 +188,7 @@ class StereoSR:
 
     def _plain_fits(self, left: torch.Tensor) -> bool:
         """Whether the plain forward (full attention maps) of this batch fits the budget."""
-        from .tiling import plain_forward_bytes
+        from .fast import plain_forward_bytes
 
         batch, _, height, width = left.shape
         return plain_forward_bytes(self.network, batch, height, width) <= self._budget()
@@ -247,7 +247,7 @@ def load_model(weights: PathLike | None = None, *, scale: int | None = None,
 
     ``scale`` picks the shipped weights when ``weights`` is None, and is checked against the file
     otherwise (a mismatch is a ``CheckpointError``). ``max_memory`` bounds the activation memory
-    of one forward pass in bytes (default ``ipassr.tiling.default_max_memory``: 4 GiB on the
+    of one forward pass in bytes (default ``ipassr.fast.default_max_memory``: 4 GiB on the
     CPU, half the available memory on a GPU): larger images are processed in chunks of rows
     and, if needed, in bands, with identical results.
     ``dtype`` ("float32", "bfloat16", "float16" or a torch dtype) is the network's precision:

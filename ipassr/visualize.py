@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .chunked import RowAttention
+from .fast.attention import RowAttention
 from .errors import IpassrError
 from .inference import StereoSR, check_finite, to_batch_tensor
 from .io import PathLike, tensor_to_image, write_image
@@ -174,7 +174,7 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
     if model.network.attention is None:
         raise IpassrError("this model variant has no parallax attention (use_attention=False): "
                           "there are no masks or attention maps to show")
-    from .tiling import stereo_forward
+    from .fast import stereo_forward
 
     started = time.perf_counter()
     with model.out_of_memory_explained(left_t):

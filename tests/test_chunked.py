@@ -1,4 +1,4 @@
-"""The memory-bounded biPAM (``ipassr.chunked``) equals the plain biPAM to float32 rounding."""
+"""The memory-bounded biPAM (``ipassr.fast.attention``) equals the plain biPAM to float32 rounding."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ipassr.attention import BiPAM, parallax_attention, relax, row_transfer, valid_mask
-from ipassr.chunked import (attention_row_bytes, chunked_parallax_fusion, expected_offset,
+from ipassr.fast.attention import (attention_row_bytes, chunked_parallax_fusion, expected_offset,
                             relax_along, rows_per_chunk, subnormals_are_flushed,
                             subnormals_flushed, valid_masks_from_softmaxes)
 from ipassr.errors import IpassrError

@@ -23,7 +23,7 @@ from ipassr.io import read_image, write_image
 from ipassr.losses import ipassr_loss
 from ipassr.metrics import psnr
 from ipassr.resize import imresize
-from ipassr.tiling import InferencePlan, stereo_forward
+from ipassr.fast import InferencePlan, stereo_forward
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -96,7 +96,7 @@ def test_reference_training_pass_on_cuda(conformance):
 def test_default_plan_on_a_large_gpu_runs_1080p_untiled():
     """The GPU default budget (half the available memory) and 4 GiB attention chunks."""
     from ipassr.model import IPASSR
-    from ipassr.tiling import plan_inference
+    from ipassr.fast import plan_inference
 
     network = IPASSR(2).to(CUDA)
     plan = plan_inference(network, 1, 1080, 1920)

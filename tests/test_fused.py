@@ -1,11 +1,11 @@
-"""Fused convolutions (ipassr.fused) and concatenation-free convolutions equal the plain ops."""
+"""Fused convolutions (ipassr.fast.fusion) and concatenation-free convolutions equal the plain ops."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ipassr import fused
-from ipassr.tiling import conv_of_concat
+from ipassr.fast import fusion as fused
+from ipassr.fast.stages import conv_of_concat
 
 SLOPE = 0.1
 
@@ -80,7 +80,7 @@ def test_conv_of_concat_equals_the_convolution_of_the_concatenation(with_plus):
 @pytest.mark.parametrize("scale", [2, 4])
 def test_whole_forward_with_fusion_equals_the_plain_op_path(scale):
     from ipassr.model import IPASSR
-    from ipassr.tiling import stereo_forward
+    from ipassr.fast import stereo_forward
 
     torch.manual_seed(scale)
     network = IPASSR(scale).eval()

@@ -309,7 +309,7 @@ def test_cli_compile_runs_the_compiled_forward_with_the_same_result(tmp_path, sm
 
 def test_compile_is_used_only_where_the_full_maps_fit_the_budget(small_pair, x2_weights):
     """Pairs whose plain forward would exceed --max-memory take the fast path instead."""
-    from ipassr.tiling import plain_forward_bytes
+    from ipassr.fast import plain_forward_bytes
 
     calls = []
     compiled = ipassr.load_model(x2_weights, compile=True)
@@ -329,7 +329,7 @@ def test_running_out_of_memory_is_a_clear_error_naming_the_pair(tmp_path, small_
                                                                monkeypatch, capsys):
     """The allocator failing (e.g. --max-memory above what the machine has) gets one line that
     names the files and says what to do, exit 2, and no output file; other errors propagate."""
-    import ipassr.tiling
+    import ipassr.fast
 
     out_left = tmp_path / "a.png"
     argv = ["infer", "--left", str(small_pair[0]), "--right", str(small_pair[1]), "--weights",
@@ -340,7 +340,7 @@ def test_running_out_of_memory_is_a_clear_error_naming_the_pair(tmp_path, small_
     assert error.count("\n") == 1 and str(small_pair[0]) in error
     assert "out of CPU memory" in error and "64x40 pair" in error and "lower --max-memory" in error
     assert not out_left.exists()
-    monkeypatch.setattr(ipassr.tiling, "stereo_forward",
+    monkeypatch.setattr(ipassr.fast, "stereo_forward",
                         lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
     assert main(argv) == 1  # not taken for running out of memory: an internal error
     assert "internal error (RuntimeError: a bug)" in capsys.readouterr().err

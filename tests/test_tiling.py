@@ -1,4 +1,4 @@
-"""Fast and tiled inference (``ipassr.tiling``) equal the plain eval-mode forward."""
+"""Fast and tiled inference (``ipassr.fast``) equal the plain eval-mode forward."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from ipassr.errors import IpassrError
 from ipassr.model import IPASSR, ResidualDenseBlock
 from ipassr.attention import BiPAM
 from ipassr.sizes import parse_memory_size
-from ipassr.tiling import (InferencePlan, dense_block, embed, normalize,
-                           plan_inference, receptive_radius, stage_halos, stereo_forward)
+from ipassr.fast import InferencePlan, plan_inference, stage_halos, stereo_forward
+from ipassr.fast.plan import receptive_radius
+from ipassr.fast.stages import dense_block, embed, normalize
 
 
 def _network(scale: int, **options) -> IPASSR:
@@ -228,8 +229,8 @@ def test_default_budget_and_chunks_follow_the_device(monkeypatch, conformance_di
     """CPU: 4 GiB and 32 MiB chunks. GPU: half its available memory and 4 GiB chunks, so a
     1080p pair runs untiled with many rows per chunk on a large GPU (read from the device)."""
     from ipassr.checkpoint import load_network
-    from ipassr.chunked import DEFAULT_ATTENTION_MEMORY, attention_row_bytes
-    from ipassr.tiling import CUDA_ATTENTION_MEMORY, DEFAULT_MAX_MEMORY, default_max_memory
+    from ipassr.fast.attention import DEFAULT_ATTENTION_MEMORY, attention_row_bytes
+    from ipassr.fast.plan import CUDA_ATTENTION_MEMORY, DEFAULT_MAX_MEMORY, default_max_memory
 
     network = load_network(conformance_dir / "x2.pth.tar")
     assert default_max_memory(torch.device("cpu")) == DEFAULT_MAX_MEMORY
@@ -254,7 +255,7 @@ def test_folded_upsampler_equals_the_module_at_borders_and_in_bands(scale):
     """One LR convolution + pixel shuffle == 1x1 conv, shuffle, 3x3 conv (biases included, and
     the zero padding at every image border), whole and in bands of 3 rows."""
     from ipassr.model import Upsampler
-    from ipassr.tiling import upsample_rows
+    from ipassr.fast.upsample import upsample_rows
 
     torch.manual_seed(scale)
     upsampler = Upsampler(scale, channels=8)
