@@ -77,18 +77,8 @@ def test_conv_of_concat_equals_the_convolution_of_the_concatenation(with_plus):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("scale", [2, 4])
-def test_whole_forward_with_fusion_equals_the_plain_op_path(scale):
-    from ipassr.model import IPASSR
-    from ipassr.fast import stereo_forward
-
-    torch.manual_seed(scale)
-    network = IPASSR(scale).eval()
-    left, right = torch.rand(1, 3, 13, 29), torch.rand(1, 3, 13, 29)
-    fast = stereo_forward(network, left, right)
+def test_fusion_disabled_is_restored_after():
+    """Whole forwards with fusion on and off agree: tests/test_paths.py."""
     with fused.fusion_disabled():
         assert not fused._FUSED
-        plain = stereo_forward(network, left, right)
     assert fused._FUSED
-    for a, b in zip(fast, plain):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6)

@@ -1,4 +1,5 @@
-"""Fast and tiled inference (``ipassr.fast``) equal the plain eval-mode forward."""
+"""Pieces of the fast path (``ipassr.fast``): stages, planning, details, budgets. That every
+path gives the plain forward's output is tests/test_paths.py."""
 
 from __future__ import annotations
 
@@ -28,36 +29,6 @@ def _network(scale: int, **options) -> IPASSR:
     return network.eval()
 
 
-def _plain(network, left, right):
-    with torch.no_grad():
-        return network(left, right)
-
-
-def _assert_close(actual, expected):
-    """SR outputs (left, right) equal to float32 rounding."""
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, rtol=1e-5, atol=2e-6)
-
-
-VARIANTS = [  # the default x2 network is covered by the halo and details tests below
-    (4, {}),
-    (3, {"use_whitening": False, "use_valid_mask": False}),
-    (2, {"use_attention": False}),
-]
-
-
-@pytest.mark.parametrize("scale,options", VARIANTS)
-def test_untiled_and_tiled_equal_plain_forward(scale, options):
-    network = _network(scale, **options)
-    torch.manual_seed(11)
-    left, right = torch.rand(2, 3, 11, 9), torch.rand(2, 3, 11, 9)
-    expected = _plain(network, left, right)
-    untiled = stereo_forward(network, left, right, plan=InferencePlan(False, 11, 4, 0))
-    tiled = stereo_forward(network, left, right, plan=InferencePlan(True, 8, 3, 0))
-    _assert_close(untiled, expected)
-    _assert_close(tiled, expected)
-
-
 @pytest.mark.parametrize("channels,growth", [(64, 24), (128, 32), (5, 3)])
 def test_dense_block_by_pieces_equals_the_module(channels, growth):
     """The per-piece convolutions (no channel-slice copies) sum to the module's convolutions."""
@@ -84,16 +55,6 @@ def test_bipam_embedding_by_hierarchy_pieces_equals_the_module():
                                            expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="groups of 16 channels do not match"):
         normalize(bipam, pieces[:3])
-
-
-def test_tiled_equals_untiled_when_bands_and_halos_cut_the_image():
-    """52 rows, bands of 9: every pass crops its halo inside the image (halos 17 to 21)."""
-    network = _network(2)
-    torch.manual_seed(12)
-    left, right = torch.rand(1, 3, 52, 7), torch.rand(1, 3, 52, 7)
-    untiled = stereo_forward(network, left, right, plan=InferencePlan(False, 52, 52, 0))
-    tiled = stereo_forward(network, left, right, plan=InferencePlan(True, 9, 2, 0))
-    _assert_close(tiled, untiled)
 
 
 def test_details_match_plain_attention_maps():

@@ -1,0 +1,107 @@
+"""Every inference path gives the plain eval-mode forward's output, for every model variant.
+
+The networks carry the shipped weights, so that every stage carries signal (random weights let a
+wrong halo or band boundary change the output by less than float32 rounding), and a real Cones
+crop of 30 rows is cut into bands of 7: every banded pass crops its halo inside the image. The
+rule is shown to be sensitive: shrinking the fusion stage's halo by one row fails it.
+(The compiled plain forward is checked in test_infer_cli.py: compiling per variant is slow.)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ipassr
+from ipassr.export import ExportForward
+from ipassr.fast import InferencePlan, stereo_forward
+from ipassr.fast import forward as fast_forward
+from ipassr.fast.fusion import fusion_disabled
+from ipassr.io import read_image
+from ipassr.model import IPASSR
+
+ROWS, COLUMNS, BAND = 30, 40, 7
+# measured largest gap from the plain forward over these paths and variants: 1.4e-6 (AVX2, the x3
+# variant banded); a one-row halo error changes outputs by about 1e-4 (test below)
+TOLERANCE = 1e-5
+
+VARIANTS = {  # name: (scale, options, shipped weights to start from)
+    "x2": (2, {}, 2),
+    "x4": (4, {}, 4),
+    "x3 no whitening, no valid mask": (3, {"use_whitening": False, "use_valid_mask": False}, 4),
+    "x2 no biPAM": (2, {"use_attention": False}, 2),
+}
+
+
+def _banded(network, left, right):
+    return stereo_forward(network, left, right, plan=InferencePlan(True, BAND, 2, 0))
+
+
+def _untiled(network, left, right):
+    return stereo_forward(network, left, right, plan=InferencePlan(False, ROWS, 3, 0))
+
+
+def _without_fusion(path: Callable) -> Callable:
+    def run(network, left, right):
+        with fusion_disabled():
+            return path(network, left, right)
+    return run
+
+
+def _export(network, left, right):
+    with torch.no_grad():
+        return ExportForward(network)(left, right)
+
+
+PATHS = {"untiled fast": _untiled, "banded fast": _banded,
+         "untiled, fusion off": _without_fusion(_untiled),
+         "banded, fusion off": _without_fusion(_banded), "export forward": _export}
+
+
+@pytest.fixture(scope="module")
+def pair(data_dir) -> tuple[torch.Tensor, torch.Tensor]:
+    """A textured 30x40 crop of Middlebury Cones, (1, 3, 30, 40) in [0, 1] per view."""
+    cones = data_dir / "middlebury" / "2003" / "Cones"
+    views = [read_image(cones / name)[100:100 + ROWS, 150:150 + COLUMNS] for name in
+             ("im2.png", "im6.png")]
+    return tuple(torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None].float() / 255
+                 for v in views)
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request, pair):
+    """(network with the shipped weights that fit it, its plain eval-mode output)."""
+    scale, options, weights = VARIANTS[request.param]
+    network = IPASSR(scale, **options)
+    own = network.state_dict()
+    shipped = {key: value for key, value in load_file(str(ipassr.weights_path(weights))).items()
+               if key in own and own[key].shape == value.shape}
+    assert len(shipped) > 0.9 * len(own)  # all but an upsampler of another scale
+    network.load_state_dict(shipped, strict=False)
+    network.eval()
+    with torch.no_grad():
+        return network, network(*pair)
+
+
+def _gap(actual, expected) -> float:
+    return max((a - e).abs().max().item() for a, e in zip(actual, expected))
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_every_path_gives_the_plain_forward(variant, pair, path):
+    network, expected = variant
+    assert _gap(PATHS[path](network, *pair), expected) <= TOLERANCE
+
+
+def test_a_halo_one_row_short_is_caught(variant, pair, monkeypatch):
+    """The fusion RDB's halo (4 rows) less one: the banded output leaves the tolerance by far.
+    (The deeper stages' outermost halo row weighs below float64 rounding with these weights.)"""
+    network, expected = variant
+    halos = fast_forward.stage_halos
+    monkeypatch.setattr(fast_forward, "stage_halos",
+                        lambda n: {**halos(n), "fusion": halos(n)["fusion"] - 1})
+    assert _gap(_banded(network, *pair), expected) > 5 * TOLERANCE
