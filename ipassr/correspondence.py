@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .errors import IpassrError
+from .inference import to_batch_tensor
 from .io import PathLike
 
 __all__ = ["CorrespondenceScore", "lr_disparity", "occlusion_from_disparity",
@@ -175,19 +176,9 @@ def score_correspondence(details: Any, disparity_lr: np.ndarray) -> dict[str, Co
 def attention_details(model: Any, lr_left: np.ndarray, lr_right: np.ndarray) -> Any:
     """biPAM's per-pixel details (``RowAttention``) of one LR pair (uint8 (H, W, 3) arrays), from
     the memory-bounded inference path of a ``StereoSR`` model."""
-    from .inference import to_batch_tensor
-    from .fast import stereo_forward
-
-    if not model.is_ipassr or model.network.attention is None:
-        raise IpassrError("this model has no parallax attention (use_attention=False): there is "
-                          "no correspondence to score")
     left, _ = to_batch_tensor(lr_left, "left")
     right, _ = to_batch_tensor(lr_right, "right")
-    with model.out_of_memory_explained(left):
-        _, _, details = stereo_forward(model.network, left.to(model.device, model.dtype),
-                                       right.to(model.device, model.dtype),
-                                       max_memory=model.max_memory, return_details=True)
-    return details
+    return model.forward_with_details(left, right)[2]
 
 
 def motorcycle_correspondence(model: Any) -> dict[str, CorrespondenceScore]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,13 @@ from PIL import Image
 from .checkpoint import load_network
 from .devices import parse_device
 from .errors import CheckpointError, IpassrError
-from .io import PathLike, image_to_tensor, pil_to_rgb_array, read_stereo_pair, tensor_to_image
+from .fast import attention_chunk_cap, memory_budget, plain_forward_bytes, stereo_forward
+from .fast.attention import RowAttention
+from .io import (PathLike, image_to_tensor, pil_to_rgb_array, read_stereo_pair, tensor_to_image,
+                 write_image)
 from .model import IPASSR
+from .sizes import format_bytes
+from .zoo import PASSRnet
 
 SHIPPED_SCALES = (2, 4)
 
@@ -65,12 +70,25 @@ def resolve_weights(weights: PathLike | None, scale: int | None) -> Path:
     return weights_path(scale)
 
 
+FastForward = Callable[..., tuple]  # the signature of ``ipassr.fast.stereo_forward``
+
+
 class StereoSR:
-    """A loaded network (iPASSR, NAFSSR or PASSRnet) ready to super-resolve stereo pairs."""
+    """A loaded network (iPASSR, NAFSSR or PASSRnet) ready to super-resolve stereo pairs.
+
+    The one place that picks how a pair runs: the plain forward (full attention maps asked
+    for), the compiled plain forward (``compile`` and the full maps fit the budget), or the fast
+    path (``fast_forward``, default ``ipassr.fast.stereo_forward``: untiled or banded as its
+    planner decides); NAFSSR and PASSRnet run their own forward.
+    """
+
+    fast_forward: FastForward = staticmethod(stereo_forward)
 
     def __init__(self, network: IPASSR, device: str | torch.device = "cpu", *,
                  max_memory: int | None = None, dtype: torch.dtype = torch.float32,
-                 compile: bool = False) -> None:
+                 compile: bool = False, fast_forward: FastForward | None = None) -> None:
+        if fast_forward is not None:
+            self.fast_forward = fast_forward
         self.device = parse_device(device)
         self.network = network.to(self.device, dtype).eval()
         self.max_memory = max_memory  # bytes of activations per forward pass (None: default)
@@ -132,11 +150,28 @@ class StereoSR:
             with torch.inference_mode():
                 sr_left, sr_right = self.compiled(left, right)
         else:
-            from .fast import stereo_forward
-
-            sr_left, sr_right = stereo_forward(self.network, left, right,
-                                               max_memory=self.max_memory)
+            sr_left, sr_right = self.fast_forward(self.network, left, right,
+                                                  max_memory=self.max_memory)
         return sr_left.float(), sr_right.float()
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the network is iPASSR with biPAM (valid masks and attention to show)."""
+        return self.is_ipassr and self.network.attention is not None
+
+    def forward_with_details(self, left: torch.Tensor, right: torch.Tensor,
+                             keep_rows: Sequence[int] = ()
+                             ) -> tuple[torch.Tensor, torch.Tensor, RowAttention]:
+        """SR views and biPAM's per-pixel details (valid masks, attention offsets and peaks,
+        the full maps of ``keep_rows``) of (B, 3, H, W) pairs, from the memory-bounded path."""
+        if not self.has_attention:
+            raise IpassrError("this model has no parallax attention (use_attention=False): there "
+                              "are no valid masks or attention maps")
+        with self.out_of_memory_explained(left):
+            return self.fast_forward(self.network, left.to(self.device, self.dtype),
+                                     right.to(self.device, self.dtype),
+                                     max_memory=self.max_memory, return_details=True,
+                                     keep_rows=keep_rows)
 
     def _forward_other(self, left: torch.Tensor, right: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,16 +179,12 @@ class StereoSR:
 
         PASSRnet runs one pair at a time: its valid-mask morphology links the pairs of a batch.
         """
-        from .fast import attention_chunk_cap
-        from .zoo import PASSRnet
 
         batch, _, height, width = left.shape
         needed = other_network_bytes(self.network, 1 if isinstance(self.network, PASSRnet)
                                      else batch, height, width)
         budget = self._budget()
         if needed > budget:
-            from .sizes import format_bytes
-
             why = ("its valid-mask morphology is global" if isinstance(self.network, PASSRnet)
                    else "its pooling windows and convolutions would make bands inexact")
             raise IpassrError(
@@ -172,13 +203,9 @@ class StereoSR:
 
     def _budget(self) -> int:
         """Bytes of activations one forward pass may use (``max_memory`` or the default)."""
-        from .fast import memory_budget
-
         return memory_budget(self.max_memory, self.device)
 
     def _out_of_memory_message(self, left: torch.Tensor) -> str:
-        from .sizes import format_bytes
-
         budget = self._budget()
         return (f"out of {self.device.type.upper()} memory super-resolving a "
                 f"{left.shape[-1]}x{left.shape[-2]} pair (batch {left.shape[0]}) with a budget "
@@ -188,8 +215,6 @@ class StereoSR:
 
     def _plain_fits(self, left: torch.Tensor) -> bool:
         """Whether the plain forward (full attention maps) of this batch fits the budget."""
-        from .fast import plain_forward_bytes
-
         batch, _, height, width = left.shape
         return plain_forward_bytes(self.network, batch, height, width) <= self._budget()
 
@@ -215,8 +240,6 @@ class StereoSR:
     def super_resolve_files(self, left: PathLike, right: PathLike, output_left: PathLike,
                             output_right: PathLike) -> None:
         """Read a pair of image files, super-resolve it and write both views as 8-bit images."""
-        from .io import write_image
-
         left_image, right_image = read_stereo_pair(left, right)
         try:
             sr_left, sr_right = self.super_resolve(left_image, right_image)

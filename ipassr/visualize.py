@@ -171,17 +171,8 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
         raise IpassrError(f"row {row} is outside the image (0..{height - 1})")
     if not model.is_ipassr:
         return _visualize_other(model, left_t, right_t, row, hr_left, crop)
-    if model.network.attention is None:
-        raise IpassrError("this model variant has no parallax attention (use_attention=False): "
-                          "there are no masks or attention maps to show")
-    from .fast import stereo_forward
-
     started = time.perf_counter()
-    with model.out_of_memory_explained(left_t):
-        sr_left, sr_right, details = stereo_forward(
-            model.network, left_t.to(model.device, model.dtype),
-            right_t.to(model.device, model.dtype), max_memory=model.max_memory,
-            return_details=True, keep_rows=[row])
+    sr_left, sr_right, details = model.forward_with_details(left_t, right_t, keep_rows=[row])
     seconds = time.perf_counter() - started
     sr_left, sr_right = (tensor_to_image(v.float().clamp(0, 1)) for v in (sr_left, sr_right))
     lr_left, lr_right = tensor_to_image(left_t), tensor_to_image(right_t)

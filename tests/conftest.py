@@ -33,10 +33,10 @@ def cones_pair(data_dir: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def forward_out_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every fast forward fails as PyTorch's CPU allocator does when memory runs out."""
-    import ipassr.fast
+    from ipassr.inference import StereoSR
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
                            "allocate memory: you tried to allocate 8589934592 bytes.")
 
-    monkeypatch.setattr(ipassr.fast, "stereo_forward", no_memory)
+    monkeypatch.setattr(StereoSR, "fast_forward", staticmethod(no_memory))

@@ -43,16 +43,16 @@ def test_demo_on_motorcycle_writes_everything(tmp_path, conformance_dir, capsys)
 
 def test_demo_runs_the_network_once_for_the_sr_pair_and_the_masks(tmp_path, conformance_dir,
                                                                    cones_pair, monkeypatch):
-    import ipassr.fast
+    from ipassr.inference import StereoSR
 
     calls = []
-    real = ipassr.fast.stereo_forward
+    real = StereoSR.fast_forward
 
     def counted(*args, **kwargs):
         calls.append(kwargs.get("return_details", False))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ipassr.fast, "stereo_forward", counted)
+    monkeypatch.setattr(StereoSR, "fast_forward", staticmethod(counted))
     code, out = run_demo_on_crop(tmp_path, cones_pair, 24, 40, conformance_dir / "x2.pth.tar",
                                  "once")
     assert code == 0

@@ -329,7 +329,7 @@ def test_running_out_of_memory_is_a_clear_error_naming_the_pair(tmp_path, small_
                                                                monkeypatch, capsys):
     """The allocator failing (e.g. --max-memory above what the machine has) gets one line that
     names the files and says what to do, exit 2, and no output file; other errors propagate."""
-    import ipassr.fast
+    from ipassr.inference import StereoSR
 
     out_left = tmp_path / "a.png"
     argv = ["infer", "--left", str(small_pair[0]), "--right", str(small_pair[1]), "--weights",
@@ -340,8 +340,8 @@ def test_running_out_of_memory_is_a_clear_error_naming_the_pair(tmp_path, small_
     assert error.count("\n") == 1 and str(small_pair[0]) in error
     assert "out of CPU memory" in error and "64x40 pair" in error and "lower --max-memory" in error
     assert not out_left.exists()
-    monkeypatch.setattr(ipassr.fast, "stereo_forward",
-                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    monkeypatch.setattr(StereoSR, "fast_forward",
+                        staticmethod(lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug"))))
     assert main(argv) == 1  # not taken for running out of memory: an internal error
     assert "internal error (RuntimeError: a bug)" in capsys.readouterr().err
     with pytest.raises(RuntimeError, match="a bug"):

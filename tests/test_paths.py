@@ -17,10 +17,12 @@ import torch
 from safetensors.torch import load_file
 
 import ipassr
+from ipassr.errors import IpassrError
 from ipassr.export import ExportForward
 from ipassr.fast import InferencePlan, stereo_forward
 from ipassr.fast import forward as fast_forward
 from ipassr.fast.fusion import fusion_disabled
+from ipassr.inference import StereoSR
 from ipassr.io import read_image
 from ipassr.model import IPASSR
 
@@ -105,3 +107,25 @@ def test_a_halo_one_row_short_is_caught(variant, pair, monkeypatch):
     monkeypatch.setattr(fast_forward, "stage_halos",
                         lambda n: {**halos(n), "fusion": halos(n)["fusion"] - 1})
     assert _gap(_banded(network, *pair), expected) > 5 * TOLERANCE
+
+
+def test_stereo_sr_picks_the_path_and_runs_the_fast_one_it_is_given(variant, pair):
+    """One place decides: SR and biPAM's details both go through the given fast forward; full
+    attention maps through the plain forward."""
+    network, expected = variant
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("return_details", False))
+        return stereo_forward(*args, **kwargs)
+
+    model = StereoSR(network, fast_forward=counted)
+    assert _gap(model.super_resolve_tensors(*pair), expected) <= TOLERANCE
+    if model.has_attention:
+        sr_left, _, details = model.forward_with_details(*pair, keep_rows=[3])
+        assert details.valid_left.shape == (1, 1, ROWS, COLUMNS) and 3 in details.rows
+        assert model.super_resolve_tensors(*pair, return_attention=True)[2] is not None
+    else:
+        with pytest.raises(IpassrError, match="no parallax attention"):
+            model.forward_with_details(*pair)
+    assert calls == [False, True] if model.has_attention else calls == [False]
