@@ -33,13 +33,22 @@ def row_transfer(attention: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     return warped.permute(0, 3, 1, 2)
 
 
-def relax(attention: torch.Tensor, pixels: int = RELAX_PIXELS) -> torch.Tensor:
-    """Sum of the map shifted by -pixels..+pixels along its target-column axis, zero-filled."""
-    relaxed = attention.clone()
-    for shift in range(1, pixels + 1):
-        relaxed[..., shift:, :] += attention[..., :-shift, :]
-        relaxed[..., :-shift, :] += attention[..., shift:, :]
+def relax_along(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum of ``maps`` shifted by -pixels..+pixels along ``dim`` (zero-filled), into ``out``
+    (default: a new tensor). The one relaxation of eq. 7, for training and the fast path alike;
+    export writes it out-of-place (``ipassr.export``: in-place writes fix ONNX's batch size)."""
+    relaxed = maps.clone() if out is None else out.copy_(maps)
+    size = maps.shape[dim]
+    for shift in range(1, min(pixels, size - 1) + 1):
+        relaxed.narrow(dim, shift, size - shift).add_(maps.narrow(dim, 0, size - shift))
+        relaxed.narrow(dim, 0, size - shift).add_(maps.narrow(dim, shift, size - shift))
     return relaxed
+
+
+def relax(attention: torch.Tensor, pixels: int = RELAX_PIXELS) -> torch.Tensor:
+    """A (B, H, W, W) map relaxed along its target-column axis (eq. 7's sum over |d| <= 2)."""
+    return relax_along(attention, dim=-2, pixels=pixels)
 
 
 def valid_mask(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:

@@ -163,7 +163,8 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], metadata: Mapping[
     scale = round(ratio ** 0.5)
     if scale * scale * expand.shape[1] != expand.shape[0]:
         raise CheckpointError(f"{path}: upsampler of shape {tuple(expand.shape)} fits no scale")
-    return ModelConfig(scale=scale, use_attention="attention.query.weight" in state)
+    return ModelConfig(scale=scale, use_attention="attention.query.weight" in state,
+                       channels=expand.shape[1])
 
 
 def load_into(model: IPASSR, state: Mapping[str, torch.Tensor], path: PathLike = "weights") -> None:

@@ -31,6 +31,7 @@ class ModelConfig:
     use_attention: bool = True
     use_whitening: bool = True
     use_valid_mask: bool = True
+    channels: int = 64  # C: features per pixel (the paper's 64); biPAM's hierarchy has 4C
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,7 +136,7 @@ class IPASSR(nn.Module):
         super().__init__()
         if not isinstance(scale, int) or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
-        self.config = ModelConfig(scale, use_attention, use_whitening, use_valid_mask)
+        self.config = ModelConfig(scale, use_attention, use_whitening, use_valid_mask, channels)
         self.feature_conv = nn.Conv2d(3, channels, 3, 1, 1)
         self.feature_group = ResidualDenseGroup(channels)
         self.attention = (BiPAM(channels, 4 * channels, use_whitening=use_whitening,
@@ -147,7 +148,8 @@ class IPASSR(nn.Module):
     @classmethod
     def from_config(cls, config: ModelConfig) -> "IPASSR":
         return cls(config.scale, use_attention=config.use_attention,
-                   use_whitening=config.use_whitening, use_valid_mask=config.use_valid_mask)
+                   use_whitening=config.use_whitening, use_valid_mask=config.use_valid_mask,
+                   channels=config.channels)
 
     @property
     def scale(self) -> int:

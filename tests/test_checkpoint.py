@@ -40,16 +40,16 @@ def test_safetensors_round_trip_keeps_weights_and_metadata(tmp_path, conformance
 
 
 def test_variant_is_restored_from_metadata(tmp_path):
-    model = IPASSR(3, use_whitening=False, use_valid_mask=False)
+    model = IPASSR(3, use_whitening=False, use_valid_mask=False, channels=16)
     save_weights(model, tmp_path / "v.safetensors")
     again = load_network(tmp_path / "v.safetensors")
-    assert again.config == model.config
+    assert again.config == model.config and again.config.channels == 16
 
 
 def test_single_view_variant_detected_without_metadata(tmp_path):
-    model = IPASSR(2, use_attention=False)
+    model = IPASSR(2, use_attention=False, channels=8)
     torch.save({"epoch": 1, "state_dict": model.state_dict()}, tmp_path / "s.pth.tar")
-    assert load_network(tmp_path / "s.pth.tar").config.use_attention is False
+    assert load_network(tmp_path / "s.pth.tar").config == model.config  # width from the shapes
 
 
 def test_wrong_scale_is_a_clear_error(conformance_dir):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ipassr.attention import BiPAM, parallax_attention, relax, row_transfer, valid_mask
+from ipassr.attention import (BiPAM, parallax_attention, relax, relax_along, row_transfer,
+                              valid_mask)
 from ipassr.fast.attention import (attention_row_bytes, chunked_parallax_fusion, expected_offset,
-                            relax_along, rows_per_chunk, subnormals_are_flushed,
-                            subnormals_flushed, valid_masks_from_softmaxes)
+                                   rows_per_chunk, subnormals_are_flushed, subnormals_flushed,
+                                   valid_masks_from_softmaxes)
 from ipassr.errors import IpassrError
 
 
@@ -64,9 +65,13 @@ def test_masks_from_softmaxes_match_relaxed_product_for_peaked_maps():
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 8])
-def test_relax_along_equals_reference_relax(size):
+def test_relax_along_the_last_axis_is_relax_of_the_transposed_map(size):
+    """The fast path relaxes M_L->R^T along its last axis, into a reused buffer."""
     maps = torch.rand(2, size, size)
-    torch.testing.assert_close(relax_along(maps, dim=-2), relax(maps))
+    out = torch.empty_like(maps)
+    relaxed = relax_along(maps, dim=-1, out=out)
+    assert relaxed.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(relaxed, relax(maps.transpose(-1, -2)).transpose(-1, -2))
 
 
 def test_bipam_module_path_matches_chunked(tmp_path):

@@ -24,7 +24,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import torch
 
-from ..attention import MASK_SHARPNESS, RELAX_PIXELS
+from ..attention import MASK_SHARPNESS, relax_along
 from ..errors import IpassrError
 from ..sizes import FLOAT_BYTES, format_bytes
 
@@ -97,17 +97,6 @@ def rows_per_chunk(batch: int, height: int, width: int, budget: int) -> int:
             f"memory budget {format_bytes(budget)} is too small for one image row of parallax "
             f"attention at width {width} (batch {batch}): the minimum is {format_bytes(row)}")
     return max(1, min(height, budget // row))
-
-
-def relax_along(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS,
-                out: torch.Tensor | None = None) -> torch.Tensor:
-    """Sum of ``maps`` shifted by -pixels..+pixels along ``dim`` (zero-filled), into ``out``."""
-    relaxed = maps.clone() if out is None else out.copy_(maps)
-    size = maps.shape[dim]
-    for shift in range(1, min(pixels, size - 1) + 1):
-        relaxed.narrow(dim, shift, size - shift).add_(maps.narrow(dim, 0, size - shift))
-        relaxed.narrow(dim, 0, size - shift).add_(maps.narrow(dim, shift, size - shift))
-    return relaxed
 
 
 def valid_masks_from_softmaxes(row_softmax: torch.Tensor, col_softmax: torch.Tensor,
@@ -220,6 +209,6 @@ def chunked_parallax_fusion(query: torch.Tensor, key: torch.Tensor, left: torch.
 
 
 __all__ = ["RowAttention", "chunked_parallax_fusion", "rows_per_chunk", "attention_row_bytes",
-           "valid_masks_from_softmaxes", "relax_along", "expected_offset", "peak_offset",
+           "valid_masks_from_softmaxes", "expected_offset", "peak_offset",
            "PER_PIXEL_DETAILS",
            "subnormals_flushed", "subnormals_are_flushed", "DEFAULT_ATTENTION_MEMORY"]
