@@ -389,3 +389,41 @@ def test_shipped_weights_by_name(tmp_path, small_pair, capsys):
                              str(tmp_path / "a.png"), "--output-right", str(tmp_path / "b.png")],
                             capsys)
     assert "names the shipped x2 weights but x4 was requested" in message
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory, cones_pair):
+    """Three tiny scenes from the real Cones pair: two of one size, one of another."""
+    root = tmp_path_factory.mktemp("scenes")
+    left, right = (read_image(p) for p in cones_pair)
+    for name, (y, x, h, w) in {"a": (100, 100, 12, 20), "b": (200, 150, 12, 20),
+                               "c": (50, 50, 10, 16)}.items():
+        (root / name).mkdir()
+        write_image(root / name / "lr0.png", left[y:y + h, x:x + w])
+        write_image(root / name / "lr1.png", right[y:y + h, x:x + w])
+    return root
+
+
+def test_infer_folder_batched_equals_one_by_one(tmp_path, scene_dir, conformance_dir):
+    weights = str(conformance_dir / "x2.pth.tar")
+    for batch, out in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        assert main(["infer", "--weights", weights, "--input-dir", str(scene_dir),
+                     "--output-dir", str(out), "--batch-size", str(batch),
+                     "--max-memory", "64M"]) == 0
+    for name in ("a_L.png", "a_R.png", "b_L.png", "c_R.png"):
+        one, two = read_image(tmp_path / "one" / name), read_image(tmp_path / "two" / name)
+        assert np.abs(one.astype(int) - two.astype(int)).max() <= 1  # float rounding at .5
+
+
+def test_infer_reports_a_budget_too_small(tmp_path, scene_dir, conformance_dir, capsys):
+    code = main(["infer", "--weights", str(conformance_dir / "x2.pth.tar"),
+                 "--left", str(scene_dir / "a" / "lr0.png"), "--right",
+                 str(scene_dir / "a" / "lr1.png"), "--output-left", str(tmp_path / "l.png"),
+                 "--output-right", str(tmp_path / "r.png"), "--max-memory", "2K"])
+    assert code == 2
+    assert "needs at least" in capsys.readouterr().err
+    assert not (tmp_path / "l.png").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["infer", "--max-memory", "lots"])
+    assert exit_info.value.code == 2
+    assert "expected a positive size" in capsys.readouterr().err
