@@ -4,6 +4,7 @@
 | --- | --- |
 | ``config`` | ``TrainConfig``: every choice of a run, its TOML/YAML files and presets |
 | ``data`` | patch sources, the epoch plan (flips, crops), loaders |
+| ``setup`` | a run's config on resume, data checks, the network and its DDP/compile wrapping |
 | ``step`` | one step's losses, the device, the learning rate of a step |
 | ``validation`` | the evaluation protocol and biPAM's correspondence during training |
 | ``run`` | the run folder, its log and its atomic checkpoints |

@@ -19,17 +19,18 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..checkpoint import load_into, read_state_dict, save_weights, transfer_into
+from ..checkpoint import load_into, save_weights
 from ..errors import CheckpointError, IpassrError
 from ..io import PathLike
-from ..model import ARCHITECTURE, IPASSR
-from .config import TrainConfig, architecture_differences, config_from_dict, save_config
+from ..model import ARCHITECTURE
+from .config import TrainConfig, config_from_dict, save_config
 from .data import (Augmentation, EpochBatches, PatchDataset, PatchSource, epoch_plan,
-                   interrupts_blocked_while_workers_start, make_loader, open_patches, patch_shape,
+                   interrupts_blocked_while_workers_start, make_loader, patch_shape,
                    to_inputs)
-from .distributed import DistEnv, agree, barrier, convert_batchnorm, init_distributed
+from .distributed import DistEnv, agree, barrier, init_distributed
+from .setup import (absolute_paths, build_network, check_data, configure_backends,
+                    open_source, resolve_scale, resumed_config, wrap)
 from .run import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunLog, RunPaths, is_out_of_space,
                   link_or_copy, rng_state, set_rng_state, read_checkpoint, write_checkpoint)
 from .step import LOSS_KEYS, compute_losses, learning_rate, resolve_device
@@ -71,14 +72,15 @@ class Trainer:
         config = self.config if checkpoint is not None else config
         if checkpoint is None and init_weights is None:
             init_weights = config.init_weights
-        self.init_weights: str | None = None
         self.env = init_distributed(use_cuda=resolve_device(config.device, DistEnv()).type == "cuda")
         self.device = resolve_device(config.device, self.env)
-        self.source = source if source is not None else self._open_source(config)
-        self.config = self._absolute_paths(self._resolve_scale(config, self.source))
-        self._check_data(self.config, self.source)
-        self._configure_backends()
-        self.network = self._build_network(init_weights)
+        self.source = source if source is not None else open_source(config)
+        self.config = absolute_paths(resolve_scale(config, self.source))
+        check_data(self.config, self.source, self.env.world_size)
+        configure_backends(self.config, self.device)
+        self.network, self.init_kept = build_network(self.config, init_weights, self.env,
+                                                     self.device)
+        self.init_weights = None if init_weights is None else str(Path(init_weights).absolute())
         self.optimizer = torch.optim.Adam(
             self.network.parameters(), lr=self.config.lr,
             betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
@@ -88,7 +90,7 @@ class Trainer:
         self.best: dict[str, Any] = {}
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.model = self._wrap(self.network)
+        self.model = wrap(self.network, self.config, self.env, self.device)
         self.dataset = PatchDataset(self.source, self.config.lr_crop, self.config.replicate_left)
         self.steps_per_epoch = len(self.source) // self.config.batch_size
         self.log = RunLog(self.paths.log, self.paths.tensorboard if self.config.tensorboard else None,
@@ -101,8 +103,6 @@ class Trainer:
         self._stop_signal: int | None = None
         self._epoch_loss_sum = 0.0
         self._epoch_loss_count = 0
-
-    # --- setup helpers
 
     def _refuse_existing_run(self) -> None:
         if self.paths.last_checkpoint.exists():
@@ -117,101 +117,9 @@ class Trainer:
             raise IpassrError(f"{self.paths.root}: nothing to resume (no {path.relative_to(self.paths.root)})")
         checkpoint = read_checkpoint(path)
         saved = config_from_dict(checkpoint["config"], str(path))
-        requested = self._absolute_paths(requested)
-        keys = overrides if overrides is not None else {
-            k for k, v in requested.to_dict().items() if v != TrainConfig().to_dict()[k]}
-        changed = {k: getattr(requested, k) for k in keys if getattr(requested, k) != getattr(saved, k)}
-        merged = saved.__class__(**{**saved.__dict__, **changed})
-        if "scale" in changed and changed["scale"] is None:
-            merged = saved.__class__(**{**merged.__dict__, "scale": saved.scale})
-        differences = architecture_differences(saved, merged)
-        if differences:
-            raise IpassrError(f"{self.paths.root}: cannot resume: the run was trained with a different "
-                              f"network ({'; '.join(differences)})")
-        self.resumed_changes = sorted(k for k in changed if k != "scale")
-        self.config = merged
+        self.config, self.resumed_changes = resumed_config(saved, requested, overrides,
+                                                           self.paths.root)
         return checkpoint
-
-    @staticmethod
-    def _absolute_paths(config: TrainConfig) -> TrainConfig:
-        """Paths saved absolute, so a resume or a repeat from another directory finds the files."""
-        paths = {k: str(Path(getattr(config, k)).absolute())
-                 for k in ("patches", "validate", "init_weights") if getattr(config, k) is not None}
-        return config.__class__(**{**config.__dict__, **paths})
-
-    def _open_source(self, config: TrainConfig) -> PatchSource:
-        if config.patches is None:
-            raise IpassrError("no training data: give --patches FILE (made by `ipassr prepare patches`)")
-        return open_patches(config.patches)
-
-    @staticmethod
-    def _resolve_scale(config: TrainConfig, source: PatchSource) -> TrainConfig:
-        where = getattr(source, "path", "patches")
-        if config.scale is not None and config.scale != source.scale:
-            raise IpassrError(f"{where}: patches are for x{source.scale} but the run trains "
-                              f"x{config.scale} (--scale {config.scale})")
-        if config.scale is None:
-            return config.__class__(**{**config.__dict__, "scale": source.scale})
-        return config
-
-    def _check_data(self, config: TrainConfig, source: PatchSource) -> None:
-        where = getattr(source, "path", "patches")
-        if len(source) < config.batch_size:
-            raise IpassrError(f"{where}: holds {len(source)} patches, fewer than one batch "
-                              f"({config.batch_size}); lower --batch-size or add data")
-        height, width = patch_shape(source)
-        if config.lr_crop is not None and (config.lr_crop[0] > height or config.lr_crop[1] > width):
-            raise IpassrError(f"lr_crop {config.lr_crop[0]}x{config.lr_crop[1]} is larger than the "
-                              f"{height}x{width} LR patches of {where}")
-        if config.validate is not None:
-            from ..evaluation import find_datasets
-
-            if not Path(config.validate).is_dir():
-                raise IpassrError(f"--validate {config.validate}: no such folder")
-            find_datasets(config.validate, config.scale)  # a bad test root fails now, not after an epoch
-        if config.batch_size % self.env.world_size:
-            raise IpassrError(f"batch size {config.batch_size} cannot be split evenly over "
-                              f"{self.env.world_size} processes")
-
-    def _configure_backends(self) -> None:
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = self.config.cudnn_benchmark and not self.config.deterministic
-            torch.backends.cuda.matmul.allow_tf32 = self.config.tf32  # fp32 means fp32 unless asked
-            torch.backends.cudnn.allow_tf32 = self.config.tf32
-        if self.config.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.deterministic = True
-
-    def _build_network(self, init_weights: PathLike | None) -> IPASSR:
-        torch.manual_seed(self.config.seed)
-        network = IPASSR.from_config(self.config.model_config())
-        self.init_kept: list[str] = []
-        if init_weights is not None:
-            state, _ = read_state_dict(init_weights)
-            shapes = {k: v.shape for k, v in network.state_dict().items()}
-            if {k: v.shape for k, v in state.items()} == shapes:
-                load_into(network, state, init_weights)
-            else:  # another scale or variant: the trunk moves, the rest starts as built
-                self.init_kept = transfer_into(network, state, init_weights)
-            self.init_weights = str(Path(init_weights).absolute())
-        if self.config.sync_batchnorm and self.env.distributed:
-            network = convert_batchnorm(network, use_cuda=self.device.type == "cuda")
-        network = network.to(self.device)
-        if self.config.channels_last:
-            network = network.to(memory_format=torch.channels_last)
-        return network
-
-    def _wrap(self, network: IPASSR) -> nn.Module:
-        model: nn.Module = network
-        if self.env.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            model = DistributedDataParallel(
-                network, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=not self.config.loss_sr)  # then some layers may get no loss
-        if self.config.compile:
-            model = torch.compile(model)
-        return model
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["model"]

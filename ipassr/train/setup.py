@@ -1,0 +1,133 @@
+"""Setting a run up: the config of a resumed run, checks of the data, the network and its wrapping.
+
+Each check fails before any step runs, with a message that names the file or option at fault.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_into, read_state_dict, transfer_into
+from ..errors import IpassrError
+from ..io import PathLike
+from ..model import IPASSR
+from .config import TrainConfig, architecture_differences
+from .data import PatchSource, open_patches, patch_shape
+from .distributed import DistEnv, convert_batchnorm
+
+
+def resumed_config(saved: TrainConfig, requested: TrainConfig, overrides: set[str] | None,
+                   root: Path) -> tuple[TrainConfig, list[str]]:
+    """The saved config with the requested values applied (only ``overrides`` when given, else
+    every value that differs from the defaults), and the names of what changed; a change of the
+    network is refused."""
+    requested = absolute_paths(requested)
+    keys = overrides if overrides is not None else {
+        k for k, v in requested.to_dict().items() if v != TrainConfig().to_dict()[k]}
+    changed = {k: getattr(requested, k) for k in keys if getattr(requested, k) != getattr(saved, k)}
+    merged = saved.__class__(**{**saved.__dict__, **changed})
+    if "scale" in changed and changed["scale"] is None:
+        merged = saved.__class__(**{**merged.__dict__, "scale": saved.scale})
+    differences = architecture_differences(saved, merged)
+    if differences:
+        raise IpassrError(f"{root}: cannot resume: the run was trained with a different "
+                          f"network ({'; '.join(differences)})")
+    return merged, sorted(k for k in changed if k != "scale")
+
+
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """Paths saved absolute, so a resume or a repeat from another directory finds the files."""
+    paths = {k: str(Path(getattr(config, k)).absolute())
+             for k in ("patches", "validate", "init_weights") if getattr(config, k) is not None}
+    return config.__class__(**{**config.__dict__, **paths})
+
+
+def open_source(config: TrainConfig) -> PatchSource:
+    """The config's patch file, opened."""
+    if config.patches is None:
+        raise IpassrError("no training data: give --patches FILE (made by `ipassr prepare patches`)")
+    return open_patches(config.patches)
+
+
+def resolve_scale(config: TrainConfig, source: PatchSource) -> TrainConfig:
+    """The scale of the patches, which a given --scale must equal."""
+    where = getattr(source, "path", "patches")
+    if config.scale is not None and config.scale != source.scale:
+        raise IpassrError(f"{where}: patches are for x{source.scale} but the run trains "
+                          f"x{config.scale} (--scale {config.scale})")
+    if config.scale is None:
+        return config.__class__(**{**config.__dict__, "scale": source.scale})
+    return config
+
+
+def check_data(config: TrainConfig, source: PatchSource, world_size: int) -> None:
+    """Enough patches for a batch, a crop that fits them, a readable validation root, a batch
+    that splits over the processes."""
+    where = getattr(source, "path", "patches")
+    if len(source) < config.batch_size:
+        raise IpassrError(f"{where}: holds {len(source)} patches, fewer than one batch "
+                          f"({config.batch_size}); lower --batch-size or add data")
+    height, width = patch_shape(source)
+    if config.lr_crop is not None and (config.lr_crop[0] > height or config.lr_crop[1] > width):
+        raise IpassrError(f"lr_crop {config.lr_crop[0]}x{config.lr_crop[1]} is larger than the "
+                          f"{height}x{width} LR patches of {where}")
+    if config.validate is not None:
+        from ..evaluation import find_datasets  # evaluation pulls in the inference stack
+
+        if not Path(config.validate).is_dir():
+            raise IpassrError(f"--validate {config.validate}: no such folder")
+        find_datasets(config.validate, config.scale)  # a bad test root fails now, not after an epoch
+    if config.batch_size % world_size:
+        raise IpassrError(f"batch size {config.batch_size} cannot be split evenly over "
+                          f"{world_size} processes")
+
+
+def configure_backends(config: TrainConfig, device: torch.device) -> None:
+    """cuDNN autotuning and TF32 as configured (fp32 means fp32 unless asked); determinism."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark and not config.deterministic
+        torch.backends.cuda.matmul.allow_tf32 = config.tf32
+        torch.backends.cudnn.allow_tf32 = config.tf32
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+
+
+def build_network(config: TrainConfig, init_weights: PathLike | None, env: DistEnv,
+                  device: torch.device) -> tuple[IPASSR, list[str]]:
+    """The seeded network, started from ``init_weights`` if given, on ``device``; and the names
+    of the tensors that kept their built values (another scale or variant: the trunk moves, the
+    rest starts as built)."""
+    torch.manual_seed(config.seed)
+    network = IPASSR.from_config(config.model_config())
+    kept: list[str] = []
+    if init_weights is not None:
+        state, _ = read_state_dict(init_weights)
+        shapes = {k: v.shape for k, v in network.state_dict().items()}
+        if {k: v.shape for k, v in state.items()} == shapes:
+            load_into(network, state, init_weights)
+        else:
+            kept = transfer_into(network, state, init_weights)
+    if config.sync_batchnorm and env.distributed:
+        network = convert_batchnorm(network, use_cuda=device.type == "cuda")
+    network = network.to(device)
+    if config.channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    return network, kept
+
+
+def wrap(network: IPASSR, config: TrainConfig, env: DistEnv, device: torch.device) -> nn.Module:
+    """The module the steps run: DDP under torchrun, ``torch.compile`` if asked."""
+    model: nn.Module = network
+    if env.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=not config.loss_sr)  # then some layers may get no loss
+    if config.compile:
+        model = torch.compile(model)
+    return model
