@@ -111,12 +111,16 @@ def test_yaml_config_and_command_line_precedence(tmp_path):
                                         lr_gamma=0.5, adam_beta1=0.9, adam_beta2=0.999,
                                         loss_weight=0.1, hflip=True, vflip=True)
     assert parse_duration("10m") == 600 and parse_duration("1.5h") == 5400
+    # --amp takes inference's --dtype names too
+    assert [TrainConfig(amp=a).autocast for a in ("off", "float32", "bf16", "bfloat16")] == [
+        False, False, True, True]
 
 
 @pytest.mark.parametrize("text, message", [
     ("lr_stepp = 3\n", r"unknown config key 'lr_stepp' \(did you mean 'lr_step_epochs'\?\)"),
     ("batch_size = 'many'\n", r"'batch_size' must be int, got 'many'"),
     ("views = 'right'\n", r"views must be 'both' or 'left'"),
+    ("amp = 'float16'\n", r"amp must be one of off, float32, bf16, bfloat16 .*loss scaling"),
     ("[optim]\nlr = 1\n", r"sections are not supported \(found optim\)"),
     ("lr = \n", r"not a valid config file"),
 ])

@@ -29,6 +29,8 @@ from ..model import ModelConfig
 
 # Keys that define the network's shape or forward pass: a resumed run must not change them.
 ARCHITECTURE_KEYS = ("scale", "attention", "whitening", "valid_mask")
+# --amp spellings -> whether the steps run under bfloat16 autocast (inference's --dtype names too)
+AUTOCAST = {"off": False, "float32": False, "bf16": True, "bfloat16": True}
 
 
 def option(default: Any, help: str) -> Any:
@@ -90,7 +92,8 @@ class TrainConfig:
     seed: int = option(0, "seed of the initialisation, data order and flips")
     # speed (none of these is on by default: each changes rounding, not the maths)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    amp: str = option("off", "off, or bf16 autocast (losses and softmax in fp32)")
+    amp: str = option("off", "autocast precision, spelled as inference's --dtype: off (= float32), "
+                             "or bfloat16 (= bf16; losses and softmax stay fp32)")
     channels_last: bool = option(False, "channels_last memory format (faster on CPUs)")
     compile: bool = option(False, "torch.compile the network")
     cudnn_benchmark: bool = option(True, "cuDNN autotuning on a GPU")
@@ -111,6 +114,11 @@ class TrainConfig:
     validate_max_scenes: int | None = option(None, "validate on at most N scenes per dataset")
     validate_correspondence: bool = option(
         True, "also score biPAM's matches on Motorcycle's GT disparity (scikit-image)")
+
+    @property
+    def autocast(self) -> bool:
+        """Whether the steps run under bfloat16 autocast."""
+        return AUTOCAST[self.amp]
 
     def model_config(self) -> ModelConfig:
         """The network this recipe trains (needs ``scale`` resolved)."""
@@ -215,8 +223,10 @@ def _check_values(config: TrainConfig, origin: str) -> None:
                         f"lr_decay_from ({config.lr_decay_from})")
     if config.views not in ("both", "left"):
         problems.append(f"views must be 'both' or 'left' (got {config.views!r})")
-    if config.amp not in ("off", "bf16"):
-        problems.append(f"amp must be 'off' or 'bf16' (got {config.amp!r})")
+    if config.amp not in AUTOCAST:
+        problems.append(f"amp must be one of {', '.join(AUTOCAST)} (got {config.amp!r})"
+                        + ("; float16 would need loss scaling, which ipassr does not do"
+                           if config.amp in ("float16", "fp16") else ""))
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
         problems.append(f"device must be auto, cpu, cuda or cuda:N (got {config.device!r})")
     if config.replicate_left and config.views == "left":

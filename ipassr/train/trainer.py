@@ -226,7 +226,7 @@ class Trainer:
         """One optimisation step on a batch; returns the loss terms as floats."""
         self._set_learning_rate()
         terms = compute_losses(self.model, inputs, self.config.scale, self.config.loss_config(),
-                               amp=self.config.amp == "bf16")
+                               amp=self.config.autocast)
         total = terms["total"]
         values = dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
         if agree(not math.isfinite(values["total"]), self.env, self._flag_device()):
