@@ -5,7 +5,7 @@ A dataset root holds one folder per dataset, each ``<Dataset>/hr/<scene>/hr0.png
 network (``WeightsMethod``), results on disk (``SrDirMethod``, ``D/<Dataset>/<scene>_L.png, _R.png``)
 or MATLAB-exact bicubic upsampling (``BicubicMethod``). Every input is checked from image headers
 before any scoring (sizes, scale, missing results, grey/RGB mix, the 64-column crop), so a run never
-scores a partial set silently. Scores follow ``ipassr.metrics`` (SPEC.md, "Evaluation protocol").
+scores a partial set silently. Scores follow ``ipassr.metrics`` (paper Sec. 4.1; the protocol in docs/evaluation.md).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def smoothness_loss(maps: AttentionMaps) -> torch.Tensor:
 
 
 def consistency_loss(y_left, y_right, maps: AttentionMaps) -> torch.Tensor:
-    """L_cons (eq. 14) on SR-side quantities, with the attention maps detached (SPEC.md)."""
+    """L_cons (eq. 14) on SR-side quantities, with the attention maps detached, as the reference code does."""
     right_to_left = maps.right_to_left.detach()
     left_to_right = maps.left_to_right.detach()
     return (masked_l1(y_left, row_transfer(right_to_left, y_right), maps.valid_left)

@@ -1,4 +1,4 @@
-"""PSNR and SSIM exactly as the paper's evaluation protocol (SPEC.md, "Evaluation protocol").
+"""PSNR and SSIM exactly as the paper's evaluation protocol (paper Sec. 4.1; docs/evaluation.md).
 
 * Images are 8-bit RGB (SR outputs already clamped and quantised, as when saved to PNG).
 * PSNR on RGB, peak 255 (equivalently 1.0 on [0, 1] images): 10 log10(255^2 / MSE over all values).

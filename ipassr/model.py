@@ -128,7 +128,7 @@ class IPASSR(nn.Module):
     ``forward(left, right)`` returns ``(sr_left, sr_right)``; with ``return_attention=True`` it
     returns ``(sr_left, sr_right, AttentionMaps)`` for the losses and visualisations.
     Call ``.eval()`` for inference: biPAM's BatchNorm then normalises each view of each pair by its
-    own statistics, as the published evaluation did (SPEC.md).
+    own statistics, as the published evaluation did (docs/design.md, "BatchNorm at inference").
     """
 
     def __init__(self, scale: int = 4, *, use_attention: bool = True, use_whitening: bool = True,

@@ -1,6 +1,6 @@
 """The paper's training patches and the single-file patch format that holds them.
 
-Extraction (SPEC.md, "Data"): HR is mod-cropped to a multiple of s (Middlebury sources are first
+Extraction (paper Sec. 4.1, as the reference code generates its data): HR is mod-cropped to a multiple of s (Middlebury sources are first
 shrunk by 2 with the same MATLAB bicubic), LR = MATLAB ``imresize(HR, 1/s)``; on the LR image,
 30 x 90 patches with stride 20 start at 0-based offset 2 in both directions while the start row is
 <= H_lr - 34 and the start column <= W_lr - 94 (the reference's 1-based ``3:20:H-33``,

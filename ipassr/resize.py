@@ -120,7 +120,7 @@ def mod_crop(image: np.ndarray, multiple: int) -> np.ndarray:
 
 def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
     """The paper's LR image of a uint8 HR image: crop to a multiple of ``scale``, then MATLAB-exact
-    bicubic downscaling by ``scale`` (SPEC.md's degradation)."""
+    bicubic downscaling by ``scale`` (the paper's degradation, Sec. 4.1)."""
     return imresize(mod_crop(hr, scale), 1.0 / scale)
 
 

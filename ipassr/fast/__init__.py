@@ -24,7 +24,7 @@ Which path runs (``StereoSR`` decides):
 
 All are equal to float32 rounding (tests/test_tiling.py, tests/test_chunked.py, tests/test_fused.py).
 Shapes: views (B, 3, H, W) in [0, 1] -> SR views (B, 3, sH, sW). Eval-mode semantics only: each
-view is normalised by its own statistics, as in the published evaluation (SPEC.md).
+view is normalised by its own statistics, as in the published evaluation (docs/design.md).
 """
 
 from __future__ import annotations

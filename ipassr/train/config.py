@@ -1,6 +1,6 @@
 """The training recipe as one flat, typed configuration, saved next to the checkpoints.
 
-Defaults are the paper's recipe (SPEC.md): all five losses with lambda 0.1, Adam (0.9, 0.999),
+Defaults are the paper's recipe (Sec. 4.1): all five losses with lambda 0.1, Adam (0.9, 0.999),
 lr 2e-4 halved every 30 epochs, 80 epochs, batch 36, random horizontal flip with view swap and
 vertical flip. Every field can be set from a config file (TOML or YAML, flat ``key = value``) and
 from the command line (``--key-name``); precedence: defaults < preset < file < command line.
