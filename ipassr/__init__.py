@@ -30,7 +30,7 @@ _EXPORTS = {
 }
 _SUBMODULES = {
     "attention", "checkpoint", "cli", "commands", "correspondence", "datasets", "demo",
-    "devices", "disparity", "errors", "evaluation", "export", "fast", "inference", "io", "losses",
+    "devices", "disparity", "disparity_benefit", "errors", "evaluation", "export", "fast", "inference", "io", "losses",
     "metrics", "model", "patches", "resize", "sizes", "train", "visualize", "zoo",
 }
 

@@ -220,7 +220,7 @@ def write_scores(path: PathLike, scores: dict[str, Any]) -> None:
 def evaluate_attention(cases: Any, methods: list[Any], scale: int, progress: Any = None) -> dict:
     """Correspondence scores of every network method on every case with GT disparity.
 
-    ``cases``: ``evaluation.DisparityCase`` items (HR-size GT of the left view); ``methods``:
+    ``cases``: ``disparity_benefit.DisparityCase`` items (HR-size GT of the left view); ``methods``:
     ``evaluation.WeightsMethod`` items of networks with biPAM. Returns {"scale", "datasets":
     {dataset: {label: {"left": ..., "right": ..., "mean": ..., "scenes": {scene: ...}}}}}, with
     dataset figures the mean over its scenes.

@@ -18,11 +18,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .datasets import TestScene, probe_image, read_testset, stereo_motorcycle, subdirectories
+from .datasets import TestScene, probe_image, read_testset, subdirectories
 from .errors import ImageReadError, IpassrError
 from .io import PathLike, atomic_path, read_image
 from .metrics import LEFT_CROP, SSIM_DEFINITION, PairScore, score_pair
-from .resize import degrade, imresize, mod_crop
+from .resize import imresize
 
 __all__ = ["Method", "BicubicMethod", "SrDirMethod", "WeightsMethod", "find_datasets", "check_inputs",
            "evaluate", "Report", "format_table", "format_markdown", "METRIC_KEYS"]
@@ -207,7 +207,6 @@ class Report:
     datasets: list[str]
     methods: list[str]
     scenes: dict[str, dict[str, dict[str, PairScore]]] = field(default_factory=dict)  # method -> dataset -> scene
-    disparity: dict | None = None
 
     def dataset_mean(self, method: str, dataset: str) -> dict[str, float]:
         """Mean of each metric over the scenes of one dataset."""
@@ -236,8 +235,6 @@ class Report:
             "datasets": self.datasets,
             "methods": methods,
         }
-        if self.disparity is not None:
-            result["disparity"] = self.disparity
         return result
 
 
@@ -265,7 +262,7 @@ def evaluate(datasets: list[tuple[str, list[TestScene]]], methods: list[Method],
     return report
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     """'1 scene', '2 scenes'."""
     return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -290,13 +287,13 @@ def format_table(report: Report) -> str:
             row += (f"| {_cell(mean['left_psnr'], mean['left_ssim']):^{cell}}"
                     f"{_cell(mean['stereo_psnr'], mean['stereo_ssim']):^{cell + 1}} ")
         lines.append(row.rstrip())
-    counts = ", ".join(f"{d}: {_plural(len(report.scenes[report.methods[0]][d]), 'scene')}" for d in report.datasets)
+    counts = ", ".join(f"{d}: {plural(len(report.scenes[report.methods[0]][d]), 'scene')}" for d in report.datasets)
     lines.append(f"PSNR (dB) / SSIM; mean over scenes ({counts}). {SSIM_DEFINITION}.")
     return "\n".join(lines)
 
 
 def format_markdown(report: Report) -> str:
-    """Markdown version of the table (and of the disparity table when present)."""
+    """Markdown version of the table."""
     head = "| Method | Scale | " + " | ".join(f"{d} Left | {d} (Left+Right)/2" for d in report.datasets) + " |"
     rule = "|---|---|" + "---|---|" * len(report.datasets)
     rows = []
@@ -309,8 +306,6 @@ def format_markdown(report: Report) -> str:
     text = [f"## Stereo SR, x{report.scale}", "", head, rule, *rows, "",
             f"PSNR (dB) / SSIM, mean over scenes. 'Left': left view without its {LEFT_CROP} leftmost columns; "
             f"'(Left+Right)/2': mean of both uncropped views. {SSIM_DEFINITION}."]
-    if report.disparity is not None:
-        text += ["", format_disparity_markdown(report.disparity)]
     return "\n".join(text) + "\n"
 
 
@@ -333,148 +328,3 @@ def write_text(path: PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------------------
-# Disparity benefit (Table 5 idea): StereoSGBM on HR, bicubic and SR pairs, scored against GT.
-
-MOTORCYCLE = ("Motorcycle", "motorcycle")   # dataset and scene names of the scikit-image pair
-DISPARITY_KEYS = ("epe", "bad1", "bad2", "bad3", "density", "epe_vs_hr")
-
-
-@dataclass
-class DisparityCase:
-    """One scene with ground truth: HR and LR pairs (uint8 (H, W, 3)) and GT disparity (H, W), NaN invalid."""
-
-    dataset: str
-    scene: TestScene
-    hr_left: np.ndarray
-    hr_right: np.ndarray
-    lr_left: np.ndarray
-    lr_right: np.ndarray
-    ground_truth: np.ndarray
-
-
-def motorcycle_case(scale: int) -> DisparityCase:
-    """scikit-image's Middlebury Motorcycle pair with GT: HR mod-cropped to 4, LR MATLAB-exact."""
-    left, right, disparity = stereo_motorcycle()
-    ground_truth = mod_crop(np.asarray(disparity, dtype=np.float32), 4).copy()
-    ground_truth[~np.isfinite(ground_truth)] = np.nan
-    hr_left, hr_right = mod_crop(left, 4), mod_crop(right, 4)
-    scene = TestScene(MOTORCYCLE[1], Path(), Path(), Path(), Path())
-    return DisparityCase(MOTORCYCLE[0], scene, hr_left, hr_right, degrade(hr_left, scale),
-                         degrade(hr_right, scale), ground_truth)
-
-
-def check_ground_truth_sizes(datasets: list[tuple[str, list[TestScene]]]) -> None:
-    """Refuse, before any scoring, a ground-truth disparity whose size is not its HR image's."""
-    from .correspondence import check_disparity_size
-    from .disparity import read_disparity
-
-    for _, scenes in datasets:
-        for scene in scenes:
-            if scene.disparity is not None:
-                (width, height), _ = probe_image(scene.hr_left)
-                check_disparity_size(read_disparity(scene.disparity), (height, width),
-                                     str(scene.disparity), str(scene.hr_left))
-
-
-def disparity_cases(datasets: list[tuple[str, list[TestScene]]]) -> Iterable[DisparityCase]:
-    """Scenes of the test sets that have ground truth (hr/<scene>/disp0.pfm), loaded one at a time."""
-    from .correspondence import check_disparity_size
-    from .disparity import read_disparity
-
-    for name, scenes in datasets:
-        for scene in scenes:
-            if scene.disparity is None:
-                continue
-            ground_truth = read_disparity(scene.disparity)
-            hr_left = read_image(scene.hr_left)
-            check_disparity_size(ground_truth, hr_left.shape, str(scene.disparity),
-                                 str(scene.hr_left))
-            yield DisparityCase(name, scene, hr_left, read_image(scene.hr_right), read_image(scene.lr_left),
-                                read_image(scene.lr_right), ground_truth)
-
-
-def evaluate_disparity(cases: Iterable[DisparityCase], methods: list[Method], scale: int,
-                       progress: Callable[[Iterable, str], Iterable] | None = None) -> dict:
-    """SGBM on HR, bicubic and every method's SR pair; EPE and >1/2/3 px rates per dataset (mean over scenes)."""
-    from .disparity import num_disparities, require_opencv, score_disparity, sgbm_disparity
-
-    require_opencv()
-    rows = [BicubicMethod(scale)] + [m for m in methods if not isinstance(m, BicubicMethod)]
-    per_scene: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    iterator = progress(cases, "disparity") if progress else cases
-    for case in iterator:
-        where = f"{case.dataset}/{case.scene.name}"
-        span = num_disparities(case.hr_left.shape[1], case.ground_truth)
-        hr_estimate = sgbm_disparity(case.hr_left, case.hr_right, span)
-        table = per_scene.setdefault(case.dataset, {})
-        pairs = [(m.label, m.super_resolve(case.dataset, case.scene, case.lr_left, case.lr_right)) for m in rows]
-        for label, (left, right) in pairs + [("HR", (case.hr_left, case.hr_right))]:
-            left, right = np.asarray(left), np.asarray(right)
-            if left.shape != case.hr_left.shape:
-                raise IpassrError(f"{where}: {label} result is {left.shape[1]}x{left.shape[0]} but HR is "
-                                  f"{case.hr_left.shape[1]}x{case.hr_left.shape[0]}")
-            estimate = hr_estimate if label == "HR" else sgbm_disparity(left, right, span)
-            score = score_disparity(estimate, case.ground_truth, where).to_dict()
-            score["epe_vs_hr"] = _epe_between(estimate, hr_estimate)
-            table.setdefault(label, {})[case.scene.name] = score
-    if not per_scene:
-        raise IpassrError("no scene with ground-truth disparity (hr/<scene>/disp0.pfm); run "
-                          "'ipassr evaluate --disparity' without --dataset-root for the Motorcycle pair")
-    result = {"scale": scale,
-              "matcher": "OpenCV StereoSGBM (3-way, block 5, P1=8*3*25, P2=32*3*25, uniqueness 10, "
-                         "speckle 100/2), range: 1.1 x max GT disparity rounded up to 16",
-              "holes": "Pixels without an SGBM estimate filled KITTI-style (min of nearest valid row "
-                       "neighbours); density = share of GT-valid pixels SGBM estimated itself",
-              "datasets": {}}
-    for dataset, table in per_scene.items():
-        result["datasets"][dataset] = {
-            label: {**{k: float(np.mean([s[k] for s in scenes.values()])) for k in DISPARITY_KEYS},
-                    "scenes": scenes}
-            for label, scenes in table.items()}
-    return result
-
-
-def _epe_between(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """Mean absolute difference of two (filled) SGBM maps over all pixels: consistency with HR matching."""
-    from .disparity import fill_holes
-
-    return float(np.mean(np.abs(fill_holes(estimate) - fill_holes(reference))))
-
-
-def format_disparity_table(result: dict) -> str:
-    """Plain-text Table-5-style table per dataset: EPE, >1px, >2px, >3px, density, EPE vs HR."""
-    lines = []
-    for dataset, rows in result["datasets"].items():
-        count = len(next(iter(rows.values()))["scenes"])
-        width = max(len("Method"), *(len(r) for r in rows))
-        lines.append(f"Disparity (StereoSGBM) on {dataset}, x{result['scale']} SR, "
-                     f"{_plural(count, 'scene')} with ground truth")
-        lines.append(f"{'Method':<{width}}  {'EPE':>6}  {'>1px(%)':>8}  {'>2px(%)':>8}  {'>3px(%)':>8}  "
-                     f"{'density(%)':>10}  {'EPE vs HR':>9}")
-        for label, row in rows.items():
-            vs_hr = "-" if label == "HR" else f"{row['epe_vs_hr']:.3f}"
-            lines.append(f"{label:<{width}}  {row['epe']:>6.3f}  {row['bad1']:>8.2f}  {row['bad2']:>8.2f}  "
-                         f"{row['bad3']:>8.2f}  {row['density']:>10.1f}  {vs_hr:>9}")
-        lines.append("")
-    lines.append("Lower is better. HR = upper bound, Bicubic = baseline. " + result["holes"] + ".")
-    return "\n".join(lines)
-
-
-def format_disparity_markdown(result: dict) -> str:
-    """Markdown version of the disparity table."""
-    text = []
-    for dataset, rows in result["datasets"].items():
-        count = len(next(iter(rows.values()))["scenes"])
-        text += [f"## Disparity benefit on {dataset}, x{result['scale']} ({_plural(count, 'scene')}, StereoSGBM)", "",
-                 "| Method | EPE | >1px (%) | >2px (%) | >3px (%) | density (%) | EPE vs HR |",
-                 "|---|---|---|---|---|---|---|"]
-        for label, row in rows.items():
-            vs_hr = "-" if label == "HR" else f"{row['epe_vs_hr']:.3f}"
-            text.append(f"| {label} | {row['epe']:.3f} | {row['bad1']:.2f} | {row['bad2']:.2f} | "
-                        f"{row['bad3']:.2f} | {row['density']:.1f} | {vs_hr} |")
-        text.append("")
-    text.append(f"Matcher: {result['matcher']}. {result['holes']}.")
-    return "\n".join(text)

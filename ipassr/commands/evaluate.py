@@ -9,10 +9,11 @@ from tqdm import tqdm
 
 from ..correspondence import evaluate_attention, format_attention_markdown, format_attention_table
 from ..errors import IpassrError
-from ..evaluation import (MOTORCYCLE, BicubicMethod, Method, SrDirMethod, WeightsMethod,
-                          check_ground_truth_sizes, disparity_cases, evaluate, evaluate_disparity,
-                          find_datasets, format_disparity_markdown, format_disparity_table,
-                          format_markdown, format_table, motorcycle_case, write_json, write_text)
+from ..disparity_benefit import (MOTORCYCLE, check_ground_truth_sizes, disparity_cases,
+                                 evaluate_disparity, format_disparity_markdown,
+                                 format_disparity_table, motorcycle_case)
+from ..evaluation import (BicubicMethod, Method, SrDirMethod, WeightsMethod, evaluate,
+                          find_datasets, format_markdown, format_table, write_json, write_text)
 from ..inference import resolve_weights, shipped_name_scale
 
 
