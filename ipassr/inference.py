@@ -20,7 +20,7 @@ from PIL import Image
 from .checkpoint import load_network
 from .devices import parse_device
 from .errors import CheckpointError, IpassrError
-from .fast import attention_chunk_cap, memory_budget, plain_forward_bytes, stereo_forward
+from .fast import attention_chunk_cap, memory_budget, plan_inference, stereo_forward
 from .fast.attention import RowAttention
 from .io import (PathLike, image_to_tensor, pil_to_rgb_array, read_stereo_pair, tensor_to_image,
                  write_image)
@@ -216,7 +216,8 @@ class StereoSR:
     def _plain_fits(self, left: torch.Tensor) -> bool:
         """Whether the plain forward (full attention maps) of this batch fits the budget."""
         batch, _, height, width = left.shape
-        return plain_forward_bytes(self.network, batch, height, width) <= self._budget()
+        return plan_inference(self.network, batch, height, width, self.max_memory,
+                              self.device).plain_fits
 
     def super_resolve(self, left: Any, right: Any) -> tuple[Any, Any]:
         """Super-resolve one pair (or a batch of tensors); output of the same kind as the input.

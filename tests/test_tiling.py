@@ -88,6 +88,11 @@ def test_plan_tiles_only_when_needed():
     large = plan_inference(network, 1, 1080, 1920, max_memory=4 * 2 ** 30)
     assert large.tiled and 8 <= large.band_rows < 1080
     assert large.estimated_bytes <= 4 * 2 ** 30
+    # the plan also says whether the plain forward (full attention maps) fits its budget
+    assert (small.budget, large.budget) == (2 ** 30, 4 * 2 ** 30)
+    assert small.plain_fits and not large.plain_fits
+    kitti_x2 = plan_inference(network, 1, 187, 621, max_memory=2 * 2 ** 30)
+    assert not kitti_x2.tiled and not kitti_x2.plain_fits  # fast path untiled; full maps 4.2 GB
 
 
 def test_plan_refuses_what_cannot_fit_even_tiled():

@@ -34,6 +34,8 @@ class InferencePlan:
     band_rows: int  # LR rows per band (H when untiled)
     attention_rows: int  # image rows per attention chunk
     estimated_bytes: int  # predicted peak activation memory
+    budget: int = 0  # the activation budget the plan was made for
+    plain_fits: bool = False  # whether IPASSR.forward, full (H, W, W) maps at once, fits it too
 
 
 def receptive_radius(module: nn.Module) -> int:
@@ -112,7 +114,8 @@ def plan_inference(network: IPASSR, batch: int, height: int, width: int,
     untiled = _untiled_bytes(network, batch, height, width)
     if untiled + row_attention <= budget:
         rows = _attention_rows(batch, height, width, budget - untiled, cap)
-        return InferencePlan(False, height, rows, untiled + rows * row_attention)
+        return InferencePlan(False, height, rows, untiled + rows * row_attention, budget,
+                             plain_forward_bytes(network, batch, height, width) <= budget)
     halo = max(stage_halos(network).values())
     stored = STORED_CHANNELS_TILED * views * height * width * FLOAT_BYTES + output
     per_band_row = BAND_CHANNELS * views * width * FLOAT_BYTES
@@ -126,7 +129,7 @@ def plan_inference(network: IPASSR, batch: int, height: int, width: int,
     attention_budget = budget - stored - per_band_row * (band + 2 * halo)
     rows = _attention_rows(batch, band, width, attention_budget, cap)
     return InferencePlan(True, int(band), rows,
-                         stored + per_band_row * (band + 2 * halo) + rows * row_attention)
+                         stored + per_band_row * (band + 2 * halo) + rows * row_attention, budget)
 
 
 def _attention_rows(batch: int, height: int, width: int, budget: int, cap: int) -> int:
