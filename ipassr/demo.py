@@ -69,8 +69,8 @@ def run_demo(model: StereoSR, pair: DemoPair, output_dir: PathLike, weights_labe
     """Super-resolve ``pair``, score it against bicubic when HR is known, write every output."""
     output_dir = Path(output_dir)
     bicubic_left = imresize(pair.lr_left, model.scale)
-    label = "iPASSR" if model.is_ipassr else type(model.network).__name__
-    if not model.is_ipassr or model.network.attention is None:  # no biPAM valid masks to show
+    label = model.label
+    if not model.has_attention:  # no biPAM valid masks to show
         started = time.perf_counter()
         sr_left, sr_right = model.super_resolve(pair.lr_left, pair.lr_right)
         seconds = time.perf_counter() - started

@@ -155,6 +155,11 @@ class StereoSR:
         return sr_left.float(), sr_right.float()
 
     @property
+    def label(self) -> str:
+        """The network's name for reports: iPASSR, NAFSSR or PASSRnet."""
+        return "iPASSR" if self.is_ipassr else type(self.network).__name__
+
+    @property
     def has_attention(self) -> bool:
         """Whether the network is iPASSR with biPAM (valid masks and attention to show)."""
         return self.is_ipassr and self.network.attention is not None

@@ -83,7 +83,7 @@ def _attention_networks(methods: list[Method]) -> list[WeightsMethod]:
     if others:
         raise IpassrError(f"--attention scores iPASSR's biPAM; {', '.join(others)} is another "
                           "network")
-    without = [m.label for m in networks if m.model.network.attention is None]
+    without = [m.label for m in networks if not m.model.has_attention]
     if without:
         raise IpassrError(f"--attention: {', '.join(without)} has no parallax attention "
                           "(a single-view network)")
