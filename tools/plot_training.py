@@ -1,4 +1,4 @@
-"""Plot training curves (loss, validation PSNR, biPAM's correspondence) from ``ipassr train`` logs.
+"""Plot training curves (loss, validation PSNR per scale, biPAM's correspondence) from ``ipassr train`` logs.
 
 Usage: python tools/plot_training.py OUT.png LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 Needs matplotlib (a documentation tool, not a dependency of ipassr).
@@ -40,30 +40,44 @@ def validation_psnr(record: dict) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def run_scale(run_dir: Path) -> str:
+    """The run's scale as written in its config.toml ('?' when absent)."""
+    for line in (run_dir / "config.toml").read_text().splitlines():
+        if line.startswith("scale ="):
+            return line.split("=", 1)[1].strip()
+    return "?"
+
+
 def main(argv: list[str]) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    output, runs = Path(argv[0]), [a.split("=", 1) for a in argv[1:]]
-    figure, (loss_axis, psnr_axis, match_axis) = plt.subplots(1, 3, figsize=(16, 4))
-    for label, run in runs:
-        steps, validations = read_log(Path(run))
+    output, runs = Path(argv[0]), [(label, Path(run)) for label, run in
+                                   (a.split("=", 1) for a in argv[1:])]
+    scales = sorted({run_scale(run) for _, run in runs})  # one PSNR panel per scale
+    figure, axes = plt.subplots(1, 2 + len(scales), figsize=(5.3 * (2 + len(scales)), 4))
+    loss_axis, match_axis, psnr_axes = axes[0], axes[-1], dict(zip(scales, axes[1:-1]))
+    for index, (label, run) in enumerate(runs):
+        color = f"C{index}"
+        steps, validations = read_log(run)
         x = np.array([s["global_step"] for s in steps])
-        loss_axis.plot(x, smooth(np.array([s["loss"]["total"] for s in steps])), label=label)
+        loss_axis.plot(x, smooth(np.array([s["loss"]["total"] for s in steps])), label=label,
+                       color=color)
         points = [(v["global_step"], validation_psnr(v)) for v in validations]
         points = [(s, p) for s, p in points if p is not None]
         if points:
-            psnr_axis.plot(*zip(*points), marker="o", label=label)
+            psnr_axes[run_scale(run)].plot(*zip(*points), marker="o", label=label, color=color)
         matches = [(v["global_step"], 100 * v["correspondence"]["within_1px"])
                    for v in validations if v.get("correspondence")]
         if matches:
-            match_axis.plot(*zip(*matches), marker="o", label=label)
+            match_axis.plot(*zip(*matches), marker="o", label=label, color=color)
     loss_axis.set(xlabel="step", ylabel="total loss (running mean of 25 steps)", yscale="log")
-    psnr_axis.set(xlabel="step", ylabel="validation (Left+Right)/2 PSNR (dB)")
+    for scale, axis in psnr_axes.items():
+        axis.set(xlabel="step", ylabel=f"x{scale} validation (Left+Right)/2 PSNR (dB)")
     match_axis.set(xlabel="step", ylabel="Motorcycle matches within 1 LR px (%)")
-    for axis in (loss_axis, psnr_axis, match_axis):
+    for axis in axes:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
