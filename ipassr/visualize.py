@@ -233,7 +233,7 @@ def _visualize_other(model: StereoSR, left: torch.Tensor, right: torch.Tensor, r
             masks["valid_left"] = _array(network.valid_mask(*inputs)[0, 0])
             mirrored = network.valid_mask(inputs[1].flip(-1), inputs[0].flip(-1))
             masks["valid_right"] = _array(mirrored.flip(-1)[0, 0])
-    name = type(network).__name__
+    name = model.label
     images = {f"attention_row{row}_right_to_left": attention_row_image(right_to_left),
               f"attention_row{row}_left_to_right": attention_row_image(left_to_right),
               f"row{row}_marked_left": mark_row(lr_left, row)}
