@@ -112,9 +112,17 @@ class BiPAM(nn.Module):
 
     def embed(self, hierarchy: torch.Tensor, projection: nn.Conv2d) -> torch.Tensor:
         """Hierarchical features (B, 256, H, W) -> whitened query or key (B, 64, H, W)."""
-        embedded = projection(self.transition(self.normalize(hierarchy)))
+        return self.project(self.normalize(hierarchy), projection)
+
+    def project(self, normalized: torch.Tensor, projection: nn.Conv2d) -> torch.Tensor:
+        """Normalised hierarchical features -> whitened query or key: transition block, the 1x1
+        ``projection`` (``self.query`` or ``self.key``), then whitening."""
+        return self.whiten(projection(self.transition(normalized)))
+
+    def whiten(self, embedded: torch.Tensor) -> torch.Tensor:
+        """Subtract each row's mean over the width (the whiten layer, eq. 1)."""
         if self.use_whitening:
-            embedded = embedded - embedded.mean(dim=3, keepdim=True)
+            return embedded - embedded.mean(dim=3, keepdim=True)
         return embedded
 
     def attention_maps(self, hierarchy_left: torch.Tensor, hierarchy_right: torch.Tensor

@@ -60,20 +60,12 @@ def _instance_norm(bipam: BiPAM, x: torch.Tensor) -> torch.Tensor:
             + norm.bias[:, None, None])
 
 
-def _embed(bipam: BiPAM, hierarchy: torch.Tensor, projection: nn.Conv2d) -> torch.Tensor:
-    """``BiPAM.embed`` in eval mode with the explicit normalisation."""
-    embedded = projection(bipam.transition(_instance_norm(bipam, hierarchy)))
-    if bipam.use_whitening:
-        embedded = embedded - embedded.mean(dim=3, keepdim=True)
-    return embedded
-
-
 def export_bipam(bipam: BiPAM, feat_left: torch.Tensor, feat_right: torch.Tensor,
                  hier_left: torch.Tensor, hier_right: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """biPAM's eval-mode output (eq. 5) written with export-friendly operations only."""
-    query = _embed(bipam, hier_left, bipam.query).permute(0, 2, 3, 1)  # (B, H, Wl, C)
-    key = _embed(bipam, hier_right, bipam.key).permute(0, 2, 1, 3)  # (B, H, C, Wr)
+    query = bipam.project(_instance_norm(bipam, hier_left), bipam.query).permute(0, 2, 3, 1)  # (B, H, Wl, C)
+    key = bipam.project(_instance_norm(bipam, hier_right), bipam.key).permute(0, 2, 1, 3)  # (B, H, C, Wr)
     score = torch.matmul(query, key)
     right_to_left = torch.softmax(score, dim=-1)
     left_to_right_t = torch.softmax(score, dim=-2)  # M_L->R transposed: (B, H, Wl, Wr)

@@ -17,7 +17,8 @@ from ipassr.errors import IpassrError
 from ipassr.inference import StereoSR
 from ipassr.train.config import TrainConfig
 from ipassr.train.data import (ArrayPatches, Augmentation, EpochBatches, PatchDataset, epoch_plan,
-                               interrupts_blocked_while_workers_start, make_loader)
+                               make_loader)
+from ipassr.train.interrupts import interrupts_blocked_while_workers_start
 from ipassr.train import trainer as training
 from ipassr.train.trainer import Trainer, TrainingDiverged, read_checkpoint
 

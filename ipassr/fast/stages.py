@@ -160,10 +160,7 @@ def embed(bipam: BiPAM, normalized: Sequence[torch.Tensor], projection: nn.Conv2
         if rows is not None:
             hidden = as_dense(hidden[:, :, rows])
         embedded.append(conv(hidden, projection.weight[outputs], projection.bias[outputs]))
-    embedded = torch.cat(embedded, dim=1)
-    if bipam.use_whitening:
-        embedded = embedded - embedded.mean(dim=3, keepdim=True)
-    return embedded
+    return bipam.whiten(torch.cat(embedded, dim=1))
 
 
 def query_and_key(bipam: BiPAM, hierarchy: Sequence[torch.Tensor], batch: int,

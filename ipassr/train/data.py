@@ -10,8 +10,6 @@ r-th slice of every global batch, so the K local batches together are the single
 
 from __future__ import annotations
 
-import contextlib
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -22,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import IpassrError
 from ..io import PathLike
+from .interrupts import ignore_interrupts
 
 Item = tuple[int, bool, bool, int, int]  # (patch index, hflip+swap, vflip, crop top, crop left)
 
@@ -179,37 +178,7 @@ def make_loader(dataset: PatchDataset, batches: EpochBatches, workers: int, pin_
     """DataLoader over one epoch's batches; the default collate stacks to (B, h, w, 3) uint8."""
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
                       prefetch_factor=4 if workers else None,
-                      worker_init_fn=_ignore_interrupts if workers else None)
-
-
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _ignore_interrupts(worker_id: int) -> None:
-    """Workers leave Ctrl-C and SIGTERM to the training process, which checkpoints and stops them.
-
-    Terminals, ``timeout``, Slurm and container runtimes signal every process of the job; a
-    worker killed by it would make the training process fail instead of checkpointing. Workers
-    are born with the signals blocked (``workers_started``), so none arrives before this runs.
-    """
-    for signum in INTERRUPTS:
-        signal.signal(signum, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
-
-
-@contextlib.contextmanager
-def interrupts_blocked_while_workers_start() -> Iterator[None]:
-    """Block SIGINT/SIGTERM in this thread while DataLoader workers start; they inherit the block
-    until ``_ignore_interrupts`` and this process gets any signal that came meanwhile after."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process-group signals to fear
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+                      worker_init_fn=ignore_interrupts if workers else None)
 
 
 def to_inputs(batch: tuple[torch.Tensor, ...], device: torch.device,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -26,9 +25,9 @@ from ..io import PathLike
 from ..model import ARCHITECTURE
 from .config import TrainConfig, config_from_dict, save_config
 from .data import (Augmentation, EpochBatches, PatchDataset, PatchSource, epoch_plan,
-                   interrupts_blocked_while_workers_start, make_loader, patch_shape,
-                   to_inputs)
+                   make_loader, patch_shape, to_inputs)
 from .distributed import DistEnv, agree, barrier, init_distributed
+from .interrupts import StopRequest, interrupts_blocked_while_workers_start
 from .setup import (absolute_paths, build_network, check_data, configure_backends,
                     open_source, resolve_scale, resumed_config, wrap)
 from .run import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunLog, RunPaths, is_out_of_space,
@@ -100,7 +99,7 @@ class Trainer:
             save_config(self.config, self.paths.config)
             if checkpoint is not None:
                 self.log.truncate_after(self.global_step)
-        self._stop_signal: int | None = None
+        self._stop = StopRequest(announce=self.env.is_main)
         self._epoch_loss_sum = 0.0
         self._epoch_loss_count = 0
 
@@ -273,7 +272,7 @@ class Trainer:
                 if "DataLoader worker" not in str(error):
                     raise
                 time.sleep(0.5)  # the signal that killed the worker reaches us too
-                if self._stop_signal is None:
+                if self._stop.signal is None:
                     raise
                 return
 
@@ -287,7 +286,7 @@ class Trainer:
         self._log_event("resume" if self.global_step else "start")
         status = "error"
         try:
-            with self._signals(handle_signals), self._progress_bar(max_steps) as bar:
+            with self._stop.catching(handle_signals), self._progress_bar(max_steps) as bar:
                 result = self._run(max_steps, time_limit, started, bar)
             status = result.status
             return result
@@ -311,24 +310,24 @@ class Trainer:
                 step_time = now - tick if step_time is None else 0.9 * step_time + 0.1 * (now - tick)
                 tick = now
                 self._after_step(values, step_time, bar)
-                stopping = agree(self._stop_signal is not None
+                stopping = agree(self._stop.signal is not None
                                  or self._budget_spent(max_steps, time_limit, started, step_time),
                                  self.env, self._flag_device())
                 if stopping:
                     break
                 self._periodic(step_time)
-            stopping = stopping or self._stop_signal is not None  # a loader stopped by the signal
+            stopping = stopping or self._stop.signal is not None  # a loader stopped by the signal
             if self.step_in_epoch >= self.steps_per_epoch:
-                self._end_epoch(validate=not (stopping and self._stop_signal is not None))
+                self._end_epoch(validate=not (stopping and self._stop.signal is not None))
             elif stopping:
                 self.save_checkpoint()
             if stopping:
-                status = "interrupted" if self._stop_signal is not None else "budget"
-                return FitResult(status, self.epoch, self.global_step, self._stop_signal)
+                status = "interrupted" if self._stop.signal is not None else "budget"
+                return FitResult(status, self.epoch, self.global_step, self._stop.signal)
         return FitResult("finished", self.epoch, self.global_step)
 
     def _stop(self, status: str) -> FitResult:
-        return FitResult(status, self.epoch, self.global_step, self._stop_signal)
+        return FitResult(status, self.epoch, self.global_step, self._stop.signal)
 
     def _budget_spent(self, max_steps: int | None, time_limit: float | None, started: float,
                       step_time: float | None) -> bool:
@@ -412,30 +411,6 @@ class Trainer:
     def _flag_device(self) -> torch.device:
         """Where agreement flags live: NCCL needs the GPU, Gloo the CPU."""
         return self.device if self.device.type == "cuda" else torch.device("cpu")
-
-    @contextlib.contextmanager
-    def _signals(self, enabled: bool):
-        """Turn SIGINT/SIGTERM into 'finish this step, checkpoint, stop' (a second one is immediate)."""
-        import threading
-
-        if not enabled or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def request_stop(signum, frame):
-            if self._stop_signal is not None:
-                raise KeyboardInterrupt
-            self._stop_signal = signum
-            if self.env.is_main:
-                print(f"\nipassr: {signal.Signals(signum).name} received: finishing the step and "
-                      "writing a checkpoint (send again to abort)", file=sys.stderr)
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     @contextlib.contextmanager
     def _progress_bar(self, max_steps: int | None):
