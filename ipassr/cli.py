@@ -15,6 +15,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import warnings
 
 from .errors import IpassrError
@@ -118,8 +119,6 @@ def _describe_os_error(exc: OSError) -> str:
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from .disparity import check_disparity_size
 from .errors import IpassrError
 from .inference import to_batch_tensor
 from .io import PathLike
 
 __all__ = ["CorrespondenceScore", "lr_disparity", "occlusion_from_disparity",
            "right_disparity", "score_view", "score_correspondence", "attention_details",
-           "motorcycle_correspondence", "check_disparity_size", "summary_row",
+           "motorcycle_correspondence", "summary_row",
            "evaluate_attention", "format_attention_table", "format_attention_markdown"]
 
 VISIBILITY_TOLERANCE = 1.0  # LR pixels: a surface this much nearer than the pixel hides it
@@ -57,15 +58,6 @@ class CorrespondenceScore:
         """Plain dict for JSON (NaN as None)."""
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
                 for k, v in asdict(self).items()}
-
-
-def check_disparity_size(disparity: np.ndarray, image_shape: tuple[int, ...], disparity_name: str,
-                         image_name: str) -> None:
-    """Refuse a ground-truth disparity whose size is not its image's, naming both."""
-    if tuple(disparity.shape[:2]) != tuple(image_shape[:2]):
-        raise IpassrError(
-            f"{disparity_name}: disparity is {disparity.shape[1]}x{disparity.shape[0]} but its "
-            f"image {image_name} is {image_shape[1]}x{image_shape[0]}")
 
 
 def lr_disparity(disparity: np.ndarray, scale: int) -> np.ndarray:

@@ -26,10 +26,19 @@ from PIL import Image
 from .errors import IpassrError
 from .io import PathLike, atomic_path
 
-__all__ = ["read_pfm", "write_pfm", "read_disparity", "sgbm_disparity", "fill_holes",
-           "DisparityScore", "score_disparity", "num_disparities", "require_opencv"]
+__all__ = ["read_pfm", "write_pfm", "read_disparity", "check_disparity_size", "sgbm_disparity",
+           "fill_holes", "DisparityScore", "score_disparity", "num_disparities", "require_opencv"]
 
 ERROR_THRESHOLDS = (1, 2, 3)
+
+
+def check_disparity_size(disparity: np.ndarray, image_shape: tuple[int, ...], disparity_name: str,
+                         image_name: str) -> None:
+    """Refuse a ground-truth disparity whose size is not its image's, naming both."""
+    if tuple(disparity.shape[:2]) != tuple(image_shape[:2]):
+        raise IpassrError(
+            f"{disparity_name}: disparity is {disparity.shape[1]}x{disparity.shape[0]} but its "
+            f"image {image_name} is {image_shape[1]}x{image_shape[0]}")
 
 
 def read_pfm(path: PathLike) -> np.ndarray:

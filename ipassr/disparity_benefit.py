@@ -12,6 +12,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .datasets import TestScene, probe_image, stereo_motorcycle
+from .disparity import (check_disparity_size, fill_holes, num_disparities, read_disparity,
+                        require_opencv, score_disparity, sgbm_disparity)
 from .errors import IpassrError
 from .evaluation import BicubicMethod, Method, plural
 from .io import read_image
@@ -47,9 +49,6 @@ def motorcycle_case(scale: int) -> DisparityCase:
 
 def check_ground_truth_sizes(datasets: list[tuple[str, list[TestScene]]]) -> None:
     """Refuse, before any scoring, a ground-truth disparity whose size is not its HR image's."""
-    from .correspondence import check_disparity_size
-    from .disparity import read_disparity
-
     for _, scenes in datasets:
         for scene in scenes:
             if scene.disparity is not None:
@@ -60,9 +59,6 @@ def check_ground_truth_sizes(datasets: list[tuple[str, list[TestScene]]]) -> Non
 
 def disparity_cases(datasets: list[tuple[str, list[TestScene]]]) -> Iterable[DisparityCase]:
     """Scenes of the test sets that have ground truth (hr/<scene>/disp0.pfm), loaded one at a time."""
-    from .correspondence import check_disparity_size
-    from .disparity import read_disparity
-
     for name, scenes in datasets:
         for scene in scenes:
             if scene.disparity is None:
@@ -78,8 +74,6 @@ def disparity_cases(datasets: list[tuple[str, list[TestScene]]]) -> Iterable[Dis
 def evaluate_disparity(cases: Iterable[DisparityCase], methods: list[Method], scale: int,
                        progress: Callable[[Iterable, str], Iterable] | None = None) -> dict:
     """SGBM on HR, bicubic and every method's SR pair; EPE and >1/2/3 px rates per dataset (mean over scenes)."""
-    from .disparity import num_disparities, require_opencv, score_disparity, sgbm_disparity
-
     require_opencv()
     rows = [BicubicMethod(scale)] + [m for m in methods if not isinstance(m, BicubicMethod)]
     per_scene: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
@@ -118,7 +112,6 @@ def evaluate_disparity(cases: Iterable[DisparityCase], methods: list[Method], sc
 
 def _epe_between(estimate: np.ndarray, reference: np.ndarray) -> float:
     """Mean absolute difference of two (filled) SGBM maps over all pixels: consistency with HR matching."""
-    from .disparity import fill_holes
 
     return float(np.mean(np.abs(fill_holes(estimate) - fill_holes(reference))))
 

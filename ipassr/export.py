@@ -27,6 +27,7 @@ from .attention import MASK_SHARPNESS, RELAX_PIXELS, BiPAM
 from .errors import IpassrError
 from .io import PathLike, atomic_path
 from .model import IPASSR
+from .zoo import PASSRnet
 
 FORMATS = ("onnx", "torchscript")
 TRACE_SIZE = (1, 16, 24)  # batch, height, width of the tracing example
@@ -230,8 +231,6 @@ def zoo_export_module(network: nn.Module, fmt: str) -> nn.Module:
     by ONNX Runtime, goes wrong there (0.06 at 50x150 with a network whose pooling carries
     signal; the TorchScript graph of the same trace is exact), so ONNX is refused up front.
     """
-    from .zoo import PASSRnet
-
     if isinstance(network, PASSRnet):
         raise IpassrError("PASSRnet cannot be exported: its valid mask is cleaned by image "
                           "morphology on the CPU (connected components), which neither ONNX nor "

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .fast.attention import RowAttention
 from .errors import IpassrError
+from .fast.attention import RowAttention
 from .inference import StereoSR, check_finite, to_batch_tensor
 from .io import PathLike, tensor_to_image, write_image
+from .resize import imresize
 
 # Viridis-like colour map: anchors at 0, 0.25, 0.5, 0.75, 1 (dark purple -> teal -> yellow).
 _ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
@@ -100,8 +101,6 @@ class Visualization:
 
 def bicubic_upscale(image: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB-exact ``imresize(image, scale, 'bicubic')`` of a uint8 (H, W, 3) image."""
-    from .resize import imresize
-
     return imresize(image, scale)
 
 
