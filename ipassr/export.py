@@ -13,6 +13,7 @@ a graph that baked in a size is caught and refused instead of silently giving wr
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from pathlib import Path
@@ -88,7 +89,8 @@ class ExportForward(nn.Module):
 
     def __init__(self, network: IPASSR) -> None:
         super().__init__()
-        self.network = network.eval()
+        self.network = network
+        self.eval()  # the wrapper too: exporters restore its mode, recursively, when they finish
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         network = self.network
@@ -196,10 +198,8 @@ def export_model(network: IPASSR, path: PathLike, fmt: Literal["onnx", "torchscr
     """
     if fmt not in FORMATS:
         raise IpassrError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-    if not isinstance(network, IPASSR):
-        module = zoo_export_module(network, fmt)
-    else:
-        module = ExportForward(network.cpu().float())
+    network = copy.deepcopy(network).cpu().float()  # the caller's network keeps its device and mode
+    module = ExportForward(network) if isinstance(network, IPASSR) else zoo_export_module(network)
     example = _example(TRACE_SIZE, seed=0)
     serialize = _serialize_onnx if fmt == "onnx" else _serialize_torchscript
     try:
@@ -223,23 +223,17 @@ def export_model(network: IPASSR, path: PathLike, fmt: Literal["onnx", "torchscr
     return error
 
 
-def zoo_export_module(network: nn.Module, fmt: str) -> nn.Module:
-    """The export forward of NAFSSR (TorchScript), or a clear refusal.
+def zoo_export_module(network: nn.Module) -> nn.Module:
+    """The export forward of NAFSSR (its plain forward, SCAM unchunked), or a clear refusal.
 
-    NAFSSR's graph is its plain forward (SCAM unchunked); its test-time pooling depends on the
-    image size, so the check runs it at a size past the pooling window too. Its ONNX graph, run
-    by ONNX Runtime, goes wrong there (0.06 at 50x150 with a network whose pooling carries
-    signal; the TorchScript graph of the same trace is exact), so ONNX is refused up front.
+    NAFSSR's test-time pooling depends on the image size, so its check also runs at a size past
+    the pooling window (``check_sizes``), where the pooling turns local.
     """
     if isinstance(network, PASSRnet):
         raise IpassrError("PASSRnet cannot be exported: its valid mask is cleaned by image "
                           "morphology on the CPU (connected components), which neither ONNX nor "
                           "TorchScript can express; use it through ipassr infer or the Python API")
-    if fmt == "onnx":
-        raise IpassrError("NAFSSR is exported as TorchScript only: its ONNX graph gives wrong "
-                          "results past the (45, 135) pooling window in ONNX Runtime (docs/zoo.md);"
-                          " use --format torchscript")
-    return ZooExportForward(network.cpu().float())
+    return ZooExportForward(network)
 
 
 class ZooExportForward(nn.Module):
@@ -247,7 +241,8 @@ class ZooExportForward(nn.Module):
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
-        self.network = network.eval()
+        self.network = network
+        self.eval()  # as ExportForward: else the check's reference would run in training mode
         self.network.set_attention_memory(None)  # whole maps: no Python loop over rows
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
