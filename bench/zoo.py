@@ -5,8 +5,8 @@ sizes (LR 310x93 at x4, 621x187 at x2), each run two ways in its own subprocess 
 memory is its own:
 
 * fast: as ``ipassr infer`` runs it (``StereoSR``: iPASSR's fused, memory-bounded path; for the
-  others their forward with the attention in 32 MiB row chunks), CPU subnormals flushed and huge
-  pages on, as the CLI sets them;
+  others their forward with the attention in 32 MiB row chunks), with the CLI's runtime settings:
+  CPU subnormals flushed, and huge pages for iPASSR (``ipassr.startup``: they slowed the others);
 * straightforward: the plain module forward in ``torch.no_grad`` with the full (B, H, W, W)
   attention maps at once (iPASSR: ``bench/infer.py``'s reference-style forward), without the
   CLI's runtime settings, as the official code runs.
@@ -24,6 +24,7 @@ the official left-view pass twice, the second on the mirrored pair).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -34,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from ipassr.startup import huge_pages_help  # noqa: E402  (torch-free)
 
 NETWORKS = ("passrnet", "ipassr", "nafssr-t", "nafssr-s", "nafssr-b", "nafssr-l")
 DEFAULT_SIZES = "310x93:4,621x187:2"
@@ -87,6 +90,7 @@ def straightforward(network, left, right):
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
+    from ipassr.fast.attention import subnormals_flushed
     from ipassr.inference import StereoSR
 
     torch.set_num_threads(args.threads)
@@ -98,13 +102,16 @@ def worker(args: argparse.Namespace) -> dict:
         run = lambda: model.super_resolve_tensors(left, right)  # noqa: E731
     else:
         run = lambda: straightforward(network, left, right)  # noqa: E731
+    # the fast path runs as the CLI runs every command: subnormals flushed to zero
+    settings = subnormals_flushed() if args.path == "fast" else contextlib.nullcontext()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    run()  # untimed: kernels built, buffers sized
-    times = []
-    for _ in range(args.passes):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
+    with settings:
+        run()  # untimed: kernels built, buffers sized
+        times = []
+        for _ in range(args.passes):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
     return {"seconds": min(times), "peak_bytes": peak,
             "params": sum(p.numel() for p in network.parameters()),
@@ -113,9 +120,9 @@ def worker(args: argparse.Namespace) -> dict:
 
 def spawn(network: str, path: str, width: int, height: int, scale: int,
           args: argparse.Namespace) -> dict:
-    env = dict(os.environ)
-    if path == "fast":  # what the ipassr CLI sets before torch starts
-        env["THP_MEM_ALLOC_ENABLE"] = "1"
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if path == "fast" and huge_pages_help(["--arch", network.split("-")[0]]):
+        env["THP_MEM_ALLOC_ENABLE"] = "1"  # what the ipassr CLI sets before torch starts
     command = [sys.executable, __file__, "--worker", "--network", network, "--path", path,
                "--width", str(width), "--height", str(height), "--scale", str(scale),
                "--passes", str(args.passes), "--threads", str(args.threads)]

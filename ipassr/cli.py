@@ -19,6 +19,7 @@ import threading
 import warnings
 
 from .errors import IpassrError
+from .startup import use_huge_pages_for_large_tensors
 
 COMMANDS = ("demo", "infer", "evaluate", "prepare", "train", "visualize", "export")
 
@@ -53,21 +54,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"ipassr: warning: {message}", file=sys.stderr)
 
 
-def use_huge_pages_for_large_tensors() -> None:
-    """Ask torch to back CPU tensors of 2 MiB and more with transparent huge pages.
-
-    A forward pass allocates and frees hundreds of MB of activations; with 4 KiB pages the
-    kernel's page faults took about a third of the time at KITTI size (bench/README.md).
-    Torch reads THP_MEM_ALLOC_ENABLE at its first allocation, so this only works before torch
-    is imported; an explicit THP_MEM_ALLOC_ENABLE=0 in the environment is respected.
-    """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ipassr`` console script."""
-    use_huge_pages_for_large_tensors()
+    use_huge_pages_for_large_tensors(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,7 @@ def test_cli_asks_for_huge_pages_before_torch_loads():
     """Torch reads THP_MEM_ALLOC_ENABLE once, at its first allocation: the CLI must come first."""
     code = ("import os, sys, ipassr, ipassr.cli\n"
             "assert 'torch' not in sys.modules\n"
-            "ipassr.cli.use_huge_pages_for_large_tensors()\n"
+            "ipassr.cli.use_huge_pages_for_large_tensors([])\n"
             "print(os.environ.get('THP_MEM_ALLOC_ENABLE'))")
     assert _run(code) == "1"
     assert _run(code, THP_MEM_ALLOC_ENABLE="0") == "0"  # the user's choice wins
@@ -41,6 +42,36 @@ def test_cli_asks_for_huge_pages_before_torch_loads():
 
 def test_huge_pages_are_not_requested_once_torch_is_loaded():
     code = ("import os, torch, ipassr.cli\n"
-            "ipassr.cli.use_huge_pages_for_large_tensors()\n"
+            "ipassr.cli.use_huge_pages_for_large_tensors([])\n"
             "print(os.environ.get('THP_MEM_ALLOC_ENABLE'))")
     assert _run(code) == "None"
+
+
+def test_huge_pages_only_for_ipassr_read_off_the_weights_without_torch(conformance_dir, tmp_path):
+    """Huge pages help iPASSR and slow PASSRnet and NAFSSR (bench/README.md): the CLI reads the
+    networks off the files named on its command line, before torch starts."""
+    zoo = conformance_dir / "zoo"
+    passrnet, nafssr = str(zoo / "passrnet_x4.pth"), str(zoo / "nafssr_t_x4.pth")
+    reference = str(conformance_dir / "x4.pth.tar")
+    code = ("import os, sys, ipassr.startup as s\n"
+            f"print(s.network_in({passrnet!r}), s.network_in({nafssr!r}), "
+            f"s.network_in({reference!r}), s.network_in(s.__file__))\n"
+            f"s.use_huge_pages_for_large_tensors(['infer', '--weights', {passrnet!r}])\n"
+            "print(os.environ.get('THP_MEM_ALLOC_ENABLE'), 'torch' in sys.modules)")
+    assert _run(code).splitlines() == ["passrnet nafssr ipassr None", "None False"]
+
+    from ipassr.checkpoint import save_weights
+    from ipassr.startup import huge_pages_help, network_in
+    from ipassr.zoo import NAFSSR
+
+    ours = tmp_path / "nafssr.safetensors"
+    save_weights(NAFSSR(4, 8, 1), ours)
+    shipped = Path(ipassr.__file__).parent / "weights" / "ipassr_x2.safetensors"
+    assert (network_in(ours), network_in(shipped)) == ("nafssr", "ipassr")
+    assert huge_pages_help([]) and huge_pages_help(["demo"])
+    assert not huge_pages_help(["infer", f"--weights={ours}"])
+    assert not huge_pages_help(["export", "--weights", passrnet, "--arch", "passrnet"])
+    assert not huge_pages_help(["infer", "--arch", "nafssr", "--weights", reference])  # --arch rules
+    assert huge_pages_help(["evaluate", "--weights", f"a={passrnet}", "--weights", str(shipped)])
+    assert not huge_pages_help(["evaluate", "--weights", f"a={passrnet}", "--weights", nafssr])
+    assert huge_pages_help(["infer", "--weights", str(tmp_path / "missing.pth")])
