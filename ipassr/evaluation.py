@@ -106,7 +106,7 @@ class WeightsMethod(Method):
 
     def load(self) -> None:
         """Load the network (checks the file's scale against the evaluation scale)."""
-        from .inference import load_model
+        from .inference import load_model  # torch only when a network is scored (not for --sr-dir)
 
         self._model = load_model(self.weights, scale=self.scale, device=self.device)
         if self._model.scale != self.scale:

@@ -30,6 +30,7 @@ from .fast.attention import RowAttention
 from .inference import StereoSR, check_finite, to_batch_tensor
 from .io import PathLike, tensor_to_image, write_image
 from .resize import imresize
+from .zoo import PASSRnet
 
 # Viridis-like colour map: anchors at 0, 0.25, 0.5, 0.75, 1 (dark purple -> teal -> yellow).
 _ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
@@ -216,8 +217,6 @@ def _visualize_other(model: StereoSR, left: torch.Tensor, right: torch.Tensor, r
     """NAFSSR: its last SCAM's attention maps of one row; PASSRnet: its PAM maps of that row and
     the valid masks its fusion receives (V_L; V_R from the mirrored pair). Both: the comparison.
     """
-    from .zoo import PASSRnet
-
     network = model.network
     started = time.perf_counter()
     sr_left, sr_right = model.super_resolve_tensors(left, right)
