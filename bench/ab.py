@@ -10,6 +10,7 @@ whether the two revisions' outputs are bit-identical.
 
     python bench/ab.py feb93d2 HEAD                      # KITTI x4 (LR 310x93), 5 rounds
     python bench/ab.py feb93d2 HEAD --size 621x187:2 --rounds 3 --threads 2
+    python bench/ab.py feb93d2 HEAD --rounds 1 --max-memory 150000000   # banded passes
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ else:  # before the fast path became a subpackage
     from ipassr.chunked import subnormals_flushed
 width, height, scale, passes, threads = map(int, sys.argv[1:6])
 weights = sys.argv[6]
+max_memory = int(sys.argv[7]) or None
 torch.set_num_threads(threads)
 from ipassr.inference import load_model
-model = load_model(weights, scale=scale)
+model = load_model(weights, scale=scale, max_memory=max_memory)
 generator = torch.Generator().manual_seed(0)
 left, right = (torch.rand(1, 3, height, width, generator=generator) for _ in range(2))
 times = []
@@ -75,7 +77,7 @@ def time_once(tree: Path, weights_tree: Path, args: argparse.Namespace) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "THP_MEM_ALLOC_ENABLE": "1"}
     weights = args.weights or weights_tree / "ipassr" / "weights" / f"ipassr_x{scale}.safetensors"
     done = subprocess.run([sys.executable, "-c", WORKER, width, height, scale, str(args.passes),
-                           str(args.threads), str(weights)], env=env, capture_output=True,
+                           str(args.threads), str(weights), str(args.max_memory)], env=env, capture_output=True,
                           text=True, cwd=tree)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: worker failed: {done.stderr.strip().splitlines()[-1]}")
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-memory", type=int, default=0,
+                        help="bytes of activations per pass (small values force banded passes)")
     parser.add_argument("--weights", type=Path,
                         help="one weights file for both (default: revision A's shipped ones, which "
                         "newer code reads too)")
