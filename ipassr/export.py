@@ -28,7 +28,6 @@ from .attention import MASK_SHARPNESS, RELAX_PIXELS, BiPAM
 from .errors import IpassrError
 from .io import PathLike, atomic_path
 from .model import IPASSR
-from .zoo import PASSRnet
 
 FORMATS = ("onnx", "torchscript")
 TRACE_SIZE = (1, 16, 24)  # batch, height, width of the tracing example
@@ -199,7 +198,8 @@ def export_model(network: IPASSR, path: PathLike, fmt: Literal["onnx", "torchscr
     if fmt not in FORMATS:
         raise IpassrError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     network = copy.deepcopy(network).cpu().float()  # the caller's network keeps its device and mode
-    module = ExportForward(network) if isinstance(network, IPASSR) else zoo_export_module(network)
+    module = (ExportForward(network) if isinstance(network, IPASSR)
+              else zoo_export_module(network))
     example = _example(TRACE_SIZE, seed=0)
     serialize = _serialize_onnx if fmt == "onnx" else _serialize_torchscript
     try:
@@ -224,20 +224,18 @@ def export_model(network: IPASSR, path: PathLike, fmt: Literal["onnx", "torchscr
 
 
 def zoo_export_module(network: nn.Module) -> nn.Module:
-    """The export forward of NAFSSR (its plain forward, SCAM unchunked), or a clear refusal.
+    """The export forward of NAFSSR or PASSRnet (their plain forward, attention unchunked).
 
     NAFSSR's test-time pooling depends on the image size, so its check also runs at a size past
-    the pooling window (``check_sizes``), where the pooling turns local.
+    the pooling window (``check_sizes``). PASSRnet's valid-mask morphology, SciPy at inference,
+    is recorded as TorchScript code in the graph (``ipassr.zoo.morphology``: connected components
+    by a loop that runs until they settle; ONNX keeps it as a Loop).
     """
-    if isinstance(network, PASSRnet):
-        raise IpassrError("PASSRnet cannot be exported: its valid mask is cleaned by image "
-                          "morphology on the CPU (connected components), which neither ONNX nor "
-                          "TorchScript can express; use it through ipassr infer or the Python API")
     return ZooExportForward(network)
 
 
 class ZooExportForward(nn.Module):
-    """``(left, right) -> (sr_left, sr_right)`` of NAFSSR with its attention in one chunk."""
+    """``(left, right) -> (sr_left, sr_right)`` of NAFSSR or PASSRnet, attention in one chunk."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()

@@ -246,37 +246,53 @@ def test_an_export_that_bakes_the_pooling_branch_is_refused(tmp_path, monkeypatc
     assert not (tmp_path / "m.pt").exists()
 
 
-def test_passrnet_export_is_refused_in_one_line(conformance_dir, tmp_path, capsys):
-    assert main(["export", "--weights", str(conformance_dir / "zoo" / "passrnet_x4.pth"),
-                 "--output", str(tmp_path / "p.onnx")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "PASSRnet cannot be exported" in err
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_passrnet_exports_with_its_mask_morphology_in_the_graph(conformance_dir, tmp_path, fmt):
+    """On the fixture's real crop the valid mask has structure that the morphology changes (both
+    checked), so a graph that dropped or froze the morphology would differ."""
+    from ipassr.export import run_onnx, run_torchscript
+    from ipassr.zoo.passrnet import VALID_THRESHOLD
+
+    weights = conformance_dir / "zoo" / "passrnet_x4.pth"
+    output = tmp_path / f"p.{'onnx' if fmt == 'onnx' else 'pt'}"
+    assert main(["export", "--weights", str(weights), "--format", fmt,
+                 "--output", str(output)]) == 0
+    network = ipassr.load_model(weights).network
+    arrays = np.load(conformance_dir / "zoo" / "passrnet_x4.npz")
+    for crop in (np.s_[:1], np.s_[1:, :, 2:, 5:50]):  # two sizes, neither the tracing one
+        left, right = (torch.from_numpy(arrays[key][crop]) for key in ("LR_left", "LR_right"))
+        with torch.no_grad():
+            expected = network(left, right)
+            features = network.init_feature(left), network.init_feature(right)
+            maps = network.pam.attention(network.pam.embeddings(*features), slice(None))
+            raw = maps[1].sum(dim=-2)[:, None] > VALID_THRESHOLD
+            cleaned = network.valid_mask(left, right)
+        assert 0.2 < float(cleaned.mean()) < 0.95 and (raw.float() != cleaned).sum() > 20
+        actual = (run_torchscript(output, left, right) if fmt == "torchscript" else
+                  [torch.from_numpy(a) for a in run_onnx(output, left.numpy(), right.numpy())])
+        for a, e in zip(actual, expected):
+            torch.testing.assert_close(a, e, rtol=0, atol=1e-4)
 
 
-def test_cli_checks_arch_and_size_and_evaluates_several_networks(motorcycle_crop, conformance_dir,
-                                                                 tmp_path, capsys):
-    zoo = conformance_dir / "zoo"
-    assert main(["infer", "--weights", str(zoo / "nafssr_s_x2.pth"), "--arch", "passrnet",
-                 "--left", str(motorcycle_crop[0]), "--right", str(motorcycle_crop[1]),
-                 "--output-left", str(tmp_path / "a.png"), "--output-right",
-                 str(tmp_path / "b.png")]) == 2
-    assert "holds NAFSSR weights but --arch passrnet" in capsys.readouterr().err
-    assert main(["infer", "--weights", str(zoo / "nafssr_s_x2.pth"), "--model-size", "T",
-                 "--left", str(motorcycle_crop[0]), "--right", str(motorcycle_crop[1]),
-                 "--output-left", str(tmp_path / "a.png"), "--output-right",
-                 str(tmp_path / "b.png")]) == 2
-    assert "holds NAFSSR-S" in capsys.readouterr().err
-    # one table, three networks, the paper's protocol
-    scene = tmp_path / "src"
-    hr = [read_image(p) for p in motorcycle_crop]  # 64x24 (an x2 test set needs 64+11 columns)
-    write_image(scene / "s_L.png", np.concatenate([hr[0], hr[0][:, ::-1]], axis=1)[:, :80])
-    write_image(scene / "s_R.png", np.concatenate([hr[1], hr[1][:, ::-1]], axis=1)[:, :80])
-    assert main(["prepare", "testset", str(scene), "--name", "Tiny", "--output-root",
-                 str(tmp_path / "root"), "--scales", "2"]) == 0
-    assert main(["evaluate", "--dataset-root", str(tmp_path / "root"), "--scale", "2",
-                 "--bicubic", "--weights", f"nafssr={zoo / 'nafssr_s_x2.pth'}",
-                 "--weights", "ipassr=x2", "--json", str(tmp_path / "r.json")]) == 0
-    table = capsys.readouterr().out
-    assert "nafssr" in table and "ipassr" in table and "Bicubic" in table
-    methods = json.loads((tmp_path / "r.json").read_text())["methods"]
-    assert set(methods) == {"Bicubic", "nafssr", "ipassr"}
+def test_the_graph_morphology_is_scipys_pixel_for_pixel():
+    """One pair and batches (whose pairs the official 4-D labelling links) of blob masks."""
+    from scipy import ndimage
+
+    from ipassr.zoo.morphology import clean_valid_masks_graph, scripted_cleaner
+    from ipassr.zoo.passrnet import clean_valid_mask
+
+    generator = np.random.default_rng(0)
+    changed = 0
+    for trial in range(24):
+        batch, (height, width) = 1 + trial % 3, generator.integers(5, 60, size=2)
+        noise = ndimage.gaussian_filter(generator.random((batch, height, width)),
+                                        (0, *[generator.random() * 3] * 2))
+        valid = torch.from_numpy(noise > np.quantile(noise, generator.random()))[:, None]
+        expected = clean_valid_mask(valid)
+        assert torch.equal(clean_valid_masks_graph(valid), expected)
+        changed += int((expected != valid.float()).sum())
+    assert changed > 100  # the masks gave the morphology work to do
+    batch = torch.rand(3, 1, 20, 30) > 0.4
+    assert torch.equal(scripted_cleaner()(batch), clean_valid_mask(batch))
+
+

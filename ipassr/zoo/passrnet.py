@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import IpassrError
+from .morphology import scripted_cleaner
 
 ARCHITECTURE = "passrnet"
 LEAKY_SLOPE = 0.1
@@ -131,7 +132,7 @@ class ParallaxAttention(nn.Module):
         self.b3 = nn.Conv2d(channels, channels, 1, 1, 0, bias=True)
         self.rb = ResidualBlock(channels)
         self.fusion = nn.Conv2d(2 * channels + 1, channels, 1, 1, 0, bias=True)
-        self.attention_memory = DEFAULT_ATTENTION_MEMORY
+        self.attention_memory: int | None = DEFAULT_ATTENTION_MEMORY
 
     def embeddings(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Row-major (B, H, W, C) queries and keys of both views: b1(rb(x)) and b2(rb(x))."""
@@ -152,18 +153,25 @@ class ParallaxAttention(nn.Module):
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused left features (B, C, H, W) and the valid mask V_L (B, 1, H, W)."""
         batch, channels, height, width = left.shape
-        per_row = 4 * batch * width * width * left.element_size()
-        step = max(1, min(height, self.attention_memory // max(per_row, 1)))
         embeddings = self.embeddings(left, right)
         values = self.b3(right).permute(0, 2, 3, 1)  # (B, H, W, C)
-        warped = torch.empty_like(values)
-        received = left.new_empty(batch, 1, height, width)
-        for start in range(0, height, step):
-            rows = slice(start, min(height, start + step))
-            right_to_left, left_to_right = self.attention(embeddings, rows)
-            warped[:, rows] = torch.matmul(right_to_left, values[:, rows])
-            received[:, 0, rows] = left_to_right.sum(dim=-2)  # what each left pixel receives
-        valid = clean_valid_mask(received > VALID_THRESHOLD).to(left.dtype)
+        if self.attention_memory is None:  # whole maps, no in-place writes (exports)
+            right_to_left, left_to_right = self.attention(embeddings, slice(None))
+            warped = torch.matmul(right_to_left, values)
+            received = left_to_right.sum(dim=-2)[:, None]  # what each left pixel receives
+        else:
+            per_row = 4 * batch * width * width * left.element_size()
+            step = max(1, min(height, self.attention_memory // max(per_row, 1)))
+            warped = torch.empty_like(values)
+            received = left.new_empty(batch, 1, height, width)
+            for start in range(0, height, step):
+                rows = slice(start, min(height, start + step))
+                right_to_left, left_to_right = self.attention(embeddings, rows)
+                warped[:, rows] = torch.matmul(right_to_left, values[:, rows])
+                received[:, 0, rows] = left_to_right.sum(dim=-2)
+        # an exported graph cannot call SciPy: it records the same morphology in tensor ops
+        clean = scripted_cleaner() if torch.jit.is_tracing() else clean_valid_mask
+        valid = clean(received > VALID_THRESHOLD).to(left.dtype)
         fused = self.fusion(torch.cat((warped.permute(0, 3, 1, 2), left, valid), dim=1))
         return fused, valid
 
@@ -197,8 +205,10 @@ class PASSRnet(nn.Module):
     def scale(self) -> int:
         return self.config.scale
 
-    def set_attention_memory(self, budget: int) -> None:
-        self.pam.attention_memory = max(1, int(budget))
+    def set_attention_memory(self, budget: int | None) -> None:
+        """Bytes of PAM maps computed at once (rows are chunked to fit; same result); None: the
+        whole maps in one expression, as exported graphs need (no loop over rows)."""
+        self.pam.attention_memory = None if budget is None else max(1, int(budget))
 
     def super_resolve_left(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """The official evaluation: the SR left view (B, 3, sH, sW)."""
