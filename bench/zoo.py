@@ -11,8 +11,8 @@ memory is its own:
   attention maps at once (iPASSR: ``bench/infer.py``'s reference-style forward), without the
   CLI's runtime settings, as the official code runs.
 
-Time is the best of ``--passes`` passes after one untimed pass; peak memory is the rise of the
-process's maximum RSS over the pass, above what loading the network took. FLOPs are counted with
+Time is the best of ``--passes`` passes after ``--warmup`` untimed ones (default 1); peak memory
+is the rise of the process's maximum RSS over the passes, above what loading the network took. FLOPs are counted with
 ``torch.utils.flop_counter`` on an 8-row strip and scaled by the height (every layer and every
 attention row costs the same per image row). Both views are super-resolved in both paths (PASSRnet:
 the official left-view pass twice, the second on the mirrored pair).
@@ -106,7 +106,8 @@ def worker(args: argparse.Namespace) -> dict:
     settings = subnormals_flushed() if args.path == "fast" else contextlib.nullcontext()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with settings:
-        run()  # untimed: kernels built, buffers sized
+        for _ in range(args.warmup):
+            run()  # untimed: kernels built, buffers sized
         times = []
         for _ in range(args.passes):
             started = time.perf_counter()
@@ -125,7 +126,8 @@ def spawn(network: str, path: str, width: int, height: int, scale: int,
         env["THP_MEM_ALLOC_ENABLE"] = "1"  # what the ipassr CLI sets before torch starts
     command = [sys.executable, __file__, "--worker", "--network", network, "--path", path,
                "--width", str(width), "--height", str(height), "--scale", str(scale),
-               "--passes", str(args.passes), "--threads", str(args.threads)]
+               "--passes", str(args.passes), "--threads", str(args.threads),
+               "--warmup", str(args.warmup)]
     if args.max_memory:
         command += ["--max-memory", str(args.max_memory)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="WxH:scale,...")
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed passes first (0 for networks whose pass takes minutes)")
     parser.add_argument("--max-memory", type=int, default=0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
