@@ -56,7 +56,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ipassr`` console script."""
-    use_huge_pages_for_large_tensors(sys.argv[1:] if argv is None else argv)
+    use_huge_pages_for_large_tensors(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

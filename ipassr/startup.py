@@ -2,7 +2,8 @@
 
 Torch reads ``THP_MEM_ALLOC_ENABLE`` at its first allocation, so the choice is made from the
 command line alone, without torch: the networks named by ``--weights`` (and ``--arch``) are read
-off the files' headers (safetensors metadata, or the parameter names in a torch zip's pickle).
+off the files' headers (safetensors metadata, or the parameter names in a torch zip's pickle,
+judged by ``ipassr.network_names`` as ``ipassr.zoo`` judges a loaded state dict).
 Huge pages cut iPASSR's page faults (about a third of a KITTI pass, docs/inference.md) but made
 PASSRnet and NAFSSR slower (bench/README.md, "Other networks"), so they are asked for unless every
 network named is one of those two.
@@ -18,15 +19,14 @@ import sys
 import zipfile
 from pathlib import Path
 
-WEIGHTS_OPTIONS = ("--weights",)
+from .network_names import is_nafssr, is_passrnet
+
 OTHER_NETWORKS = ("nafssr", "passrnet")
-# parameter names that identify the other networks (as ipassr.zoo's detectors use them)
-SIGNATURES = {"passrnet": ("pam.b1.weight",),
-              "nafssr": ("intro.weight", "body.0.module.blk.", "blocks.0.block.")}
 
 
 def option_values(argv: list[str], option: str) -> list[str]:
-    """Every value of ``option`` in ``argv`` (``--opt V`` and ``--opt=V``), as argparse reads them."""
+    """Every value of ``option`` in ``argv`` (``--opt V`` and ``--opt=V``), as argparse reads
+    them."""
     values = []
     for index, word in enumerate(argv):
         if word == option and index + 1 < len(argv):
@@ -70,12 +70,8 @@ def _pickle_network(path: Path) -> str | None:
             return None
         strings = [arg for _, arg, _ in pickletools.genops(archive.read(pickles[0]))
                    if isinstance(arg, str)]
-    for name, signature in SIGNATURES.items():
-        first, *prefixes = signature
-        if first in strings and (not prefixes or any(s.startswith(tuple(prefixes))
-                                                     for s in strings)):
-            return name
-    return "ipassr"
+    names = set(strings)  # the parameter names are among the pickle's strings
+    return "passrnet" if is_passrnet(names) else "nafssr" if is_nafssr(names) else "ipassr"
 
 
 def huge_pages_help(argv: list[str]) -> bool:
@@ -83,8 +79,7 @@ def huge_pages_help(argv: list[str]) -> bool:
     or PASSRnet; True otherwise (iPASSR, the shipped weights, or nothing known)."""
     named = option_values(argv, "--arch")
     if not named:
-        named = [network_in(value) for option in WEIGHTS_OPTIONS
-                 for value in option_values(argv, option)]
+        named = [network_in(value) for value in option_values(argv, "--weights")]
     return not named or any(name not in OTHER_NETWORKS for name in named)
 
 

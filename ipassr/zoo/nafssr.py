@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..network_names import is_nafssr
+
 ARCHITECTURE = "nafssr"
 SIZES = {"T": (48, 16), "S": (64, 32), "B": (96, 64), "L": (128, 128)}  # width, blocks
 TRAIN_CROP = (30, 90)  # the LR training crop the official test-time pooling is sized from
@@ -309,12 +311,6 @@ def official_to_ours(name: str) -> str:
 
 def is_official(state: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith("body.0.module.") for k in state)
-
-
-def is_nafssr(state: Mapping[str, torch.Tensor]) -> bool:
-    """True for NAFSSR weights, official or ours."""
-    return "intro.weight" in state and any(
-        k.startswith(("body.0.module.blk.", "blocks.0.block.")) for k in state)
 
 
 def config_from_state(state: Mapping[str, torch.Tensor]) -> NAFSSRConfig:

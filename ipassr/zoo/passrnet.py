@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import IpassrError
+from ..network_names import is_passrnet
 from .morphology import scripted_cleaner
 
 ARCHITECTURE = "passrnet"
@@ -232,10 +233,6 @@ class PASSRnet(nn.Module):
         embeddings = self.pam.embeddings(self.init_feature(left), self.init_feature(right))
         right_to_left, left_to_right = self.pam.attention(embeddings, slice(row, row + 1))
         return right_to_left[:, 0], left_to_right[:, 0]
-
-
-def is_passrnet(state: Mapping[str, torch.Tensor]) -> bool:
-    return "pam.b1.weight" in state and "init_feature.0.weight" in state
 
 
 def config_from_state(state: Mapping[str, torch.Tensor]) -> PASSRnetConfig:
