@@ -15,9 +15,10 @@ import functools
 import torch
 import torch.nn.functional as F
 
+# the official cleaning, shared with ``passrnet.clean_valid_mask`` (SciPy)
 SMALL_OBJECT = 20  # invalid regions under 20 pixels are dropped (remove_small_objects)
 SMALL_HOLE = 10  # valid regions under 10 pixels become invalid (remove_small_holes)
-CLOSING_RADIUS = 3
+CLOSING_RADIUS = 3  # then a binary closing with disk(3)
 
 
 def _grow(labels: torch.Tensor) -> torch.Tensor:
@@ -60,19 +61,20 @@ def drop_small_components(mask: torch.Tensor, minimum: int) -> torch.Tensor:
     return mask & ~small
 
 
-def _disk(radius: int) -> torch.Tensor:
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    return ((offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius * radius).float()
+def disk(radius: int) -> torch.Tensor:
+    """The (2r+1, 2r+1) bool disk of scikit-image's ``disk(radius)``: x^2 + y^2 <= r^2."""
+    offsets = torch.arange(-radius, radius + 1)
+    return (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius * radius
 
 
 def close_with_disk(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """Binary closing of each (H, W) image of ``mask`` (B, H, W) with a disk, on the image
     zero-padded by ``radius`` (the dilation sees zeros outside, the erosion ones), cropped back:
     as the official code does, image by image."""
-    disk = _disk(radius)[None, None]
+    kernel = disk(radius).float()[None, None]
     padded = F.pad(mask.float(), [radius, radius, radius, radius])[:, None]
-    dilated = F.conv2d(padded, disk, padding=radius) > 0
-    holes = F.conv2d((~dilated).float(), disk, padding=radius)  # zeros outside: border value 1
+    dilated = F.conv2d(padded, kernel, padding=radius) > 0
+    holes = F.conv2d((~dilated).float(), kernel, padding=radius)  # zeros outside: border value 1
     closed = (holes == 0)[:, 0]
     return closed[:, radius:closed.shape[1] - radius, radius:closed.shape[2] - radius]
 
@@ -97,5 +99,6 @@ def scripted_cleaner():
     return torch.jit.script(clean_valid_masks_graph)
 
 
-__all__ = ["component_labels", "drop_small_components", "close_with_disk",
+__all__ = ["SMALL_OBJECT", "SMALL_HOLE", "CLOSING_RADIUS", "disk", "component_labels",
+           "drop_small_components", "close_with_disk",
            "clean_valid_masks_graph", "scripted_cleaner"]

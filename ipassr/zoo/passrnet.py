@@ -33,7 +33,8 @@ from torch import nn
 
 from ..errors import IpassrError
 from ..network_names import is_passrnet
-from .morphology import scripted_cleaner
+from .morphology import (CLOSING_RADIUS, SMALL_HOLE, SMALL_OBJECT, disk,  # shared with the graph
+                         scripted_cleaner)
 
 ARCHITECTURE = "passrnet"
 LEAKY_SLOPE = 0.1
@@ -90,11 +91,6 @@ class ResidualASPPBlock(nn.Module):
         return out
 
 
-def _disk(radius: int) -> np.ndarray:
-    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
-    return x * x + y * y <= radius * radius
-
-
 def clean_valid_mask(valid: torch.Tensor) -> torch.Tensor:
     """The official morphology on a bool (B, 1, H, W) valid mask -> float (B, 1, H, W)."""
     try:
@@ -111,14 +107,14 @@ def clean_valid_mask(valid: torch.Tensor) -> torch.Tensor:
         small[0] = False
         return mask & ~small[labels]
 
-    invalid = drop_small(invalid, 20)  # remove_small_objects(invalid, 20, 2)
-    invalid = ~drop_small(~invalid, 10)  # remove_small_holes(invalid, 10, 2)
-    disk = _disk(3)
+    invalid = drop_small(invalid, SMALL_OBJECT)  # remove_small_objects(invalid, 20, 2)
+    invalid = ~drop_small(~invalid, SMALL_HOLE)  # remove_small_holes(invalid, 10, 2)
+    radius, closing_disk = CLOSING_RADIUS, disk(CLOSING_RADIUS).numpy()
     for index in range(invalid.shape[0]):
-        padded = np.pad(invalid[index, 0], 3)
-        closed = ndimage.binary_erosion(ndimage.binary_dilation(padded, disk), disk,
-                                        border_value=1)
-        invalid[index, 0] = closed[3:-3, 3:-3]
+        padded = np.pad(invalid[index, 0], radius)
+        closed = ndimage.binary_erosion(ndimage.binary_dilation(padded, closing_disk),
+                                        closing_disk, border_value=1)
+        invalid[index, 0] = closed[radius:-radius, radius:-radius]
     return torch.from_numpy((~invalid).astype(np.float32)).to(valid.device)
 
 
