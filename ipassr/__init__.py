@@ -30,8 +30,9 @@ _EXPORTS = {
 }
 _SUBMODULES = {
     "attention", "checkpoint", "cli", "commands", "correspondence", "datasets", "demo",
-    "devices", "disparity", "disparity_benefit", "errors", "evaluation", "export", "fast", "inference", "io", "losses",
-    "metrics", "model", "patches", "resize", "sizes", "train", "visualize", "zoo",
+    "devices", "disparity", "disparity_benefit", "errors", "evaluation", "export", "fast",
+    "inference", "io", "losses", "metrics", "model", "network_names", "patches", "resize", "sizes",
+    "startup", "train", "visualize", "zoo",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

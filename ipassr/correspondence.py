@@ -30,6 +30,7 @@ import numpy as np
 
 from .disparity import check_disparity_size
 from .errors import IpassrError
+from .evaluation import plural
 from .inference import to_batch_tensor
 from .io import PathLike
 
@@ -274,7 +275,7 @@ def format_attention_table(result: dict) -> str:
         count = len(next(iter(rows.values()))["scenes"])
         width = max(len("Method"), *(len(r) for r in rows))
         lines.append(f"biPAM correspondence on {dataset}, x{result['scale']} "
-                     f"({count} scene{'' if count == 1 else 's'} with ground truth; LR pixels)")
+                     f"({plural(count, 'scene')} with ground truth; LR pixels)")
         heads = [head for _, head, _ in ATTENTION_COLUMNS]
         lines.append(f"{'Method':<{width}}  " + "  ".join(f"{h:>10}" for h in heads))
         for label, row in rows.items():

@@ -65,8 +65,9 @@ def export_bipam(bipam: BiPAM, feat_left: torch.Tensor, feat_right: torch.Tensor
                  hier_left: torch.Tensor, hier_right: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """biPAM's eval-mode output (eq. 5) written with export-friendly operations only."""
-    query = bipam.project(_instance_norm(bipam, hier_left), bipam.query).permute(0, 2, 3, 1)  # (B, H, Wl, C)
-    key = bipam.project(_instance_norm(bipam, hier_right), bipam.key).permute(0, 2, 1, 3)  # (B, H, C, Wr)
+    query = bipam.project(_instance_norm(bipam, hier_left), bipam.query)
+    key = bipam.project(_instance_norm(bipam, hier_right), bipam.key)
+    query, key = query.permute(0, 2, 3, 1), key.permute(0, 2, 1, 3)  # (B, H, Wl, C), (B, H, C, Wr)
     score = torch.matmul(query, key)
     right_to_left = torch.softmax(score, dim=-1)
     left_to_right_t = torch.softmax(score, dim=-2)  # M_L->R transposed: (B, H, Wl, Wr)

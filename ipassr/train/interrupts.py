@@ -11,6 +11,8 @@ import sys
 import threading
 from typing import Iterator
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
 
 class StopRequest:
     """The first SIGINT/SIGTERM received inside ``catching()``, kept in ``signal`` for the training
@@ -43,15 +45,14 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
-
 
 def ignore_interrupts(worker_id: int) -> None:
     """Workers leave Ctrl-C and SIGTERM to the training process, which checkpoints and stops them.
 
     Terminals, ``timeout``, Slurm and container runtimes signal every process of the job; a
     worker killed by it would make the training process fail instead of checkpointing. Workers
-    are born with the signals blocked (``interrupts_blocked_while_workers_start``), so none arrives before this runs.
+    are born with the signals blocked (``interrupts_blocked_while_workers_start``), so none
+    arrives before this runs.
     """
     for signum in INTERRUPTS:
         signal.signal(signum, signal.SIG_IGN)
@@ -73,4 +74,5 @@ def interrupts_blocked_while_workers_start() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-__all__ = ["INTERRUPTS", "StopRequest", "ignore_interrupts", "interrupts_blocked_while_workers_start"]
+__all__ = ["INTERRUPTS", "StopRequest", "ignore_interrupts",
+           "interrupts_blocked_while_workers_start"]
