@@ -1,4 +1,5 @@
-"""``ipassr prepare``: make test sets (HR + MATLAB-exact LR) and training patch files from real datasets."""
+"""``ipassr prepare``: make test sets (HR + MATLAB-exact LR) and training patch files from real datasets,
+and synthetic stereo pairs from single images."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import argparse
 import shutil
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from ..datasets import LAYOUTS, StereoDataset, check_pairs, open_dataset, read_pair
+from ..datasets import IMAGE_SUFFIXES, LAYOUTS, StereoDataset, check_pairs, open_dataset, read_pair
 from ..disparity import read_disparity, write_pfm
 from ..errors import IpassrError
-from ..io import write_image
+from ..io import check_writable_folder, read_image, write_image
 from ..patches import plan_patches, write_patch_file
 from ..resize import degrade, mod_crop
+from ..synthetic import synthetic_pair
 
 TESTSET_MOD = 4  # HR mod-crop shared by x2 and x4
 
@@ -63,10 +66,27 @@ def add_parser(subparsers) -> None:
     patches.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     patches.set_defaults(run=run_patches, shrink=None)
 
+    synthetic = sub.add_parser(
+        "synthetic", help="make stereo pairs from single images (a disparity per segment)",
+        description="Make a stereo pair from every single image of every SRC: the image is the left "
+                    "view; each of its segments gets one integer disparity (a random slant from far "
+                    "at the top to near at the bottom, plus a random offset per segment) and the "
+                    "right view is the left view warped by it (the nearer segment wins; no pixel is "
+                    "resampled). Writes OUT/<name>_L.png, _R.png, a folder 'prepare patches' reads.")
+    synthetic.add_argument("sources", type=Path, nargs="+", metavar="SRC",
+                           help="single images, or folders of them")
+    synthetic.add_argument("--output", type=Path, required=True, help="output folder")
+    synthetic.add_argument("--max-disparity", type=int, default=96, metavar="PX",
+                           help="largest disparity in pixels of the image (default: 96); both views "
+                                "lose this many columns on the right")
+    synthetic.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synthetic.add_argument("--overwrite", action="store_true", help="replace existing pairs in --output")
+    synthetic.set_defaults(run=run_synthetic)
+
 
 def run(args: argparse.Namespace) -> int:
     """Not reached: the sub-subcommands set their own ``run``."""
-    raise IpassrError("choose 'ipassr prepare testset' or 'ipassr prepare patches'")
+    raise IpassrError("choose 'ipassr prepare testset', 'patches' or 'synthetic'")
 
 
 def run_testset(args: argparse.Namespace) -> int:
@@ -171,4 +191,53 @@ def run_patches(args: argparse.Namespace) -> int:
         print(f"note: {len(zero)} pair(s) too small for any patch: {', '.join(j.pair.name for j in zero[:10])}"
               + (" (Middlebury sources are shrunk by 2 first; --no-shrink keeps already reduced images, "
                  "e.g. MiddEval3 trainingQ, at their size)" if any(j.middlebury for j in zero) else ""))
+    return 0
+
+
+def _single_images(sources: list[Path]) -> list[Path]:
+    """The image files named, and those directly inside the folders named (IpassrError if none)."""
+    files: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            files += sorted(p for p in source.iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise IpassrError(f"{source}: no such file or folder")
+    if not files:
+        raise IpassrError(f"{', '.join(map(str, sources))}: no image files found")
+    stems = [f.stem for f in files]
+    doubles = sorted({s for s in stems if stems.count(s) > 1})
+    if doubles:
+        raise IpassrError(f"two images would make the same pair name: {', '.join(doubles[:3])}")
+    return files
+
+
+def run_synthetic(args: argparse.Namespace) -> int:
+    """Write one synthetic pair per single image; each pair's seed derives from --seed and its index."""
+    files = _single_images(args.sources)
+    if args.max_disparity < 1:
+        raise IpassrError(f"--max-disparity {args.max_disparity}: must be at least 1 pixel")
+    if not args.overwrite:
+        existing = [f for f in files if (args.output / f"{f.stem}_L.png").exists()]
+        if existing:
+            raise IpassrError(f"{args.output / (existing[0].stem + '_L.png')} already exists "
+                              "(use --overwrite to replace it)")
+    check_writable_folder(args.output)
+    skipped = []
+    for index, file in enumerate(tqdm(files, desc="synthetic pairs", unit="pair")):
+        image = read_image(file)
+        if image.shape[1] <= 2 * args.max_disparity:
+            skipped.append(file.name)
+            continue
+        rng = np.random.default_rng([args.seed, index])
+        left, right, _ = synthetic_pair(image, rng, args.max_disparity)
+        write_image(args.output / f"{file.stem}_L.png", left)
+        write_image(args.output / f"{file.stem}_R.png", right)
+    print(f"wrote {args.output}: {len(files) - len(skipped)} synthetic pairs, "
+          f"disparities 0-{args.max_disparity} px")
+    if skipped:
+        print(f"note: {len(skipped)} image(s) not wider than twice --max-disparity, skipped: "
+              + ", ".join(skipped[:10]))
     return 0
