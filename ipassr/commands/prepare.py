@@ -22,12 +22,12 @@ TESTSET_MOD = 4  # HR mod-crop shared by x2 and x4
 
 
 def add_parser(subparsers) -> None:
-    """Register ``prepare testset`` and ``prepare patches``."""
+    """Register ``prepare testset``, ``prepare patches`` and ``prepare synthetic``."""
     parser = subparsers.add_parser(
         "prepare", help="make test sets and training patches from stereo datasets",
         description="Turn real stereo datasets into a test set in the community layout "
-                    "(hr/, lr_x2/, lr_x4/) or into one training patch file. Layouts: "
-                    + "; ".join(LAYOUTS.values()) + ".")
+                    "(hr/, lr_x2/, lr_x4/) or into one training patch file, and single images "
+                    "into synthetic stereo pairs. Layouts: " + "; ".join(LAYOUTS.values()) + ".")
     parser.set_defaults(run=run)
     sub = parser.add_subparsers(dest="prepare_command", metavar="WHAT")
     sub.required = True
