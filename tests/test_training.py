@@ -430,3 +430,19 @@ def test_init_from_another_scale_or_variant_moves_the_trunk(tmp_path, cones_x2):
     foreign = {k.replace("feature_group", "other"): v for k, v in theirs.items()}
     with pytest.raises(IpassrError, match="beyond its upsampler and biPAM"):
         transfer_into(IPASSR(2), foreign)
+
+
+def test_frozen_parts_keep_their_weights_and_the_rest_trains(tmp_path, cones_x2):
+    frozen = ("feature_conv", "feature_group", "attention")
+    trainer = Trainer(tiny_config(freeze=" feature_conv, feature_group,attention"), tmp_path / "run",
+                      source=tiny_source(cones_x2), progress=False)
+    before = state_of(trainer)
+    trainer.fit(max_steps=2)
+    after = state_of(trainer)
+    parameters = {name for name, _ in trainer.network.named_parameters()}
+    for name in parameters:
+        unchanged = torch.equal(before[name], after[name])
+        assert unchanged == name.startswith(frozen), name
+    with pytest.raises(IpassrError, match="no part named biPAM .*feature_group"):
+        Trainer(tiny_config(freeze="biPAM"), tmp_path / "bad", source=tiny_source(cones_x2),
+                progress=False)

@@ -55,6 +55,9 @@ class TrainConfig:
     init_weights: str | None = option(
         None, "start a new run from these weights (any format `ipassr infer` reads; another "
               "scale or the single-view variant gives its trunk); ignored on resume")
+    freeze: str = option(
+        "", "comma-separated parts of the network not to train, e.g. feature_conv,feature_group,"
+            "attention (keeps a correspondence learned elsewhere; not in the paper)")
     # network (Table 1 / Table 3 ablations)
     attention: bool = option(True, "biPAM; --no-attention = single-input variant (Table 1)")
     whitening: bool = option(True, "whitening of Q and K (Table 3)")

@@ -96,6 +96,19 @@ def configure_backends(config: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.deterministic = True
 
 
+def freeze(network: IPASSR, parts: str) -> None:
+    """Stop training the named top-level parts (``config.freeze``): their parameters get no
+    gradient, so Adam leaves them as they are (BatchNorm statistics still follow the data)."""
+    names = [name.strip() for name in parts.split(",") if name.strip()]
+    children = dict(network.named_children())
+    unknown = [name for name in names if name not in children]
+    if unknown:
+        raise IpassrError(f"freeze: no part named {', '.join(unknown)} in this network (its parts: "
+                          f"{', '.join(children)})")
+    for name in names:
+        children[name].requires_grad_(False)
+
+
 def build_network(config: TrainConfig, init_weights: PathLike | None, env: DistEnv,
                   device: torch.device) -> tuple[IPASSR, list[str]]:
     """The seeded network, started from ``init_weights`` if given, on ``device``; and the names
@@ -111,6 +124,7 @@ def build_network(config: TrainConfig, init_weights: PathLike | None, env: DistE
             load_into(network, state, init_weights)
         else:
             kept = transfer_into(network, state, init_weights)
+    freeze(network, config.freeze)
     if config.sync_batchnorm and env.distributed:
         network = convert_batchnorm(network, use_cuda=device.type == "cuda")
     network = network.to(device)
