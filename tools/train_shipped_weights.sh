@@ -35,26 +35,23 @@ train() {  # name patches recipe init [options]
   ipassr train --config "$repo/recipes/$recipe" --out "$work/runs/$name" --auto-resume \
       --patches "$patches" --init-weights "$init" --validate "$work/val" --time-limit "$limit" "$@"
 }
-# every run ends at its recipe's lr_total_steps (550, 450 for the second x4 stage); the x2 runs start from the x4 run after its
-# first 60 steps (recipes/README.md), so the x4 run stops there once to leave that checkpoint
-[ -f "$work/runs/x4/checkpoints/step-00000060.pt" ] ||
-  train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" --max-steps 60 "$@"
+# every run ends at its recipe's lr_total_steps (550; 450 for the second x4 stage; 480 at x2)
 train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" --max-steps 550 "$@"
 train x4-single "$work/colour_x4.safetensors" ablation-x4-single-view.toml "$init_x4" --max-steps 550 "$@"
-x4_60="$work/runs/x4/checkpoints/step-00000060.pt"
-[ -f "$work/x4-step60.safetensors" ] || python - "$x4_60" "$work/x4-step60.safetensors" <<'PY'
-import sys
-from ipassr.model import IPASSR
-from ipassr.checkpoint import save_weights
-from ipassr.train.run import read_checkpoint
-payload = read_checkpoint(sys.argv[1]); network = IPASSR(4); network.load_state_dict(payload["model"])
-save_weights(network, sys.argv[2])
-PY
 # x4, second stage: 450 more steps from the end of the first, for the stereo network and its ablation
 train x4-stage2 "$work/colour_x4.safetensors" shipped-x4-stage2.toml "$work/runs/x4/weights/last.safetensors" \
     --max-steps 450 "$@"
 train x4-single-stage2 "$work/colour_x4.safetensors" ablation-x4-single-view-stage2.toml \
     "$work/runs/x4-single/weights/last.safetensors" --max-steps 450 "$@"
-train x2 "$work/colour_x2.safetensors" shipped-x2.toml "$work/x4-step60.safetensors" --max-steps 550 "$@"
-train x2-single "$work/colour_x2.safetensors" ablation-x2-single-view.toml "$work/x4-step60.safetensors" --max-steps 550 "$@"
-echo "ship with: python tools/ship_weights.py $work/runs/x2 --which last && python tools/ship_weights.py $work/runs/x4-stage2 --which last"
+# x2: the x4 network's trunk and biPAM (end of its second stage) under the x2 upsampler shipped
+# before (INIT_X2_UPSAMPLER, default: git show f97ef1f:ipassr/weights/ipassr_x2.safetensors), with
+# the feature extraction and biPAM frozen; its ablation from the same start without biPAM
+init_x2_up=${INIT_X2_UPSAMPLER:-$work/x2-before.safetensors}
+[ -f "$init_x2_up" ] || git -C "$repo" show f97ef1f:ipassr/weights/ipassr_x2.safetensors > "$init_x2_up"
+[ -f "$work/x4-under-x2-upsampler.safetensors" ] || python "$repo/tools/graft_upsampler.py" \
+    "$work/runs/x4-stage2/weights/last.safetensors" "$init_x2_up" "$work/x4-under-x2-upsampler.safetensors"
+train x2-frozen "$work/colour_x2.safetensors" shipped-x2-frozen.toml "$work/x4-under-x2-upsampler.safetensors" \
+    --max-steps 480 "$@"
+train x2-single-frozen "$work/colour_x2.safetensors" ablation-x2-single-view-frozen.toml \
+    "$work/x4-under-x2-upsampler.safetensors" --max-steps 480 "$@"
+echo "ship with: python tools/ship_weights.py $work/runs/x2-frozen --which last && python tools/ship_weights.py $work/runs/x4-stage2 --which last"
