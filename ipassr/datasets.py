@@ -34,7 +34,7 @@ from .errors import ImageReadError, IpassrError
 from .io import PathLike, read_image, too_large
 
 __all__ = ["LAYOUTS", "PairFiles", "StereoDataset", "TestScene", "open_dataset", "detect_layout",
-           "read_testset", "check_pairs", "read_pair", "probe_image", "MIDDLEBURY_LAYOUTS"]
+           "read_testset", "check_pairs", "read_pair", "probe_image", "image_files", "MIDDLEBURY_LAYOUTS"]
 
 IMAGE_SUFFIXES = (".png", ".ppm", ".pgm", ".pnm", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp")
 
@@ -136,7 +136,7 @@ def stereo_motorcycle(alternative: str = "") -> tuple[np.ndarray, np.ndarray, np
     return load()
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -173,7 +173,7 @@ def _scene_layout_of(folder: Path) -> str | None:
 
 def _has_side_files(folder: Path) -> bool:
     """True when ``folder`` holds images named ``*_L`` or ``*_R``."""
-    return any(_SIDE.match(p.stem) for p in _image_files(folder))
+    return any(_SIDE.match(p.stem) for p in image_files(folder))
 
 
 def detect_layout(root: PathLike, *, hint: bool = True) -> str:
@@ -202,7 +202,7 @@ def detect_layout(root: PathLike, *, hint: bool = True) -> str:
         layout, scenes = next(iter(found.items()))
         return _refine_im0(layout, root, scenes)
     if _has_side_files(root):
-        stems = {_SIDE.match(p.stem).group("stem") for p in _image_files(root) if _SIDE.match(p.stem)}
+        stems = {_SIDE.match(p.stem).group("stem") for p in image_files(root) if _SIDE.match(p.stem)}
         return "flickr1024" if all(s.isdigit() for s in stems) else "plain"
     raise IpassrError(f"{root}: no stereo dataset found: expected one of the layouts "
                       f"{', '.join(LAYOUTS.values())}{_nested_hint(root) if hint else ''}")
@@ -273,7 +273,7 @@ def _unpaired_error(root: Path, problems: list[str]) -> IpassrError:
 def _side_pairs(root: Path) -> list[PairFiles]:
     """Pairs of ``<name>_L`` / ``<name>_R`` files in one folder."""
     sides: dict[str, dict[str, Path]] = {}
-    for path in _image_files(root):
+    for path in image_files(root):
         match = _SIDE.match(path.stem)
         if match:
             sides.setdefault(match.group("stem"), {})[match.group("side")] = path
@@ -286,8 +286,8 @@ def _side_pairs(root: Path) -> list[PairFiles]:
 
 def _folder_pairs(root: Path, left_dir: str, right_dir: str, gt_dirs: tuple[str, ...]) -> list[PairFiles]:
     """Pairs of same-named files in a left and a right folder (KITTI), with GT disparity if present."""
-    lefts = {p.stem: p for p in _image_files(root / left_dir)}
-    rights = {p.stem: p for p in _image_files(root / right_dir)}
+    lefts = {p.stem: p for p in image_files(root / left_dir)}
+    rights = {p.stem: p for p in image_files(root / right_dir)}
     problems = [f"{left_dir}/{lefts[s].name} has no match in {right_dir}/" for s in sorted(set(lefts) - set(rights))]
     problems += [f"{right_dir}/{rights[s].name} has no match in {left_dir}/" for s in sorted(set(rights) - set(lefts))]
     if problems:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import IpassrError
 
-__all__ = ["segment_disparity", "render_right_view", "synthetic_pair"]
+__all__ = ["segment_disparity", "render_right_view", "synthetic_pair", "too_narrow"]
 
 SEGMENT_SCALE = 1000  # Felzenszwalb's scale: object-sized segments, not texture elements
 MIN_SEGMENT_SHARE = 1 / 400  # of the image's area: a few dozen segments, each a layer
@@ -76,6 +76,11 @@ def render_right_view(left: np.ndarray, disparity: np.ndarray) -> tuple[np.ndarr
     return right, ~visible
 
 
+def too_narrow(width: int, max_disparity: int) -> bool:
+    """Whether an image this wide keeps too little after losing ``max_disparity`` columns."""
+    return width <= 2 * max_disparity
+
+
 def synthetic_pair(image: np.ndarray, rng: np.random.Generator, max_disparity: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(left, right, disparity of the left view) from one RGB uint8 image (H, W, 3).
@@ -85,7 +90,7 @@ def synthetic_pair(image: np.ndarray, rng: np.random.Generator, max_disparity: i
     """
     if max_disparity < 1:
         raise IpassrError(f"max disparity must be at least 1 pixel, got {max_disparity}")
-    if image.shape[1] <= 2 * max_disparity:
+    if too_narrow(image.shape[1], max_disparity):
         raise IpassrError(f"image {image.shape[1]} px wide: too narrow for disparities up to "
                           f"{max_disparity} px (needs more than {2 * max_disparity})")
     disparity = segment_disparity(image, rng, max_disparity)

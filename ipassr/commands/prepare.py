@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..datasets import IMAGE_SUFFIXES, LAYOUTS, StereoDataset, check_pairs, open_dataset, read_pair
+from ..datasets import LAYOUTS, StereoDataset, check_pairs, image_files, open_dataset, read_pair
 from ..disparity import read_disparity, write_pfm
 from ..errors import IpassrError
 from ..io import check_writable_folder, read_image, write_image
 from ..patches import plan_patches, write_patch_file
 from ..resize import degrade, mod_crop
-from ..synthetic import synthetic_pair
+from ..synthetic import synthetic_pair, too_narrow
 
 TESTSET_MOD = 4  # HR mod-crop shared by x2 and x4
 
@@ -199,8 +199,7 @@ def _single_images(sources: list[Path]) -> list[Path]:
     files: list[Path] = []
     for source in sources:
         if source.is_dir():
-            files += sorted(p for p in source.iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += image_files(source)
         elif source.is_file():
             files.append(source)
         else:
@@ -228,7 +227,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
     skipped = []
     for index, file in enumerate(tqdm(files, desc="synthetic pairs", unit="pair")):
         image = read_image(file)
-        if image.shape[1] <= 2 * args.max_disparity:
+        if too_narrow(image.shape[1], args.max_disparity):
             skipped.append(file.name)
             continue
         rng = np.random.default_rng([args.seed, index])
