@@ -15,6 +15,7 @@ from ipassr.errors import IpassrError
 from ipassr.inference import load_model
 from ipassr.io import read_image, write_image
 from ipassr.resize import imresize
+from ipassr.train.trainer import Trainer
 from ipassr.train.config import (TrainConfig, apply_overrides, load_config, parse_duration,
                                  save_config)
 
@@ -46,7 +47,7 @@ def records(run: Path) -> list[dict]:
 def test_smoke_preset_loss_decreases_and_weights_infer(tmp_path, patch_file, test_root, capsys):
     run = tmp_path / "run"
     code = main(["train", "--preset", "smoke", "--patches", str(patch_file), "--out", str(run),
-                 "--max-steps", "4", "--validate", str(test_root), "--validate-every-steps", "2",
+                 "--max-steps", "4", "--validate", str(test_root), "--validate-every-steps", "4",
                  "--validate-every-epochs", "100",
                  "--no-progress"])
     assert code == 0, capsys.readouterr().err
@@ -57,7 +58,7 @@ def test_smoke_preset_loss_decreases_and_weights_infer(tmp_path, patch_file, tes
     assert set(log[1]["loss"]) == {"total", "sr", "photo", "smooth", "cycle", "cons"}
     assert {"lr", "samples_per_s", "epoch", "global_step"} <= set(log[1])
     validations = [r for r in log if r["event"] == "validation"]
-    assert [r["global_step"] for r in validations] == [2]  # step 4 ends the run
+    assert [r["global_step"] for r in validations] == [4]  # the run's end is validated
     scores = validations[-1]["val"]["Tiny"]
     assert scores["scenes"] == 1 and 15 < scores["left_psnr"] < 60 and 0 < scores["stereo_ssim"] <= 1
     # biPAM's correspondences on Motorcycle are logged with every validation
@@ -72,6 +73,25 @@ def test_smoke_preset_loss_decreases_and_weights_infer(tmp_path, patch_file, tes
     assert sr_left.shape == (40, 100, 3)
     assert (run / "weights" / "best.safetensors").is_file()  # from the validation
     assert "stopped (budget) after 4 steps" in capsys.readouterr().err
+
+
+def test_validation_on_schedule_and_at_the_last_step_not_on_a_time_limit(tmp_path, patch_file,
+                                                                          test_root):
+    """The step schedule validates, and so does the run's last step (--max-steps) off the
+    schedule, so the log ends with the numbers of the weights it leaves; a time-limit stop (to be
+    resumed) does not spend time validating."""
+    config = TrainConfig(patches=str(patch_file), batch_size=2, lr_crop=(10, 20), workers=0,
+                         tensorboard=False, validate=str(test_root), validate_every_steps=2,
+                         validate_every_epochs=100, validate_correspondence=False)
+    steps = []
+    for name, budget in (("steps", {"max_steps": 3}), ("time", {"time_limit": 1e-9})):
+        Trainer(config, tmp_path / name, progress=False).fit(**budget)
+        steps.append([r["global_step"] for r in records(tmp_path / name)
+                      if r["event"] == "validation"])
+    assert steps == [[2, 3], []]
+    # resuming a run that has already reached its --max-steps stops at once, with nothing to do
+    again = Trainer(config, tmp_path / "steps", resume=True, progress=False).fit(max_steps=3)
+    assert (again.status, again.global_step) == ("budget", 3)
 
 
 def test_saved_config_repeats_the_run_and_resume_continues(tmp_path, patch_file, capsys):

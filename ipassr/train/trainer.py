@@ -299,7 +299,7 @@ class Trainer:
         step_time = None
         while self.epoch < self.config.epochs:
             if self._budget_spent(max_steps, time_limit, started, step_time):
-                return self._stop("budget")
+                return FitResult("budget", self.epoch, self.global_step)
             tick = time.monotonic()
             stopping = False
             for inputs in self._batches_until_stopped():
@@ -317,17 +317,20 @@ class Trainer:
                     break
                 self._periodic(step_time)
             stopping = stopping or self._stop.signal is not None  # a loader stopped by the signal
+            # the run's last step is validated off the schedule too: its log ends with the
+            # numbers of the weights it leaves
+            the_end = stopping and max_steps is not None and self.global_step >= max_steps
             if self.step_in_epoch >= self.steps_per_epoch:
-                self._end_epoch(validate=not (stopping and self._stop.signal is not None))
+                self._end_epoch(validate=not (stopping and self._stop.signal is not None),
+                                the_end=the_end)
             elif stopping:
+                if the_end and self.config.validate:
+                    self._validate()
                 self.save_checkpoint()
             if stopping:
                 status = "interrupted" if self._stop.signal is not None else "budget"
                 return FitResult(status, self.epoch, self.global_step, self._stop.signal)
         return FitResult("finished", self.epoch, self.global_step)
-
-    def _stop(self, status: str) -> FitResult:
-        return FitResult(status, self.epoch, self.global_step, self._stop.signal)
 
     def _budget_spent(self, max_steps: int | None, time_limit: float | None, started: float,
                       step_time: float | None) -> bool:
@@ -348,8 +351,9 @@ class Trainer:
         if every and self.config.validate and self.global_step % every == 0:
             self._validate()
 
-    def _end_epoch(self, validate: bool = True) -> None:
-        """LR schedule step, validation, best weights and the epoch checkpoint."""
+    def _end_epoch(self, validate: bool = True, the_end: bool = False) -> None:
+        """LR schedule step, validation (every few epochs, and at the run's last step), best
+        weights and the epoch checkpoint."""
         mean_loss = self._epoch_loss_sum / max(self._epoch_loss_count, 1)
         self._epoch_loss_sum, self._epoch_loss_count = 0.0, 0
         self.scheduler.step()
@@ -357,7 +361,8 @@ class Trainer:
         self.step_in_epoch = 0
         self._log({"event": "epoch", "epochs_done": self.epoch, "global_step": self.global_step,
                    "mean_loss": mean_loss})
-        if validate and self.config.validate and self.epoch % self.config.validate_every_epochs == 0:
+        on_schedule = self.epoch % self.config.validate_every_epochs == 0
+        if validate and self.config.validate and (on_schedule or the_end):
             self._validate()
         if not self.config.validate and math.isfinite(mean_loss):
             self._save_best(mean_loss, "epoch_loss", higher_is_better=False)
