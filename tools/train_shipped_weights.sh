@@ -48,7 +48,7 @@ train x4-single-stage2 "$work/colour_x4.safetensors" ablation-x4-single-view-sta
 # the feature extraction and biPAM frozen; its ablation from the same start without biPAM
 init_x2_up=${INIT_X2_UPSAMPLER:-$work/x2-before.safetensors}
 [ -f "$init_x2_up" ] || git -C "$repo" show f97ef1f:ipassr/weights/ipassr_x2.safetensors > "$init_x2_up"
-[ -f "$work/x4-under-x2-upsampler.safetensors" ] || python "$repo/tools/graft_upsampler.py" \
+[ -f "$work/x4-under-x2-upsampler.safetensors" ] || python "$repo/tools/graft.py" \
     "$work/runs/x4-stage2/weights/last.safetensors" "$init_x2_up" "$work/x4-under-x2-upsampler.safetensors"
 train x2-frozen "$work/colour_x2.safetensors" shipped-x2-frozen.toml "$work/x4-under-x2-upsampler.safetensors" \
     --max-steps 480 "$@"
