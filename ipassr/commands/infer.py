@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import add_weights_arguments, network_options
+from ..datasets import IMAGE_SUFFIXES
 from ..errors import IpassrError
 from ..inference import PRECISIONS, StereoSR, load_model
 from ..io import (check_writable_folder, image_to_tensor, read_stereo_pair, tensor_to_image,
@@ -20,9 +21,6 @@ from .visualize import memory_size
 
 LEFT_NAME, RIGHT_NAME = "lr0.png", "lr1.png"
 SIDE_NAME = re.compile(r"^(?P<stem>.+)_(?P<side>[LR])$")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
-
-
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "infer", help="super-resolve a stereo pair or a folder of pairs",
