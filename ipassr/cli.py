@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import os
 import signal
 import sys
 import threading
