@@ -35,7 +35,8 @@ train() {  # name patches recipe init [options]
   ipassr train --config "$repo/recipes/$recipe" --out "$work/runs/$name" --auto-resume \
       --patches "$patches" --init-weights "$init" --validate "$work/val" --time-limit "$limit" "$@"
 }
-# every run ends at its recipe's lr_total_steps (550; 450 for the second x4 stage; 480 at x2)
+# every run ends at its recipe's lr_total_steps (550; 450 and 420 for the second and third x4
+# stages; 480 at x2, then 200)
 train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" --max-steps 550 "$@"
 train x4-single "$work/colour_x4.safetensors" ablation-x4-single-view.toml "$init_x4" --max-steps 550 "$@"
 # x4, second stage: 450 more steps from the end of the first, for the stereo network and its ablation
@@ -54,4 +55,22 @@ train x2-frozen "$work/colour_x2.safetensors" shipped-x2-frozen.toml "$work/x4-u
     --max-steps 480 "$@"
 train x2-single-frozen "$work/colour_x2.safetensors" ablation-x2-single-view-frozen.toml \
     "$work/x4-under-x2-upsampler.safetensors" --max-steps 480 "$@"
-echo "ship with: python tools/ship_weights.py $work/runs/x2-frozen --which last && python tools/ship_weights.py $work/runs/x4-stage2 --which last"
+# x4, third stage: 420 more steps from the end of the second, for the stereo network and its
+# ablation, which both start from the stereo network (the ablation without its biPAM)
+train x4-stage3 "$work/colour_x4.safetensors" shipped-x4-stage3.toml "$work/runs/x4-stage2/weights/last.safetensors" \
+    --max-steps 420 "$@"
+train x4-single-stage3 "$work/colour_x4.safetensors" ablation-x4-single-view-stage3.toml \
+    "$work/runs/x4-stage2/weights/last.safetensors" --max-steps 420 "$@"
+# x2 after the third x4 stage: the new feature extraction (and biPAM) in the x2 networks above,
+# frozen, the rest re-fit for 200 steps
+[ -f "$work/x2-stage3-graft.safetensors" ] || python "$repo/tools/graft.py" \
+    "$work/runs/x4-stage3/weights/last.safetensors" "$work/runs/x2-frozen/weights/last.safetensors" \
+    "$work/x2-stage3-graft.safetensors" --parts feature_conv,feature_group,attention
+[ -f "$work/x2-single-stage3-graft.safetensors" ] || python "$repo/tools/graft.py" \
+    "$work/runs/x4-single-stage3/weights/last.safetensors" "$work/runs/x2-single-frozen/weights/last.safetensors" \
+    "$work/x2-single-stage3-graft.safetensors" --parts feature_conv,feature_group
+train x2-frozen-stage3 "$work/colour_x2.safetensors" shipped-x2-frozen-stage3.toml \
+    "$work/x2-stage3-graft.safetensors" --max-steps 200 "$@"
+train x2-single-frozen-stage3 "$work/colour_x2.safetensors" ablation-x2-single-view-frozen-stage3.toml \
+    "$work/x2-single-stage3-graft.safetensors" --max-steps 200 "$@"
+echo "ship with: python tools/ship_weights.py $work/runs/x2-frozen-stage3 --which last && python tools/ship_weights.py $work/runs/x4-stage3 --which last"
