@@ -94,6 +94,28 @@ def test_validation_on_schedule_and_at_the_last_step_not_on_a_time_limit(tmp_pat
     assert (again.status, again.global_step) == ("budget", 3)
 
 
+def test_resume_says_when_the_init_weights_file_was_replaced(tmp_path, patch_file, capsys):
+    """--auto-resume continues from the checkpoint whatever --init-weights says; a file replaced
+    since the run started from it (same path, other weights) is named, an unchanged one is not."""
+    from ipassr.checkpoint import save_weights
+    from ipassr.model import IPASSR
+    init = tmp_path / "init.safetensors"
+    torch.manual_seed(1)
+    save_weights(IPASSR(2), init)
+    run = tmp_path / "run"
+    args = ["train", "--patches", str(patch_file), "--out", str(run), "--init-weights", str(init),
+            "--batch-size", "2", "--lr-crop", "10x20", "--workers", "0", "--no-progress",
+            "--auto-resume"]
+    assert main(args + ["--max-steps", "1"]) == 0
+    assert main(args + ["--max-steps", "2"]) == 0
+    assert "not the weights this run started from" not in capsys.readouterr().err
+    save_weights(IPASSR(2), init)  # other random weights, same path
+    assert main(args + ["--max-steps", "3"]) == 0
+    err = capsys.readouterr().err
+    assert f"{init}: not the weights this run started from" in err and "stopped (budget) after 3" in err
+    assert records(run)[0]["init_weights"] == str(init)
+
+
 def test_saved_config_repeats_the_run_and_resume_continues(tmp_path, patch_file, capsys):
     tiny = ["--batch-size", "8", "--lr-crop", "10x20", "--workers", "0", "--no-progress",
             "--epochs", "1"]

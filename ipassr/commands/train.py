@@ -118,6 +118,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, explicit: set[str], so
     trainer = Trainer(config, args.out, source=source, resume=resume, overrides=explicit,
                       progress=not args.no_progress)
     if trainer.env.is_main:
+        for note in trainer.resume_notes:
+            print(f"ipassr: {note}", file=sys.stderr)
         print(f"ipassr: training {summary(trainer)} -> {args.out}", file=sys.stderr)
     result = trainer.fit(max_steps=args.max_steps, time_limit=args.time_limit)
     if trainer.env.is_main:

@@ -5,6 +5,7 @@ Each check fails before any step runs, with a message that names the file or opt
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ def resumed_config(saved: TrainConfig, requested: TrainConfig, overrides: set[st
     requested = absolute_paths(requested)
     keys = overrides if overrides is not None else {
         k for k, v in requested.to_dict().items() if v != TrainConfig().to_dict()[k]}
+    keys = set(keys) - {"init_weights"}  # where a run started from cannot change once it has
     changed = {k: getattr(requested, k) for k in keys if getattr(requested, k) != getattr(saved, k)}
     merged = saved.__class__(**{**saved.__dict__, **changed})
     if "scale" in changed and changed["scale"] is None:
@@ -36,6 +38,15 @@ def resumed_config(saved: TrainConfig, requested: TrainConfig, overrides: set[st
         raise IpassrError(f"{root}: cannot resume: the run was trained with a different "
                           f"network ({'; '.join(differences)})")
     return merged, sorted(k for k in changed if k != "scale")
+
+
+def file_sha256(path: PathLike) -> str:
+    """The SHA-256 of a file: tells whether the init weights a run started from were replaced."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def absolute_paths(config: TrainConfig) -> TrainConfig:

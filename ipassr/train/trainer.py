@@ -29,7 +29,7 @@ from .data import (Augmentation, EpochBatches, PatchDataset, PatchSource, epoch_
 from .distributed import DistEnv, agree, barrier, init_distributed
 from .interrupts import StopRequest, interrupts_blocked_while_workers_start
 from .setup import (absolute_paths, build_network, check_data, configure_backends,
-                    open_source, resolve_scale, resumed_config, wrap)
+                    file_sha256, open_source, resolve_scale, resumed_config, wrap)
 from .run import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunLog, RunPaths, is_out_of_space,
                   link_or_copy, rng_state, set_rng_state, read_checkpoint, write_checkpoint)
 from .step import LOSS_KEYS, compute_losses, learning_rate, resolve_device
@@ -63,6 +63,7 @@ class Trainer:
         self.paths = RunPaths(Path(run_dir))
         self.progress = progress
         self.resumed_changes: list[str] = []
+        self.resume_notes: list[str] = []  # what a user resuming should know (the CLI prints them)
         if resume and init_weights is not None:
             raise IpassrError("--init-weights starts a new run; it cannot be combined with --resume")
         checkpoint = self._load_resume_state(config, overrides) if resume else None
@@ -80,6 +81,8 @@ class Trainer:
         self.network, self.init_kept = build_network(self.config, init_weights, self.env,
                                                      self.device)
         self.init_weights = None if init_weights is None else str(Path(init_weights).absolute())
+        self.init_sha256 = (checkpoint.get("init_sha256") if checkpoint is not None else
+                            None if init_weights is None else file_sha256(init_weights))
         self.optimizer = torch.optim.Adam(
             self.network.parameters(), lr=self.config.lr,
             betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
@@ -118,7 +121,21 @@ class Trainer:
         saved = config_from_dict(checkpoint["config"], str(path))
         self.config, self.resumed_changes = resumed_config(saved, requested, overrides,
                                                            self.paths.root)
+        self._check_init_weights_unchanged(requested, overrides, checkpoint.get("init_sha256"))
         return checkpoint
+
+    def _check_init_weights_unchanged(self, requested: TrainConfig, overrides: set[str] | None,
+                                      started_from: str | None) -> None:
+        """A resumed run continues from its checkpoint, whatever --init-weights says: when that file
+        is no longer the one the run started from, say so (a replaced file is easy to miss)."""
+        path = requested.init_weights
+        if path is None or started_from is None or (overrides is not None
+                                                     and "init_weights" not in overrides):
+            return
+        if Path(path).is_file() and file_sha256(path) != started_from:
+            self.resume_notes.append(
+                f"{path}: not the weights this run started from (they have changed since); the "
+                f"run continues from its checkpoint: use a new --out to start from this file")
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["model"]
@@ -160,6 +177,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step, "best": dict(self.best), "config": self.config.to_dict(),
+            "init_sha256": self.init_sha256,
         }
 
     def save_checkpoint(self) -> None:
