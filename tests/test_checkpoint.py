@@ -140,22 +140,28 @@ def test_wrapped_state_dicts_load(tmp_path):
     assert not torch.equal(loaded["feature_conv.weight"], IPASSR(2).state_dict()["feature_conv.weight"])
 
 
-def test_graft_tool_takes_the_named_parts_and_keeps_the_rest(tmp_path):
+def test_graft_tool_takes_the_named_parts_and_keeps_the_rest(tmp_path, monkeypatch, capsys):
     """tools/graft.py: the named parts from the donor (another scale), everything else from the base."""
-    import subprocess
-    import sys
+    import runpy
     from pathlib import Path
     torch.manual_seed(0)
     donor, base = IPASSR(4, channels=8), IPASSR(2, channels=8)
     save_weights(donor, tmp_path / "donor.safetensors")
     save_weights(base, tmp_path / "base.safetensors")
-    tool = Path(__file__).resolve().parents[1] / "tools" / "graft.py"
-    run = [sys.executable, str(tool), str(tmp_path / "donor.safetensors"),
-           str(tmp_path / "base.safetensors"), str(tmp_path / "out.safetensors")]
-    subprocess.run(run + ["--parts", "feature_conv,attention"], check=True, capture_output=True)
+    tool = str(Path(__file__).resolve().parents[1] / "tools" / "graft.py")
+
+    def graft(*options: str) -> int:
+        monkeypatch.setattr("sys.argv", [tool, str(tmp_path / "donor.safetensors"),
+                                         str(tmp_path / "base.safetensors"),
+                                         str(tmp_path / "out.safetensors"), *options])
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_path(tool, run_name="__main__")
+        return exit_.value.code
+
+    assert graft("--parts", "feature_conv,attention") == 0
     out, _ = read_state_dict(tmp_path / "out.safetensors")
     for name, value in out.items():
         source = donor if name.split(".")[0] in ("feature_conv", "attention") else base
         assert torch.equal(value, source.state_dict()[name]), name
-    bad = subprocess.run(run + ["--parts", "upsampler"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "do not fit" in bad.stderr  # x4 expansion into x2
+    assert graft("--parts", "upsampler") == 2  # x4 expansion into x2
+    assert "do not fit" in capsys.readouterr().err
