@@ -15,9 +15,9 @@ from ipassr.errors import IpassrError
 from ipassr.inference import load_model
 from ipassr.io import read_image, write_image
 from ipassr.resize import imresize
-from ipassr.train.trainer import Trainer
 from ipassr.train.config import (TrainConfig, apply_overrides, load_config, parse_duration,
                                  save_config)
+from ipassr.train.trainer import Trainer
 
 from training_helpers import CONES, cones_patches, one_thread, write_patch_file  # noqa: F401
 

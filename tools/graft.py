@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ipassr.checkpoint import load_network, read_state_dict, save_weights  # noqa: E402
+from ipassr.errors import IpassrError  # noqa: E402
+from ipassr.train.setup import named_parts  # noqa: E402
 
 
 def part_of(name: str) -> str:
@@ -38,16 +40,15 @@ def main() -> int:
     args = parser.parse_args()
     network = load_network(args.base)
     donor, _ = read_state_dict(args.donor)
-    names = [name for name, _ in network.named_children()]
     donor_parts = {part_of(k) for k in donor}
     if args.parts is None:
-        parts = [p for p in names if p != "upsampler" and p in donor_parts]
+        parts = [name for name, _ in network.named_children()
+                 if name != "upsampler" and name in donor_parts]
     else:
-        parts = args.parts.split(",")
-        unknown = sorted(set(parts) - set(names))
-        if unknown:
-            parser.error(f"--parts: no part named {', '.join(unknown)} (the network has "
-                         f"{', '.join(names)})")
+        try:
+            parts = named_parts(network, args.parts, "--parts")
+        except IpassrError as exc:
+            parser.error(str(exc))
         absent = sorted(set(parts) - donor_parts)
         if absent:
             parser.error(f"{args.donor}: has no {', '.join(absent)}")

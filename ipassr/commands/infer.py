@@ -21,6 +21,8 @@ from .visualize import memory_size
 
 LEFT_NAME, RIGHT_NAME = "lr0.png", "lr1.png"
 SIDE_NAME = re.compile(r"^(?P<stem>.+)_(?P<side>[LR])$")
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "infer", help="super-resolve a stereo pair or a folder of pairs",

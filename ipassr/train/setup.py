@@ -107,17 +107,23 @@ def configure_backends(config: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.deterministic = True
 
 
+def named_parts(network: nn.Module, parts: str, option: str) -> list[str]:
+    """The top-level parts named in ``parts`` ("feature_conv,attention"); a name the network does
+    not have is refused, with ``option`` and the network's parts in the message."""
+    names = [name.strip() for name in parts.split(",") if name.strip()]
+    children = [name for name, _ in network.named_children()]
+    unknown = [name for name in names if name not in children]
+    if unknown:
+        raise IpassrError(f"{option}: no part named {', '.join(unknown)} in this network (its parts: "
+                          f"{', '.join(children)})")
+    return names
+
+
 def freeze(network: IPASSR, parts: str) -> None:
     """Stop training the named top-level parts (``config.freeze``): their parameters get no
     gradient, so Adam leaves them as they are (BatchNorm statistics still follow the data)."""
-    names = [name.strip() for name in parts.split(",") if name.strip()]
-    children = dict(network.named_children())
-    unknown = [name for name in names if name not in children]
-    if unknown:
-        raise IpassrError(f"freeze: no part named {', '.join(unknown)} in this network (its parts: "
-                          f"{', '.join(children)})")
-    for name in names:
-        children[name].requires_grad_(False)
+    for name in named_parts(network, parts, "freeze"):
+        network.get_submodule(name).requires_grad_(False)
 
 
 def build_network(config: TrainConfig, init_weights: PathLike | None, env: DistEnv,
