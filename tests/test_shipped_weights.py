@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors import safe_open
@@ -13,6 +14,10 @@ from ipassr.inference import shipped_weights_path
 from ipassr.io import read_image
 from ipassr.metrics import psnr
 from ipassr.resize import imresize
+from ipassr.train.config import load_config, read_config_file
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SHIPPED_RECIPES = {2: "shipped-x2-frozen-stage4.toml", 4: "shipped-x4-stage4.toml"}  # last runs
 
 
 @pytest.mark.parametrize("scale", [2, 4])
@@ -36,7 +41,28 @@ def test_shipped_x2_weights_beat_bicubic_on_a_real_pair(cones_pair):
     assert ours > bicubic + 0.5
 
 
-@pytest.mark.parametrize("scale,margin", [(2, 2.6), (4, 1.35)])  # measured +2.79 / +1.42 dB
+def test_every_recipe_is_a_valid_training_config():
+    paths = sorted(RECIPES.glob("*.toml"))
+    assert len(paths) >= 18, paths
+    for path in paths:
+        load_config(path)  # unknown keys and bad values raise, naming the file
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_shipped_weights_were_trained_with_the_recipe_the_docs_name(tmp_path, scale):
+    """Every setting of the recipe the model card names is what the shipped run's config held."""
+    with safe_open(str(shipped_weights_path(scale)), framework="pt") as handle:
+        metadata = handle.metadata()
+    recipe = SHIPPED_RECIPES[scale]
+    assert f"recipes/{recipe}" in metadata["note"]
+    ran_file = tmp_path / "ran.toml"
+    ran_file.write_text(metadata["training_config_toml"])
+    ran = read_config_file(ran_file)
+    for key, value in read_config_file(RECIPES / recipe).items():
+        assert (Path(ran[key]).name if key == "patches" else ran[key]) == value, key
+
+
+@pytest.mark.parametrize("scale,margin", [(2, 2.6), (4, 1.4)])  # measured +2.82 / +1.45 dB
 def test_demo_with_shipped_weights_beats_bicubic_by_the_promised_margin(tmp_path, scale, margin):
     """The README's first command: Motorcycle, never trained on, (Left+Right)/2 PSNR."""
     out = tmp_path / "demo"
@@ -45,12 +71,14 @@ def test_demo_with_shipped_weights_beats_bicubic_by_the_promised_margin(tmp_path
     assert scores["iPASSR"]["stereo_psnr"] > scores["bicubic"]["stereo_psnr"] + margin
 
 
-@pytest.mark.parametrize("scale,within_1px,mask_contrast", [(2, 0.77, 0.2), (4, 0.82, 0.2)])
+@pytest.mark.parametrize("scale,within_1px,mask_contrast", [(2, 0.80, 0.2), (4, 0.85, 0.2)])
 def test_shipped_weights_find_motorcycles_matches(tmp_path, capsys, scale, within_1px,
                                                   mask_contrast):
-    """biPAM of the shipped weights finds the matches (measured 79.7% / 84.7% of the visible
+    """biPAM of the shipped weights finds the matches (measured 81.3% / 85.5% of the visible
     pixels within 1 LR pixel at x2 / x4; the first weights shipped found 12% / 72%) and its valid
-    masks tell occlusions apart (visible 0.79 / 0.88 against occluded 0.50 / 0.60)."""
+    masks tell occlusions apart (visible 0.81 / 0.88 against occluded 0.50 / 0.60). x4 is held to
+    issue 13's 85%: weights scaled by 1 + 1e-5 noise (far more than float rounding between CPUs)
+    left it at 85.54%."""
     assert main(["evaluate", "--scale", str(scale), "--attention", "--weights", f"shipped=x{scale}",
                  "--json", str(tmp_path / "a.json"), "--markdown", str(tmp_path / "a.md")]) == 0
     assert f"biPAM correspondence on Motorcycle, x{scale}" in capsys.readouterr().out

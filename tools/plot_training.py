@@ -49,6 +49,14 @@ def run_scale(run_dir: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
+    usage = __doc__.splitlines()[2]
+    if len(argv) < 2 or argv[0].startswith("-") or not all("=" in a for a in argv[1:]):
+        print(usage, file=sys.stderr)
+        return 2
+    missing = [a.split("=", 1)[1] for a in argv[1:] if not (Path(a.split("=", 1)[1]) / "log.jsonl").is_file()]
+    if missing:
+        print(f"no log.jsonl in {', '.join(missing)} (a run folder of ipassr train)\n{usage}", file=sys.stderr)
+        return 2
     import matplotlib
 
     matplotlib.use("Agg")

@@ -35,8 +35,8 @@ train() {  # name patches recipe init [options]
   ipassr train --config "$repo/recipes/$recipe" --out "$work/runs/$name" --auto-resume \
       --patches "$patches" --init-weights "$init" --validate "$work/val" --time-limit "$limit" "$@"
 }
-# every run ends at its recipe's lr_total_steps (550; 450 and 420 for the second and third x4
-# stages; 480 at x2, then 200)
+# every run ends at its recipe's lr_total_steps (550; 450, 420 and 600 for the second, third and
+# fourth x4 stages; 480 at x2, then 200 and 200)
 train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" --max-steps 550 "$@"
 train x4-single "$work/colour_x4.safetensors" ablation-x4-single-view.toml "$init_x4" --max-steps 550 "$@"
 # x4, second stage: 450 more steps from the end of the first, for the stereo network and its ablation
@@ -73,4 +73,23 @@ train x2-frozen-stage3 "$work/colour_x2.safetensors" shipped-x2-frozen-stage3.to
     "$work/x2-stage3-graft.safetensors" --max-steps 200 "$@"
 train x2-single-frozen-stage3 "$work/colour_x2.safetensors" ablation-x2-single-view-frozen-stage3.toml \
     "$work/x2-single-stage3-graft.safetensors" --max-steps 200 "$@"
-echo "ship with: python tools/ship_weights.py $work/runs/x2-frozen-stage3 --which last && python tools/ship_weights.py $work/runs/x4-stage3 --which last"
+# x4, fourth stage: 600 more steps from the end of the third, for the stereo network and its
+# ablation (which continues its own third stage)
+train x4-stage4 "$work/colour_x4.safetensors" shipped-x4-stage4.toml "$work/runs/x4-stage3/weights/last.safetensors" \
+    --max-steps 600 "$@"
+train x4-single-stage4 "$work/colour_x4.safetensors" ablation-x4-single-view-stage4.toml \
+    "$work/runs/x4-single-stage3/weights/last.safetensors" --max-steps 600 "$@"
+# x2 after the fourth x4 stage: its feature extraction (and biPAM) in the stage-3 x2 networks,
+# frozen, the rest re-fit for 200 steps
+[ -f "$work/x2-stage4-graft.safetensors" ] || python "$repo/tools/graft.py" \
+    "$work/runs/x4-stage4/weights/last.safetensors" "$work/runs/x2-frozen-stage3/weights/last.safetensors" \
+    "$work/x2-stage4-graft.safetensors" --parts feature_conv,feature_group,attention
+[ -f "$work/x2-single-stage4-graft.safetensors" ] || python "$repo/tools/graft.py" \
+    "$work/runs/x4-single-stage4/weights/last.safetensors" \
+    "$work/runs/x2-single-frozen-stage3/weights/last.safetensors" \
+    "$work/x2-single-stage4-graft.safetensors" --parts feature_conv,feature_group
+train x2-frozen-stage4 "$work/colour_x2.safetensors" shipped-x2-frozen-stage4.toml \
+    "$work/x2-stage4-graft.safetensors" --max-steps 200 "$@"
+train x2-single-frozen-stage4 "$work/colour_x2.safetensors" ablation-x2-single-view-frozen-stage4.toml \
+    "$work/x2-single-stage4-graft.safetensors" --max-steps 200 "$@"
+echo "ship with: python tools/ship_weights.py $work/runs/x2-frozen-stage4 --which last && python tools/ship_weights.py $work/runs/x4-stage4 --which last"
