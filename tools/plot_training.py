@@ -53,17 +53,18 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0].startswith("-") or not all("=" in a for a in argv[1:]):
         print(usage, file=sys.stderr)
         return 2
-    missing = [a.split("=", 1)[1] for a in argv[1:] if not (Path(a.split("=", 1)[1]) / "log.jsonl").is_file()]
+    output, runs = Path(argv[0]), [(label, Path(run)) for label, run in
+                                   (a.split("=", 1) for a in argv[1:])]
+    missing = [str(run) for _, run in runs if not (run / "log.jsonl").is_file()]
     if missing:
-        print(f"no log.jsonl in {', '.join(missing)} (a run folder of ipassr train)\n{usage}", file=sys.stderr)
+        print(f"no log.jsonl in {', '.join(missing)} (a run folder of ipassr train)\n{usage}",
+              file=sys.stderr)
         return 2
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    output, runs = Path(argv[0]), [(label, Path(run)) for label, run in
-                                   (a.split("=", 1) for a in argv[1:])]
     scales = sorted({run_scale(run) for _, run in runs})  # one PSNR panel per scale
     figure, axes = plt.subplots(1, 2 + len(scales), figsize=(5.3 * (2 + len(scales)), 4))
     loss_axis, match_axis, psnr_axes = axes[0], axes[-1], dict(zip(scales, axes[1:-1]))

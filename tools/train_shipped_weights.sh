@@ -63,16 +63,22 @@ train x4-single-stage3 "$work/colour_x4.safetensors" ablation-x4-single-view-sta
     "$work/runs/x4-stage2/weights/last.safetensors" --max-steps 420 "$@"
 # x2 after the third x4 stage: the new feature extraction (and biPAM) in the x2 networks above,
 # frozen, the rest re-fit for 200 steps
-[ -f "$work/x2-stage3-graft.safetensors" ] || python "$repo/tools/graft.py" \
-    "$work/runs/x4-stage3/weights/last.safetensors" "$work/runs/x2-frozen/weights/last.safetensors" \
-    "$work/x2-stage3-graft.safetensors" --parts feature_conv,feature_group,attention
-[ -f "$work/x2-single-stage3-graft.safetensors" ] || python "$repo/tools/graft.py" \
-    "$work/runs/x4-single-stage3/weights/last.safetensors" "$work/runs/x2-single-frozen/weights/last.safetensors" \
-    "$work/x2-single-stage3-graft.safetensors" --parts feature_conv,feature_group
-train x2-frozen-stage3 "$work/colour_x2.safetensors" shipped-x2-frozen-stage3.toml \
-    "$work/x2-stage3-graft.safetensors" --max-steps 200 "$@"
-train x2-single-frozen-stage3 "$work/colour_x2.safetensors" ablation-x2-single-view-frozen-stage3.toml \
-    "$work/x2-single-stage3-graft.safetensors" --max-steps 200 "$@"
+refit_x2() {  # stage x2_run x2_single_run [options]: after x4 stage STAGE, graft and re-fit both arms
+  local stage=$1 base=$2 single_base=$3; shift 3
+  [ -f "$work/x2-stage$stage-graft.safetensors" ] || python "$repo/tools/graft.py" \
+      "$work/runs/x4-stage$stage/weights/last.safetensors" "$work/runs/$base/weights/last.safetensors" \
+      "$work/x2-stage$stage-graft.safetensors" --parts feature_conv,feature_group,attention
+  [ -f "$work/x2-single-stage$stage-graft.safetensors" ] || python "$repo/tools/graft.py" \
+      "$work/runs/x4-single-stage$stage/weights/last.safetensors" \
+      "$work/runs/$single_base/weights/last.safetensors" \
+      "$work/x2-single-stage$stage-graft.safetensors" --parts feature_conv,feature_group
+  train "x2-frozen-stage$stage" "$work/colour_x2.safetensors" "shipped-x2-frozen-stage$stage.toml" \
+      "$work/x2-stage$stage-graft.safetensors" --max-steps 200 "$@"
+  train "x2-single-frozen-stage$stage" "$work/colour_x2.safetensors" \
+      "ablation-x2-single-view-frozen-stage$stage.toml" "$work/x2-single-stage$stage-graft.safetensors" \
+      --max-steps 200 "$@"
+}
+refit_x2 3 x2-frozen x2-single-frozen "$@"
 # x4, fourth stage: 600 more steps from the end of the third, for the stereo network and its
 # ablation (which continues its own third stage)
 train x4-stage4 "$work/colour_x4.safetensors" shipped-x4-stage4.toml "$work/runs/x4-stage3/weights/last.safetensors" \
@@ -81,15 +87,5 @@ train x4-single-stage4 "$work/colour_x4.safetensors" ablation-x4-single-view-sta
     "$work/runs/x4-single-stage3/weights/last.safetensors" --max-steps 600 "$@"
 # x2 after the fourth x4 stage: its feature extraction (and biPAM) in the stage-3 x2 networks,
 # frozen, the rest re-fit for 200 steps
-[ -f "$work/x2-stage4-graft.safetensors" ] || python "$repo/tools/graft.py" \
-    "$work/runs/x4-stage4/weights/last.safetensors" "$work/runs/x2-frozen-stage3/weights/last.safetensors" \
-    "$work/x2-stage4-graft.safetensors" --parts feature_conv,feature_group,attention
-[ -f "$work/x2-single-stage4-graft.safetensors" ] || python "$repo/tools/graft.py" \
-    "$work/runs/x4-single-stage4/weights/last.safetensors" \
-    "$work/runs/x2-single-frozen-stage3/weights/last.safetensors" \
-    "$work/x2-single-stage4-graft.safetensors" --parts feature_conv,feature_group
-train x2-frozen-stage4 "$work/colour_x2.safetensors" shipped-x2-frozen-stage4.toml \
-    "$work/x2-stage4-graft.safetensors" --max-steps 200 "$@"
-train x2-single-frozen-stage4 "$work/colour_x2.safetensors" ablation-x2-single-view-frozen-stage4.toml \
-    "$work/x2-single-stage4-graft.safetensors" --max-steps 200 "$@"
+refit_x2 4 x2-frozen-stage3 x2-single-frozen-stage3 "$@"
 echo "ship with: python tools/ship_weights.py $work/runs/x2-frozen-stage4 --which last && python tools/ship_weights.py $work/runs/x4-stage4 --which last"
