@@ -94,6 +94,16 @@ def test_validation_on_schedule_and_at_the_last_step_not_on_a_time_limit(tmp_pat
     assert (again.status, again.global_step) == ("budget", 3)
 
 
+def test_a_step_validated_on_both_schedules_is_validated_once(tmp_path, patch_file, test_root):
+    """An epoch that ends on a multiple of --validate-every-steps validates its weights once, not
+    once for each schedule (the same numbers twice in the log, and a validation's time wasted)."""
+    config = TrainConfig(patches=str(patch_file), batch_size=4, lr_crop=(10, 20), workers=0,
+                         tensorboard=False, validate=str(test_root), validate_every_steps=2,
+                         validate_every_epochs=1, validate_correspondence=False)
+    Trainer(config, tmp_path / "run", progress=False).fit(max_steps=6)  # 4 steps an epoch
+    assert [r["global_step"] for r in records(tmp_path / "run") if r["event"] == "validation"] == [2, 4, 6]
+
+
 def test_resume_says_when_the_init_weights_file_was_replaced(tmp_path, patch_file, capsys):
     """--auto-resume continues from the checkpoint whatever --init-weights says; a file replaced
     since the run started from it (same path, other weights) is named, an unchanged one is not."""

@@ -105,6 +105,7 @@ class Trainer:
         self._stop = StopRequest(announce=self.env.is_main)
         self._epoch_loss_sum = 0.0
         self._epoch_loss_count = 0
+        self._validated_at: int | None = None  # a step both schedules hit is validated once
 
     def _refuse_existing_run(self) -> None:
         if self.paths.last_checkpoint.exists():
@@ -386,8 +387,10 @@ class Trainer:
             self._save_best(mean_loss, "epoch_loss", higher_is_better=False)
         self.save_checkpoint()
 
-    def _validate(self) -> dict[str, dict[str, float]] | None:
-        scores = None
+    def _validate(self) -> None:
+        if self._validated_at == self.global_step:
+            return
+        self._validated_at = self.global_step
         if self.env.is_main:
             scores = validate(self.network, self.config.validate, self.config.scale, self.device,
                               self.config.validate_max_scenes)
@@ -399,7 +402,6 @@ class Trainer:
             mean_left = float(np.mean([s["left_psnr"] for s in scores.values()]))
             self._save_best(mean_left, "val_left_psnr", higher_is_better=True)
         barrier(self.env)
-        return scores
 
     def _after_step(self, values: dict[str, float], step_time: float, bar) -> None:
         self._epoch_loss_sum += values["total"]
