@@ -35,8 +35,8 @@ train() {  # name patches recipe init [options]
   ipassr train --config "$repo/recipes/$recipe" --out "$work/runs/$name" --auto-resume \
       --patches "$patches" --init-weights "$init" --validate "$work/val" --time-limit "$limit" "$@"
 }
-# every run ends at its recipe's lr_total_steps (550; 450, 420 and 600 for the second, third and
-# fourth x4 stages; 480 at x2, then 200 and 200)
+# every run ends at its recipe's lr_total_steps (550; 450, 420, 600 and 800 for the second to
+# fifth x4 stages; 480 at x2, then 200 after each later x4 stage)
 train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" --max-steps 550 "$@"
 train x4-single "$work/colour_x4.safetensors" ablation-x4-single-view.toml "$init_x4" --max-steps 550 "$@"
 # x4, second stage: 450 more steps from the end of the first, for the stereo network and its ablation
@@ -88,4 +88,11 @@ train x4-single-stage4 "$work/colour_x4.safetensors" ablation-x4-single-view-sta
 # x2 after the fourth x4 stage: its feature extraction (and biPAM) in the stage-3 x2 networks,
 # frozen, the rest re-fit for 200 steps
 refit_x2 4 x2-frozen-stage3 x2-single-frozen-stage3 "$@"
-echo "ship with: python tools/ship_weights.py $work/runs/x2-frozen-stage4 --which last && python tools/ship_weights.py $work/runs/x4-stage4 --which last"
+# x4, fifth stage: 800 more steps from the end of the fourth, for the stereo network and its
+# ablation (which continues its own fourth stage); then the x2 re-fit on its parts
+train x4-stage5 "$work/colour_x4.safetensors" shipped-x4-stage5.toml "$work/runs/x4-stage4/weights/last.safetensors" \
+    --max-steps 800 "$@"
+train x4-single-stage5 "$work/colour_x4.safetensors" ablation-x4-single-view-stage5.toml \
+    "$work/runs/x4-single-stage4/weights/last.safetensors" --max-steps 800 "$@"
+refit_x2 5 x2-frozen-stage4 x2-single-frozen-stage4 "$@"
+echo "ship with: python tools/ship_weights.py $work/runs/x2-frozen-stage5 --which last && python tools/ship_weights.py $work/runs/x4-stage5 --which last"
