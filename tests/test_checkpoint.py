@@ -165,3 +165,23 @@ def test_graft_tool_takes_the_named_parts_and_keeps_the_rest(tmp_path, monkeypat
         assert torch.equal(value, source.state_dict()[name]), name
     assert graft("--parts", "upsampler") == 2  # x4 expansion into x2
     assert "do not fit" in capsys.readouterr().err
+
+
+def test_breakdown_tool_scores_an_x4_networks_matches_at_x2():
+    """tools/correspondence_breakdown.py --scale 2: an x4 network's feature extraction and biPAM
+    in an x2 network find the same matches on the same LR pair (the upsampler plays no part)."""
+    import runpy
+    from pathlib import Path
+
+    from ipassr.inference import StereoSR, to_batch_tensor
+    tool = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / "correspondence_breakdown.py"))
+    torch.manual_seed(0)
+    x4 = IPASSR(4, channels=8)
+    x2 = tool["matching_parts_at_scale"](x4, 2)
+    assert x2.scale == 2
+    pair = [to_batch_tensor(torch.rand(12, 40, 3).numpy(), "view")[0] for _ in range(2)]
+    offsets = [StereoSR(network).forward_with_details(*pair)[2].peak_offset_left
+               for network in (x4, x2)]
+    assert torch.equal(offsets[0], offsets[1])
+    with pytest.raises(SystemExit, match="no biPAM"):
+        tool["matching_parts_at_scale"](IPASSR(4, channels=8, use_attention=False), 2)

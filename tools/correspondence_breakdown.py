@@ -3,6 +3,11 @@ visible pixels) by ground-truth disparity, by local texture and by image column.
 
     python tools/correspondence_breakdown.py x2            # the shipped x2 weights
     python tools/correspondence_breakdown.py runs/x4/weights/last.safetensors
+    python tools/correspondence_breakdown.py runs/x4/checkpoints/step-00000300.pt --scale 2
+
+--scale scores a network's matches at another scale (an x4 run's biPAM at x2, as the shipped x2
+weights use it): its feature extraction and biPAM go into a network of that scale, whose other
+parts stay as built; the matches depend on nothing else. A training checkpoint (.pt) works too.
 
 Texture is the mean gradient magnitude of the LR left view over a 7x7 window, split into
 quartiles over the visible pixels (docs/attention-learning.md has the results).
@@ -19,21 +24,43 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dataclasses import replace  # noqa: E402
+
+from ipassr.checkpoint import load_network  # noqa: E402
 from ipassr.correspondence import attention_details, lr_disparity, occlusion_from_disparity  # noqa: E402
 from ipassr.datasets import stereo_motorcycle  # noqa: E402
-from ipassr.inference import load_model, resolve_weights  # noqa: E402
+from ipassr.inference import StereoSR, resolve_weights  # noqa: E402
+from ipassr.model import IPASSR  # noqa: E402
 from ipassr.resize import degrade  # noqa: E402
+
+MATCHING_PARTS = ("feature_conv", "feature_group", "attention")  # all that biPAM's maps depend on
 
 
 def share(correct: np.ndarray, where: np.ndarray) -> str:
     return f"{correct[where].mean():.1%} (n={int(where.sum())})" if where.any() else "-"
 
 
+def matching_parts_at_scale(network: IPASSR, scale: int) -> IPASSR:
+    """A network of ``scale`` with ``network``'s feature extraction and biPAM (the rest as built)."""
+    if network.attention is None:
+        raise SystemExit("these weights have no biPAM (a single-view network): nothing to score")
+    moved = IPASSR.from_config(replace(network.config, scale=scale))
+    moved.load_state_dict({k: v for k, v in network.state_dict().items()
+                           if k.split(".", 1)[0] in MATCHING_PARTS}, strict=False)
+    return moved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("weights", help="a weights file, or x2 / x4 for the shipped ones")
+    parser.add_argument("weights", help="a weights file or training checkpoint, or x2 / x4 for "
+                                        "the shipped ones")
+    parser.add_argument("--scale", type=int, choices=(2, 4),
+                        help="score the matches at this scale (default: the network's own)")
     args = parser.parse_args()
-    model = load_model(resolve_weights(args.weights, None))
+    network = load_network(resolve_weights(args.weights, None))
+    if args.scale is not None and args.scale != network.scale:
+        network = matching_parts_at_scale(network, args.scale)
+    model = StereoSR(network)
     scale = model.scale
     hr_left, hr_right, disparity = stereo_motorcycle()
     lr_left, lr_right = degrade(hr_left, scale), degrade(hr_right, scale)
