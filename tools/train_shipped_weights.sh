@@ -35,8 +35,8 @@ train() {  # name patches recipe init [options]
   ipassr train --config "$repo/recipes/$recipe" --out "$work/runs/$name" --auto-resume \
       --patches "$patches" --init-weights "$init" --validate "$work/val" --time-limit "$limit" "$@"
 }
-# every run ends at its recipe's lr_total_steps (550; 450, 420, 600 and 800 for the second to
-# fifth x4 stages; 480 at x2, then 200 after each later x4 stage)
+# every run ends at its recipe's lr_total_steps (550; 450, 420, 600, 800 and 600 for the second to
+# sixth x4 stages; 480 at x2, then 200 after each later x4 stage)
 train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" --max-steps 550 "$@"
 train x4-single "$work/colour_x4.safetensors" ablation-x4-single-view.toml "$init_x4" --max-steps 550 "$@"
 # x4, second stage: 450 more steps from the end of the first, for the stereo network and its ablation
@@ -95,4 +95,12 @@ train x4-stage5 "$work/colour_x4.safetensors" shipped-x4-stage5.toml "$work/runs
 train x4-single-stage5 "$work/colour_x4.safetensors" ablation-x4-single-view-stage5.toml \
     "$work/runs/x4-single-stage4/weights/last.safetensors" --max-steps 800 "$@"
 refit_x2 5 x2-frozen-stage4 x2-single-frozen-stage4 "$@"
-echo "ship with: python tools/ship_weights.py $work/runs/x2-frozen-stage5 --which last && python tools/ship_weights.py $work/runs/x4-stage5 --which last"
+# x4, sixth stage: 600 more steps from the end of the fifth, for the stereo network and its
+# ablation, which both start from the stereo network (the ablation without its biPAM); then the x2
+# re-fit, both arms from the stereo x2 network of the fifth stage (the single view without biPAM)
+train x4-stage6 "$work/colour_x4.safetensors" shipped-x4-stage6.toml "$work/runs/x4-stage5/weights/last.safetensors" \
+    --max-steps 600 "$@"
+train x4-single-stage6 "$work/colour_x4.safetensors" ablation-x4-single-view-stage6.toml \
+    "$work/runs/x4-stage5/weights/last.safetensors" --max-steps 600 "$@"
+refit_x2 6 x2-frozen-stage5 x2-frozen-stage5 "$@"
+echo "ship with: python tools/ship_weights.py $work/runs/x2-frozen-stage6 --which last && python tools/ship_weights.py $work/runs/x4-stage6 --which last"
