@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/graft.py, also under runpy
 
 from dataclasses import replace  # noqa: E402
 
@@ -32,6 +33,7 @@ from ipassr.datasets import stereo_motorcycle  # noqa: E402
 from ipassr.inference import StereoSR, resolve_weights  # noqa: E402
 from ipassr.model import IPASSR  # noqa: E402
 from ipassr.resize import degrade  # noqa: E402
+from graft import graft  # noqa: E402
 
 MATCHING_PARTS = ("feature_conv", "feature_group", "attention")  # all that biPAM's maps depend on
 
@@ -45,8 +47,7 @@ def matching_parts_at_scale(network: IPASSR, scale: int) -> IPASSR:
     if network.attention is None:
         raise SystemExit("these weights have no biPAM (a single-view network): nothing to score")
     moved = IPASSR.from_config(replace(network.config, scale=scale))
-    moved.load_state_dict({k: v for k, v in network.state_dict().items()
-                           if k.split(".", 1)[0] in MATCHING_PARTS}, strict=False)
+    graft(moved, network.state_dict(), MATCHING_PARTS)
     return moved
 
 

@@ -16,18 +16,35 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Iterable
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ipassr.checkpoint import load_network, read_state_dict, save_weights  # noqa: E402
 from ipassr.errors import IpassrError  # noqa: E402
+from ipassr.model import IPASSR  # noqa: E402
 from ipassr.train.setup import named_parts  # noqa: E402
 
 
 def part_of(name: str) -> str:
     """The top-level part a tensor belongs to: 'attention.b1.weight' -> 'attention'."""
     return name.split(".", 1)[0]
+
+
+def graft(network: IPASSR, donor: dict[str, torch.Tensor], parts: Iterable[str]) -> None:
+    """Load ``donor``'s tensors of the top-level ``parts`` into ``network`` (the rest kept);
+    IpassrError, naming a few of them, when they do not fit its tensors one for one."""
+    parts = set(parts)
+    state = network.state_dict()
+    taken = {k: v for k, v in donor.items() if part_of(k) in parts}
+    misfits = sorted(k for k, v in taken.items() if k not in state or v.shape != state[k].shape)
+    misfits += sorted(k for k in state if part_of(k) in parts and k not in taken)
+    if misfits:
+        raise IpassrError(f"{len(misfits)} tensors differ, e.g. {', '.join(misfits[:3])}")
+    network.load_state_dict({**state, **taken}, strict=True)
 
 
 def main() -> int:
@@ -52,14 +69,10 @@ def main() -> int:
         absent = sorted(set(parts) - donor_parts)
         if absent:
             parser.error(f"{args.donor}: has no {', '.join(absent)}")
-    state = network.state_dict()
-    taken = {k: v for k, v in donor.items() if part_of(k) in parts}
-    misfits = sorted(k for k, v in taken.items() if k not in state or v.shape != state[k].shape)
-    misfits += sorted(k for k in state if part_of(k) in parts and k not in taken)
-    if misfits:
-        parser.error(f"{args.donor}: its {', '.join(parts)} do not fit {args.base}'s network "
-                     f"({len(misfits)} tensors differ, e.g. {', '.join(misfits[:3])})")
-    network.load_state_dict({**state, **taken}, strict=True)
+    try:
+        graft(network, donor, parts)
+    except IpassrError as exc:
+        parser.error(f"{args.donor}: its {', '.join(parts)} do not fit {args.base}'s network ({exc})")
     save_weights(network, args.output, {"provenance": f"{', '.join(parts)} of {args.donor.name}, "
                                                       f"the rest of {args.base.name}"})
     print(f"wrote {args.output} (x{network.scale}): {', '.join(parts)} from {args.donor.name}")
