@@ -94,12 +94,12 @@ def read_disparity(path: PathLike) -> np.ndarray:
     return disparity
 
 
-def require_opencv():
-    """Import cv2, or raise IpassrError saying how to install the optional extra."""
+def require_opencv(purpose: str = "disparity evaluation"):
+    """Import cv2, or raise IpassrError saying that ``purpose`` needs it and how to install it."""
     try:
         import cv2
     except ImportError as exc:
-        raise IpassrError("disparity evaluation needs OpenCV: pip install 'ipassr[stereo]' "
+        raise IpassrError(f"{purpose} needs OpenCV: pip install 'ipassr[stereo]' "
                           "(opencv-python-headless)") from exc
     return cv2
 

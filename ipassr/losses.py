@@ -31,6 +31,7 @@ class LossConfig:
     residual_cycle: bool = True
     residual_cons: bool = True
     weight: float = 0.1
+    hint_weight: float = 0.0  # not in the paper: the attention-hint term (hint_loss); 0 = off
     views: str = "both"  # "left": asymmetric training, only the left SR view is supervised
     # (L_cons then drops out: both of its terms need the right SR view, which is not produced)
 
@@ -39,7 +40,7 @@ class LossConfig:
 
     @property
     def needs_attention(self) -> bool:
-        return self.photo or self.smooth or self.cycle or self.cons
+        return self.photo or self.smooth or self.cycle or self.cons or self.hint_weight > 0
 
 
 def bicubic(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -101,14 +102,41 @@ def consistency_loss(y_left, y_right, maps: AttentionMaps) -> torch.Tensor:
             + masked_l1(y_right, row_transfer(left_to_right, y_left), maps.valid_right))
 
 
+def hint_loss(maps: AttentionMaps, hints: torch.Tensor) -> torch.Tensor:
+    """Not in the paper: the cross-entropy of each attention row at the column a disparity hint names.
+
+    ``hints`` (B, 2, H, W): LR disparities of the left and right view (``ipassr.hints``), NaN where
+    unknown. Left pixel x should attend to right column x - d, right pixel x to left x + d; a
+    fractional column splits the target between its two neighbours. Rows whose hinted column is
+    unknown or outside the patch do not count; the mean is over the counted rows, per view.
+    """
+    total = maps.right_to_left.new_zeros((), dtype=torch.float32)
+    for view, (attention, sign) in enumerate(((maps.right_to_left, -1.0), (maps.left_to_right, 1.0))):
+        width = attention.shape[-1]
+        columns = torch.arange(width, device=attention.device, dtype=torch.float32)
+        target = columns + sign * hints[:, view].float()  # (B, H, W)
+        counted = torch.isfinite(target) & (target >= 0) & (target <= width - 1)
+        target = torch.where(counted, target, torch.zeros_like(target))
+        below = target.floor().long()
+        above = (below + 1).clamp(max=width - 1)
+        share = target - below
+        log_attention = attention.float().clamp_min(1e-6).log()
+        nll = -((1 - share) * log_attention.gather(-1, below[..., None])[..., 0]
+                + share * log_attention.gather(-1, above[..., None])[..., 0])
+        total = total + (nll * counted).sum() / counted.sum().clamp_min(1)
+    return total
+
+
 def ipassr_loss(sr_left: torch.Tensor, sr_right: torch.Tensor, hr_left: torch.Tensor,
                 hr_right: torch.Tensor, lr_left: torch.Tensor, lr_right: torch.Tensor,
                 maps: AttentionMaps | None, scale: int,
-                config: LossConfig = LossConfig()) -> dict[str, torch.Tensor]:
+                config: LossConfig = LossConfig(), hints: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
     """All enabled loss terms and their weighted total (eq. 15), as a dict with key ``total``.
 
     LR (B, 3, h, w), SR and HR (B, 3, sh, sw); ``maps`` from the network's ``return_attention``.
     Asymmetric training (``views="left"``) may pass ``sr_right=None``; it has no L_cons.
+    With ``config.hint_weight`` > 0, ``hints`` (B, 2, h, w) adds ``hint_weight * hint_loss``.
     """
     terms: dict[str, torch.Tensor] = {}
     if config.sr:
@@ -133,6 +161,11 @@ def ipassr_loss(sr_left: torch.Tensor, sr_right: torch.Tensor, hr_left: torch.Te
         total = total + config.weight * stereo.pop(0)
     if stereo:
         total = total + config.weight * sum(stereo[1:], stereo[0])
+    if config.hint_weight > 0 and maps is not None:
+        if hints is None:
+            raise ValueError("hint_weight > 0 needs the batch's disparity hints")
+        terms["hint"] = hint_loss(maps, hints)
+        total = total + config.hint_weight * terms["hint"]
     terms["total"] = total
     return terms
 

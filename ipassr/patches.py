@@ -10,8 +10,11 @@ File format (a plain ``.safetensors`` file, readable by the ``safetensors`` libr
 uint8 NHWC tensors ``lr_left``, ``lr_right`` (N, 30, 90, 3) and ``hr_left``, ``hr_right``
 (N, 30s, 90s, 3), stored in that order, and string metadata ``format = "ipassr-patches"``,
 ``version = "1"``, ``scale``, ``lr_patch_height = "30"``, ``lr_patch_width = "90"`` and ``sources``
-(a JSON object: source name -> patch count). ``PatchFile`` memory-maps it; the writer streams one
-image pair at a time into place, so memory holds one pair's patches, never the whole set.
+(a JSON object: source name -> patch count). Optionally (``prepare patches --hints``, not in the
+paper) a fifth tensor ``hints``, float16 (N, 2, 30, 90): the SGBM disparity of each LR pixel of the
+left and the right view in LR pixels, NaN where unknown (``ipassr.hints``), and metadata
+``hints = "sgbm"``. ``PatchFile`` memory-maps it; the writer streams one image pair at a time into
+place, so memory holds one pair's patches, never the whole set.
 """
 
 from __future__ import annotations
@@ -29,15 +32,18 @@ import numpy as np
 from .datasets import PairFiles, StereoDataset, probe_image
 from .errors import IpassrError
 from .io import PathLike, atomic_path
+from .hints import pair_hints
 from .resize import degrade, imresize, mod_crop, output_size
 
 __all__ = ["PatchJob", "plan_patches", "PATCH_HEIGHT", "PATCH_WIDTH", "STRIDE", "patch_origins", "extract_patches", "prepare_pair",
-           "PatchFile", "write_patch_file", "TENSOR_NAMES", "FORMAT_NAME"]
+           "PatchFile", "write_patch_file", "TENSOR_NAMES", "HINTS_NAME", "FORMAT_NAME"]
 
 PATCH_HEIGHT, PATCH_WIDTH, STRIDE, START = 30, 90, 20, 2
 _LAST_ROW_GAP, _LAST_COL_GAP = 34, 94      # 0-based last start <= H - 34 / W - 94
 FORMAT_NAME, FORMAT_VERSION = "ipassr-patches", "1"
 TENSOR_NAMES = ("lr_left", "lr_right", "hr_left", "hr_right")
+HINTS_NAME = "hints"  # the optional fifth tensor
+_DTYPES = {"U8": np.uint8, "F16": np.float16}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -84,34 +90,51 @@ def _cut(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, height: int, wid
     return np.ascontiguousarray(picked.transpose(0, 1, 3, 4, 2).reshape(-1, height, width, image.shape[2]))
 
 
-def extract_patches(left: np.ndarray, right: np.ndarray, scale: int, middlebury: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Training patches of one HR pair: lr_left, lr_right (N, 30, 90, 3), hr_left, hr_right (N, 30s, 90s, 3)."""
+def extract_patches(left: np.ndarray, right: np.ndarray, scale: int, middlebury: bool = False,
+                    hints: bool = False) -> tuple[np.ndarray, ...]:
+    """Training patches of one HR pair: lr_left, lr_right (N, 30, 90, 3), hr_left, hr_right (N, 30s, 90s, 3),
+    and with ``hints`` a fifth array (N, 2, 30, 90) float16: SGBM's LR disparities of both views."""
     hr_left, hr_right, lr_left, lr_right = prepare_pair(left, right, scale, middlebury)
     rows, cols = patch_origins(*lr_left.shape[:2])
     lr = [_cut(v, rows, cols, PATCH_HEIGHT, PATCH_WIDTH) for v in (lr_left, lr_right)]
     hr = [_cut(v, rows * scale, cols * scale, PATCH_HEIGHT * scale, PATCH_WIDTH * scale)
           for v in (hr_left, hr_right)]
-    return lr[0], lr[1], hr[0], hr[1]
+    if not hints:
+        return lr[0], lr[1], hr[0], hr[1]
+    lr_hints = pair_hints(hr_left, hr_right, scale).transpose(1, 2, 0)  # (h, w, 2)
+    cut = _cut(lr_hints, rows, cols, PATCH_HEIGHT, PATCH_WIDTH).transpose(0, 3, 1, 2)
+    return lr[0], lr[1], hr[0], hr[1], np.ascontiguousarray(cut, dtype=np.float16)
 
 
-def _tensor_shapes(count: int, scale: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the four tensors of a file holding ``count`` patches at ``scale``."""
+def _tensor_shapes(count: int, scale: int, hints: bool = False) -> dict[str, tuple[int, ...]]:
+    """Shapes of the four (five, with hints) tensors of a file holding ``count`` patches at ``scale``."""
     lr = (count, PATCH_HEIGHT, PATCH_WIDTH, 3)
     hr = (count, PATCH_HEIGHT * scale, PATCH_WIDTH * scale, 3)
-    return {"lr_left": lr, "lr_right": lr, "hr_left": hr, "hr_right": hr}
+    shapes = {"lr_left": lr, "lr_right": lr, "hr_left": hr, "hr_right": hr}
+    if hints:
+        shapes[HINTS_NAME] = (count, 2, PATCH_HEIGHT, PATCH_WIDTH)
+    return shapes
 
 
-def _header_bytes(count: int, scale: int, sources: dict[str, int]) -> tuple[bytes, dict[str, int]]:
+def _tensor_dtype(name: str) -> str:
+    """safetensors dtype of a tensor of the patch format."""
+    return "F16" if name == HINTS_NAME else "U8"
+
+
+def _header_bytes(count: int, scale: int, sources: dict[str, int], hints: bool = False
+                  ) -> tuple[bytes, dict[str, int]]:
     """safetensors header (8-byte length + JSON padded to 8 bytes) and each tensor's data offset."""
-    header: dict[str, object] = {"__metadata__": {
-        "format": FORMAT_NAME, "version": FORMAT_VERSION, "scale": str(scale),
-        "lr_patch_height": str(PATCH_HEIGHT), "lr_patch_width": str(PATCH_WIDTH),
-        "sources": json.dumps(sources)}}
+    metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "scale": str(scale),
+                "lr_patch_height": str(PATCH_HEIGHT), "lr_patch_width": str(PATCH_WIDTH),
+                "sources": json.dumps(sources)}
+    if hints:
+        metadata["hints"] = "sgbm"
+    header: dict[str, object] = {"__metadata__": metadata}
     offsets, position = {}, 0
-    for name, shape in _tensor_shapes(count, scale).items():
-        size = math.prod(shape)
-        header[name] = {"dtype": "U8", "shape": list(shape), "data_offsets": [position, position + size]}
+    for name, shape in _tensor_shapes(count, scale, hints).items():
+        dtype = _tensor_dtype(name)
+        size = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [position, position + size]}
         offsets[name] = position
         position += size
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -147,11 +170,12 @@ def plan_patches(sources: Iterable[tuple[str, StereoDataset, bool]], scale: int,
 
 def write_patch_file(path: PathLike, jobs: list[PatchJob], scale: int,
                      read_pair: Callable[[PairFiles], tuple[np.ndarray, np.ndarray]],
-                     progress: Callable[[PatchJob], None] | None = None) -> dict[str, int]:
+                     progress: Callable[[PatchJob], None] | None = None,
+                     hints: bool = False) -> dict[str, int]:
     """Write the patches of every planned pair into one .safetensors file (atomically); return counts.
 
     The file is laid out from the plan first, then each pair's patches are written in place, so only
-    one pair's patches are ever in memory.
+    one pair's patches are ever in memory. ``hints``: also SGBM's disparities (``ipassr.hints``).
     """
     sources: dict[str, int] = {}
     for job in jobs:
@@ -160,20 +184,22 @@ def write_patch_file(path: PathLike, jobs: list[PatchJob], scale: int,
     if total == 0:
         raise IpassrError("no training patches: every source image is too small for a 30x90 LR patch "
                           f"at scale {scale} (an LR image needs at least 64x124 pixels)")
-    header, offsets = _header_bytes(total, scale, sources)
-    sizes = {name: math.prod(shape[1:]) for name, shape in _tensor_shapes(total, scale).items()}
+    header, offsets = _header_bytes(total, scale, sources, hints)
+    shapes = _tensor_shapes(total, scale, hints)
+    sizes = {name: math.prod(shape[1:]) * np.dtype(_DTYPES[_tensor_dtype(name)]).itemsize
+             for name, shape in shapes.items()}
     with atomic_path(path) as tmp, open(tmp, "r+b") as handle:
         handle.write(header)
-        handle.truncate(len(header) + sum(sizes[n] * total for n in TENSOR_NAMES))
+        handle.truncate(len(header) + sum(sizes[n] * total for n in shapes))
         index = 0
         for job in jobs:
             if job.count:
                 left, right = read_pair(job.pair)
-                arrays = extract_patches(left, right, scale, job.middlebury)
+                arrays = extract_patches(left, right, scale, job.middlebury, hints)
                 if arrays[0].shape[0] != job.count:
                     raise IpassrError(f"{job.pair.left}: expected {job.count} patches, cut {arrays[0].shape[0]} "
                                       "(file changed while preparing?)")
-                for name, array in zip(TENSOR_NAMES, arrays):
+                for name, array in zip(shapes, arrays):
                     handle.seek(len(header) + offsets[name] + index * sizes[name])
                     handle.write(array.tobytes())
                 index += job.count
@@ -206,6 +232,7 @@ class PatchFile:
             raise self._error(f"bad metadata ({exc.__class__.__name__}: {exc})") from exc
         if self.scale < 1 or patch_size != (PATCH_HEIGHT, PATCH_WIDTH):
             raise self._error(f"bad metadata: scale {self.scale}, LR patch {patch_size}")
+        self.has_hints = HINTS_NAME in header
         self._arrays = self._map_tensors(header, data_start, file_size)
         self._length = self._arrays["lr_left"].shape[0]
         if sum(self.sources.values()) != self._length:
@@ -239,7 +266,7 @@ class PatchFile:
     def _map_tensors(self, header: dict, data_start: int, file_size: int) -> dict[str, np.ndarray]:
         """Memory-map the four tensors after checking dtype, shapes and that the data is all there."""
         arrays, count = {}, None
-        for name in TENSOR_NAMES:
+        for name in TENSOR_NAMES + ((HINTS_NAME,) if self.has_hints else ()):
             info = header.get(name)
             if not isinstance(info, dict):
                 raise self._error(f"no tensor '{name}'")
@@ -249,15 +276,19 @@ class PatchFile:
             except (TypeError, ValueError) as exc:
                 raise self._error(f"corrupt patch file (tensor '{name}' has a bad shape or offsets)") from exc
             count = shape[0] if count is None and shape else count
-            expected = _tensor_shapes(count if count is not None else -1, self.scale)[name]
-            if info.get("dtype") != "U8" or shape != expected:
-                raise self._error(f"tensor '{name}' is {info.get('dtype')} {list(shape)}, expected U8 {list(expected)}")
-            if end - begin != math.prod(shape) or data_start + end > file_size:
+            expected = _tensor_shapes(count if count is not None else -1, self.scale, True)[name]
+            dtype = _tensor_dtype(name)
+            if info.get("dtype") != dtype or shape != expected:
+                raise self._error(f"tensor '{name}' is {info.get('dtype')} {list(shape)}, expected {dtype} "
+                                  f"{list(expected)}")
+            itemsize = np.dtype(_DTYPES[dtype]).itemsize
+            if end - begin != math.prod(shape) * itemsize or data_start + end > file_size:
                 raise self._error(f"truncated or corrupt patch file (tensor '{name}' data missing)")
             if count == 0:
-                arrays[name] = np.zeros(shape, dtype=np.uint8)
+                arrays[name] = np.zeros(shape, dtype=_DTYPES[dtype])
             else:
-                arrays[name] = np.memmap(self.path, dtype=np.uint8, mode="r", offset=data_start + begin, shape=shape)
+                arrays[name] = np.memmap(self.path, dtype=_DTYPES[dtype], mode="r", offset=data_start + begin,
+                                         shape=shape)
         return arrays
 
     def __len__(self) -> int:
@@ -269,6 +300,13 @@ class PatchFile:
         if not -self._length <= index < self._length:
             raise IndexError(f"patch {index} out of range (file holds {self._length})")
         return tuple(np.array(self._arrays[name][index]) for name in TENSOR_NAMES)  # type: ignore[return-value]
+
+    def hints(self, index: int) -> np.ndarray:
+        """Patch ``index``'s SGBM hints (2, 30, 90) float32, LR px, NaN where unknown; IpassrError
+        when the file has none."""
+        if not self.has_hints:
+            raise self._error("holds no disparity hints (make it with `ipassr prepare patches --hints`)")
+        return np.asarray(self._arrays[HINTS_NAME][int(index)], dtype=np.float32)
 
     def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Several patches at once: four uint8 arrays (B, h, w, 3), in the order of ``indices``."""

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..datasets import LAYOUTS, StereoDataset, check_pairs, image_files, open_dataset, read_pair
-from ..disparity import read_disparity, write_pfm
+from ..disparity import read_disparity, require_opencv, write_pfm
 from ..errors import IpassrError
 from ..io import check_writable_folder, read_image, write_image
 from ..patches import plan_patches, write_patch_file
@@ -63,6 +63,9 @@ def add_parser(subparsers) -> None:
     patches.add_argument("--shrink-wider-than", type=int, metavar="PX",
                          help="also shrink by 2 every pair wider than PX pixels (large pairs whose "
                               "disparities would not fit a 90-column LR patch)")
+    patches.add_argument("--hints", action="store_true",
+                         help="also store OpenCV SGBM disparities of every patch, for training with "
+                              "--hint-weight (not in the paper; needs ipassr[stereo])")
     patches.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     patches.set_defaults(run=run_patches, shrink=None)
 
@@ -174,17 +177,21 @@ def run_patches(args: argparse.Namespace) -> int:
               + (", shrunk by 2 first" if shrink else ""))
     if args.shrink_wider_than is not None and args.shrink_wider_than < 1:
         raise IpassrError(f"--shrink-wider-than {args.shrink_wider_than}: must be a positive width")
+    if args.hints:
+        require_opencv("--hints")  # fail before any pair is cut
     jobs = plan_patches(datasets, args.scale, args.shrink_wider_than)
     shrunk = sum(j.middlebury for j in jobs)
     if args.shrink_wider_than is not None:
         print(f"{shrunk} of {len(jobs)} pairs shrunk by 2 first")
     bar = tqdm(total=len(jobs), desc="cutting patches", unit="pair")
-    counts = write_patch_file(args.output, jobs, args.scale, read_pair, progress=lambda job: bar.update())
+    counts = write_patch_file(args.output, jobs, args.scale, read_pair, progress=lambda job: bar.update(),
+                              hints=args.hints)
     bar.close()
     width = max(len(name) for name in counts)
     for name, count in counts.items():
         print(f"  {name:<{width}}  {count:>8} patches")
-    print(f"wrote {args.output}: {sum(counts.values())} patch pairs at x{args.scale}, "
+    print(f"wrote {args.output}: {sum(counts.values())} patch pairs at x{args.scale}"
+          + (" with SGBM disparity hints" if args.hints else "") + ", "
           f"{args.output.stat().st_size / 2**20:.1f} MiB")
     zero = [j for j in jobs if j.count == 0]
     if zero:

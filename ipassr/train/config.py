@@ -72,6 +72,9 @@ class TrainConfig:
     residual_cycle: bool = option(True, "L_cycle on residual images (Table 2)")
     residual_cons: bool = option(True, "L_cons on residual images (Table 2)")
     loss_weight: float = option(0.1, "weight of the four stereo losses (paper: 0.1)")
+    hint_weight: float = option(
+        0.0, "weight of the attention-hint loss: biPAM's maps pulled toward the SGBM disparities "
+             "stored by `prepare patches --hints` (not in the paper; 0 = off)")
     views: str = option("both", "both, or left = asymmetric: only the left view super-resolved "
                                 "and supervised")
     # optimisation
@@ -140,7 +143,7 @@ class TrainConfig:
                           cycle=self.loss_cycle, cons=self.loss_cons and self.views == "both",
                           residual_photo=self.residual_photo, residual_cycle=self.residual_cycle,
                           residual_cons=self.residual_cons, weight=self.loss_weight,
-                          views=self.views)
+                          views=self.views, hint_weight=self.hint_weight)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists), suitable for JSON, TOML and ``torch.save``."""

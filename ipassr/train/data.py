@@ -135,10 +135,11 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, source: PatchSource, crop: tuple[int, int] | None = None,
-                 replicate_left: bool = False) -> None:
+                 replicate_left: bool = False, hints: bool = False) -> None:
         self.scale = source.scale
         self.crop = crop
         self.replicate_left = replicate_left
+        self.hints = hints  # also return the patch's disparity hints (2, h, w) float32, augmented alike
         self._source: PatchSource | None = source
         self._path = getattr(source, "path", None) if not isinstance(source, ArrayPatches) else None
 
@@ -159,18 +160,23 @@ class PatchDataset(Dataset):
     def __getitem__(self, item: Item) -> tuple[torch.Tensor, ...]:
         index, hflip, vflip, top, left = item
         lr_l, lr_r, hr_l, hr_r = self.source()[index]
+        hints = self.source().hints(index) if self.hints else None  # (2, h, w): left, right view
         if self.replicate_left:  # Table 1 "replicated inputs": Left-Left pairs
             lr_r, hr_r = lr_l, hr_l
         if self.crop is not None:
             s, (h, w) = self.scale, self.crop
             lr_l, lr_r = (v[top:top + h, left:left + w] for v in (lr_l, lr_r))
             hr_l, hr_r = (v[top * s:(top + h) * s, left * s:(left + w) * s] for v in (hr_l, hr_r))
+            hints = None if hints is None else hints[:, top:top + h, left:left + w]
         if hflip:  # mirror the scene: the mirrored right view becomes the left view
             lr_l, lr_r = lr_r[:, ::-1], lr_l[:, ::-1]
             hr_l, hr_r = hr_r[:, ::-1], hr_l[:, ::-1]
+            hints = None if hints is None else hints[::-1, :, ::-1]  # disparities stay positive
         if vflip:
             lr_l, lr_r, hr_l, hr_r = (v[::-1] for v in (lr_l, lr_r, hr_l, hr_r))
-        return tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in (lr_l, lr_r, hr_l, hr_r))
+            hints = None if hints is None else hints[:, ::-1]
+        views = (lr_l, lr_r, hr_l, hr_r) + (() if hints is None else (hints,))
+        return tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in views)
 
 
 def make_loader(dataset: PatchDataset, batches: EpochBatches, workers: int, pin_memory: bool
@@ -183,7 +189,10 @@ def make_loader(dataset: PatchDataset, batches: EpochBatches, workers: int, pin_
 
 def to_inputs(batch: tuple[torch.Tensor, ...], device: torch.device,
               channels_last: bool = False) -> tuple[torch.Tensor, ...]:
-    """uint8 (B, h, w, 3) x4 -> float32 (B, 3, h, w) in [0, 1] on ``device`` (converted there)."""
+    """uint8 (B, h, w, 3) x4 -> float32 (B, 3, h, w) in [0, 1] on ``device`` (converted there);
+    a fifth element (disparity hints, float32) is moved as it is."""
+    if len(batch) > 4:
+        return to_inputs(batch[:4], device, channels_last) + (batch[4].to(device, non_blocking=True),)
     out = []
     for view in batch:
         view = view.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)

@@ -94,6 +94,17 @@ def check_data(config: TrainConfig, source: PatchSource, world_size: int) -> Non
     if config.batch_size % world_size:
         raise IpassrError(f"batch size {config.batch_size} cannot be split evenly over "
                           f"{world_size} processes")
+    if config.hint_weight < 0:
+        raise IpassrError(f"--hint-weight {config.hint_weight}: must be 0 (off) or positive")
+    if config.hint_weight > 0 and not getattr(source, "has_hints", False):
+        raise IpassrError(f"{where}: holds no disparity hints, which --hint-weight "
+                          f"{config.hint_weight} needs (make it with `ipassr prepare patches --hints`)")
+    if config.hint_weight > 0 and config.replicate_left:
+        raise IpassrError("--hint-weight and --replicate-left do not go together: the hints are "
+                          "the real pair's disparities, not a view's against itself")
+    if config.hint_weight > 0 and not config.attention:
+        raise IpassrError("--hint-weight needs biPAM's attention maps; the single-view network "
+                          "(--no-attention) has none")
 
 
 def configure_backends(config: TrainConfig, device: torch.device) -> None:

@@ -12,18 +12,19 @@ from ..losses import LossConfig, ipassr_loss
 from .config import TrainConfig
 from .distributed import DistEnv
 
-LOSS_KEYS = ("total", "sr", "photo", "smooth", "cycle", "cons")
+LOSS_KEYS = ("total", "sr", "photo", "smooth", "cycle", "cons", "hint")
 
 
 def compute_losses(network: nn.Module, inputs: tuple[torch.Tensor, ...], scale: int,
                    loss_config: LossConfig, amp: bool = False) -> dict[str, torch.Tensor]:
     """Forward pass of a training batch and every enabled loss term (fp32), key ``total`` included.
 
-    ``inputs`` = (lr_left, lr_right, hr_left, hr_right) float (B, 3, h, w) / (B, 3, sh, sw). With
+    ``inputs`` = (lr_left, lr_right, hr_left, hr_right) float (B, 3, h, w) / (B, 3, sh, sw), and
+    a fifth, the disparity hints (B, 2, h, w), when the recipe uses them. With
     ``amp`` the network runs under bf16 autocast (softmax stays fp32 there); the losses are always
     computed in fp32 from fp32 copies of the outputs.
     """
-    lr_left, lr_right, hr_left, hr_right = inputs
+    lr_left, lr_right, hr_left, hr_right = inputs[:4]
     device_type = lr_left.device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
         sr_left, sr_right, maps = network(lr_left, lr_right, return_attention=True)
@@ -32,7 +33,7 @@ def compute_losses(network: nn.Module, inputs: tuple[torch.Tensor, ...], scale: 
         if maps is not None:
             maps = type(maps)(*(m.float() for m in maps))
     return ipassr_loss(sr_left, sr_right, hr_left, hr_right, lr_left, lr_right, maps, scale,
-                       loss_config)
+                       loss_config, hints=inputs[4] if len(inputs) > 4 else None)
 
 
 def resolve_device(name: str, env: DistEnv) -> torch.device:

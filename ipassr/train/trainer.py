@@ -93,7 +93,8 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
         self.model = wrap(self.network, self.config, self.env, self.device)
-        self.dataset = PatchDataset(self.source, self.config.lr_crop, self.config.replicate_left)
+        self.dataset = PatchDataset(self.source, self.config.lr_crop, self.config.replicate_left,
+                                    hints=self.config.hint_weight > 0)
         self.steps_per_epoch = len(self.source) // self.config.batch_size
         self.log = RunLog(self.paths.log, self.paths.tensorboard if self.config.tensorboard else None,
                           enabled=self.env.is_main)
