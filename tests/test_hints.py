@@ -43,7 +43,7 @@ def test_sgbm_finds_a_known_shift_in_both_views(cones):
 
 def test_hints_on_motorcycle_cover_and_match_its_ground_truth():
     """Measured: 92.3% of Motorcycle's ground-truth pixels get an x2 hint, 94.5% of them within 1 LR
-    px (without the left padding SGBM skipped the first 256 columns: 33% coverage)."""
+    px (without the left padding SGBM skips the first 256 columns: 62% coverage)."""
     from skimage.data import stereo_motorcycle
 
     left, right, truth = stereo_motorcycle()
