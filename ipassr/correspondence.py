@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .disparity import check_disparity_size
+from .disparity import check_disparity_size, lr_blocks
 from .errors import IpassrError
 from .evaluation import plural
 from .inference import to_batch_tensor
@@ -67,11 +67,8 @@ def lr_disparity(disparity: np.ndarray, scale: int) -> np.ndarray:
     Each LR pixel takes the median of the valid HR disparities of its s x s block (the median keeps
     depth edges sharp), divided by s. Non-finite input values are unknown.
     """
-    disparity = np.asarray(disparity, dtype=np.float64)
-    height, width = disparity.shape[0] // scale, disparity.shape[1] // scale
-    blocks = disparity[:height * scale, :width * scale].reshape(height, scale, width, scale)
-    blocks = np.where(np.isfinite(blocks), blocks, np.nan).transpose(0, 2, 1, 3)
-    blocks = blocks.reshape(height, width, scale * scale)
+    blocks = lr_blocks(disparity, scale)
+    height, width = blocks.shape[:2]
     known = np.isfinite(blocks).any(axis=-1)
     out = np.full((height, width), np.nan)
     out[known] = np.nanmedian(blocks[known], axis=-1)

@@ -94,6 +94,16 @@ def read_disparity(path: PathLike) -> np.ndarray:
     return disparity
 
 
+def lr_blocks(disparity: np.ndarray, scale: int) -> np.ndarray:
+    """HR disparity (H, W) -> the s x s block under each LR pixel, (H//s, W//s, s*s) float64, NaN
+    where unknown (any non-finite input value)."""
+    disparity = np.asarray(disparity, dtype=np.float64)
+    height, width = disparity.shape[0] // scale, disparity.shape[1] // scale
+    blocks = disparity[:height * scale, :width * scale].reshape(height, scale, width, scale)
+    blocks = np.where(np.isfinite(blocks), blocks, np.nan).transpose(0, 2, 1, 3)
+    return blocks.reshape(height, width, scale * scale)
+
+
 def require_opencv(purpose: str = "disparity evaluation"):
     """Import cv2, or raise IpassrError saying that ``purpose`` needs it and how to install it."""
     try:
@@ -113,16 +123,23 @@ def num_disparities(width: int, ground_truth: np.ndarray | None = None) -> int:
     return max(16, int(math.ceil(top / 16.0)) * 16)
 
 
-def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int, block_size: int = 5
-                   ) -> np.ndarray:
-    """Left-view disparity float32 (H, W) of an RGB uint8 pair by StereoSGBM (3-way); NaN where none."""
+def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int, block_size: int = 5,
+                   *, eight_paths: bool = False, every_column: bool = False) -> np.ndarray:
+    """Left-view disparity float32 (H, W) of an RGB uint8 pair by StereoSGBM; NaN where none.
+
+    3-way by default (the disparity-benefit study); ``eight_paths``: OpenCV's full 8-direction
+    mode (MODE_HH). SGBM leaves the first ``max_disparity`` columns unmatched; ``every_column``
+    pads both views on the left with their edge columns first, so that every column is searched.
+    """
     cv2 = require_opencv()
+    mode = cv2.STEREO_SGBM_MODE_HH if eight_paths else cv2.STEREO_SGBM_MODE_SGBM_3WAY
     matcher = cv2.StereoSGBM_create(
         minDisparity=0, numDisparities=int(max_disparity), blockSize=block_size,
         P1=8 * 3 * block_size ** 2, P2=32 * 3 * block_size ** 2, disp12MaxDiff=1,
-        uniquenessRatio=10, speckleWindowSize=100, speckleRange=2, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
-    bgr = [np.ascontiguousarray(v[:, :, ::-1]) for v in (left, right)]
-    raw = matcher.compute(bgr[0], bgr[1]).astype(np.float32) / 16.0   # fixed point, 4 fractional bits
+        uniquenessRatio=10, speckleWindowSize=100, speckleRange=2, mode=mode)
+    pad = int(max_disparity) if every_column else 0
+    bgr = [np.pad(v[:, :, ::-1], ((0, 0), (pad, 0), (0, 0)), mode="edge") for v in (left, right)]
+    raw = matcher.compute(bgr[0], bgr[1])[:, pad:].astype(np.float32) / 16.0  # fixed point, 4 fractional bits
     raw[raw < 0] = np.nan
     return raw
 

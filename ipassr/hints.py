@@ -14,49 +14,33 @@ import warnings
 
 import numpy as np
 
-from .disparity import require_opencv
+from .disparity import lr_blocks, sgbm_disparity
 
-__all__ = ["MAX_DISPARITY", "sgbm_disparity", "lr_disparity", "pair_hints"]
+__all__ = ["MAX_DISPARITY", "sgbm_disparities", "confident_lr_disparity", "pair_hints"]
 
 MAX_DISPARITY = 256  # HR pixels searched (the training pairs' 95th percentiles reach 250)
 
 
-def _sgbm(reference: np.ndarray, other: np.ndarray, max_disparity: int) -> np.ndarray:
-    """Disparity of every ``reference`` pixel (match at x - d in ``other``), HR px; NaN where unknown."""
-    cv2 = require_opencv("disparity hints")
-    block = 5
-    matcher = cv2.StereoSGBM_create(
-        minDisparity=0, numDisparities=max_disparity, blockSize=block,
-        P1=8 * 3 * block * block, P2=32 * 3 * block * block, uniquenessRatio=10,
-        disp12MaxDiff=1, speckleWindowSize=100, speckleRange=2, mode=cv2.STEREO_SGBM_MODE_HH)
-    # SGBM leaves the first max_disparity columns unmatched; pad them so that every column is searched
-    pad = ((0, 0), (max_disparity, 0), (0, 0))
-    raw = matcher.compute(np.pad(reference, pad, mode="edge"), np.pad(other, pad, mode="edge"))
-    disparity = raw[:, max_disparity:].astype(np.float32) / 16  # OpenCV's fixed point: 4 fractional bits
-    disparity[disparity < 0] = np.nan
-    return disparity
-
-
-def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int = MAX_DISPARITY
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def sgbm_disparities(left: np.ndarray, right: np.ndarray, max_disparity: int = MAX_DISPARITY
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """SGBM disparities (H, W) of both views of a rectified uint8 RGB pair, HR px, NaN where unknown.
 
     Left pixel x matches right x - d_left; right pixel x matches left x + d_right (found by
-    matching the mirrored views, so both are positive). SGBM's own left-right check
-    (``disp12MaxDiff=1``) and speckle filter remove the unreliable ones.
+    matching the mirrored views, so both are positive). Every column is searched, in all 8
+    directions; SGBM's own left-right check (``disp12MaxDiff=1``) and speckle filter remove the
+    unreliable ones.
     """
     max_disparity = max(16, int(np.ceil(max_disparity / 16)) * 16)
-    disparity_left = _sgbm(left, right, max_disparity)
-    disparity_right = _sgbm(right[:, ::-1], left[:, ::-1], max_disparity)[:, ::-1]
+    options = {"eight_paths": True, "every_column": True}
+    disparity_left = sgbm_disparity(left, right, max_disparity, **options)
+    disparity_right = sgbm_disparity(right[:, ::-1], left[:, ::-1], max_disparity, **options)[:, ::-1]
     return disparity_left, np.ascontiguousarray(disparity_right)
 
 
-def lr_disparity(disparity: np.ndarray, scale: int) -> np.ndarray:
+def confident_lr_disparity(disparity: np.ndarray, scale: int) -> np.ndarray:
     """HR disparity (H, W) -> LR (H//s, W//s), in LR px: each s x s block's median, NaN unless at
     least half of the block is known and its known values span at most s HR px (one LR px)."""
-    h, w = disparity.shape[0] // scale, disparity.shape[1] // scale
-    blocks = disparity[:h * scale, :w * scale].reshape(h, scale, w, scale)
-    blocks = blocks.transpose(0, 2, 1, 3).reshape(h, w, scale * scale)
+    blocks = lr_blocks(disparity, scale)
     known = np.isfinite(blocks).sum(-1)
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
@@ -69,5 +53,6 @@ def lr_disparity(disparity: np.ndarray, scale: int) -> np.ndarray:
 
 def pair_hints(hr_left: np.ndarray, hr_right: np.ndarray, scale: int) -> np.ndarray:
     """Hints (2, H//s, W//s) of an HR pair (mod-cropped to s): LR disparities of the left and right views."""
-    disparity_left, disparity_right = sgbm_disparity(hr_left, hr_right)
-    return np.stack([lr_disparity(disparity_left, scale), lr_disparity(disparity_right, scale)])
+    disparity_left, disparity_right = sgbm_disparities(hr_left, hr_right)
+    return np.stack([confident_lr_disparity(disparity_left, scale),
+                     confident_lr_disparity(disparity_right, scale)])

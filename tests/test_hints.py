@@ -12,7 +12,8 @@ import torch
 from ipassr.attention import AttentionMaps
 from ipassr.cli import main
 from ipassr.errors import IpassrError
-from ipassr.hints import lr_disparity, pair_hints, sgbm_disparity
+from ipassr.correspondence import lr_disparity
+from ipassr.hints import confident_lr_disparity, pair_hints, sgbm_disparities
 from ipassr.io import read_image, write_image
 from ipassr.losses import LossConfig, hint_loss, ipassr_loss
 from ipassr.patches import PatchFile, extract_patches
@@ -34,7 +35,7 @@ def _shifted_pair(image: np.ndarray, disparity: int) -> tuple[np.ndarray, np.nda
 
 def test_sgbm_finds_a_known_shift_in_both_views(cones):
     left, right = _shifted_pair(cones[0], 12)
-    disparity_left, disparity_right = sgbm_disparity(left, right)
+    disparity_left, disparity_right = sgbm_disparities(left, right)
     for disparity in (disparity_left, disparity_right):
         known = np.isfinite(disparity)
         assert known.mean() > 0.6
@@ -55,13 +56,13 @@ def test_hints_on_motorcycle_cover_and_match_its_ground_truth():
     assert np.mean(np.abs(hints[0] - truth)[both] <= 1) > 0.92
 
 
-def test_lr_disparity_takes_block_medians_of_consistent_blocks():
+def test_confident_lr_disparity_takes_block_medians_of_consistent_blocks():
     hr = np.full((4, 6), 8.0, np.float32)
     hr[0, 2] = np.nan                       # block (0, 1): 3 of 4 known, median 8
     hr[0:2, 4:6] = [[8.0, 8.0], [np.nan, np.nan]]   # block (0, 2): half known, kept
     hr[2:4, 0:2] = [[8.0, 13.0], [8.0, 8.0]]        # block (1, 0): spans 5 HR px > 2: unknown
     hr[2:4, 2:4] = [[np.nan, np.nan], [np.nan, 8.0]]  # block (1, 1): 1 of 4 known: unknown
-    lr = lr_disparity(hr, 2)
+    lr = confident_lr_disparity(hr, 2)
     np.testing.assert_array_equal(np.isfinite(lr), [[True, True, True], [False, False, True]])
     np.testing.assert_allclose(lr[np.isfinite(lr)], 4.0)
 
