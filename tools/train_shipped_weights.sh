@@ -36,7 +36,7 @@ train() {  # name patches recipe init [options]
       --patches "$patches" --init-weights "$init" --validate "$work/val" --time-limit "$limit" "$@"
 }
 # every run ends at its recipe's lr_total_steps (550; 450, 420, 600, 800 and 600 for the second to
-# sixth x4 stages; 480 at x2, then 200 after each later x4 stage, then 300 with hints)
+# sixth x4 stages and 300 for the seventh; 480 at x2, then 200 after each later x4 stage, then 300)
 train x4 "$work/colour_x4.safetensors" shipped-x4.toml "$init_x4" --max-steps 550 "$@"
 train x4-single "$work/colour_x4.safetensors" ablation-x4-single-view.toml "$init_x4" --max-steps 550 "$@"
 # x4, second stage: 450 more steps from the end of the first, for the stereo network and its ablation
@@ -112,4 +112,13 @@ train x2-hints-stage7 "$work/colour_x2h.safetensors" shipped-x2-hints-stage7.tom
     "$work/runs/x2-frozen-stage6/weights/last.safetensors" --max-steps 300 "$@"
 train x2-single-stage7 "$work/colour_x2.safetensors" ablation-x2-single-view-stage7.toml \
     "$work/runs/x2-single-frozen-stage6/weights/last.safetensors" --max-steps 300 "$@"
-echo "ship with: python tools/ship_weights.py $work/runs/x2-hints-stage7 --which last && python tools/ship_weights.py $work/runs/x4-stage6 --which last"
+# x4, seventh stage: the same 300 steps with the hints from the end of the sixth; its ablation
+# continues its own sixth stage
+[ -f "$work/colour_x4h.safetensors" ] || ipassr prepare patches --hints --no-shrink --shrink-wider-than 1250 \
+    --scale 4 --output "$work/colour_x4h.safetensors" "$shared/flickr1024/Train" "$work/middlebury" \
+    "$shared/stereo-extra"
+train x4-hints-stage7 "$work/colour_x4h.safetensors" shipped-x4-hints-stage7.toml \
+    "$work/runs/x4-stage6/weights/last.safetensors" --max-steps 300 "$@"
+train x4-single-stage7 "$work/colour_x4.safetensors" ablation-x4-single-view-stage7.toml \
+    "$work/runs/x4-single-stage6/weights/last.safetensors" --max-steps 300 "$@"
+echo "ship with: python tools/ship_weights.py $work/runs/x2-hints-stage7 --which last && python tools/ship_weights.py $work/runs/x4-hints-stage7 --which last"
