@@ -4,6 +4,7 @@ augmentations that carry them, the hint loss, and training with them."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def test_prepare_patches_hints_are_stored_beside_the_patches(hinted_patches, con
         assert handle.get_tensor("hints").shape == (56, 2, 30, 90)
 
 
-def test_a_file_without_hints_says_how_to_make_them(tmp_path, cones):
+def test_a_file_without_hints_says_how_to_make_them(tmp_path, cones, capsys):
     path = write_patch_file(tmp_path / "plain.safetensors", extract_patches(*cones, 2), 2, count=8)
     patches = PatchFile(path)
     assert not patches.has_hints
@@ -155,6 +156,24 @@ def test_a_file_without_hints_says_how_to_make_them(tmp_path, cones):
     config = TrainConfig(patches=str(path), hint_weight=0.01, **TINY)
     with pytest.raises(IpassrError, match=r"plain\.safetensors: holds no disparity hints"):
         Trainer(config, tmp_path / "run", progress=False)
+    # The command line says it in one line, before any run folder is written.
+    assert main(["train", "--patches", str(path), "--out", str(tmp_path / "cli"), "--hint-weight", "0.01",
+                 "--workers", "0", "--batch-size", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "plain.safetensors" in err and "--hints" in err
+    assert not (tmp_path / "cli").exists()
+
+
+def test_hints_without_opencv_say_how_to_install_it(tmp_path, cones, capsys, monkeypatch):
+    write_image(tmp_path / "src" / "one_L.png", cones[0])
+    write_image(tmp_path / "src" / "one_R.png", cones[1])
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    out = tmp_path / "p.safetensors"
+    assert main(["prepare", "patches", str(tmp_path / "src"), "--scale", "2", "--hints",
+                 "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--hints needs OpenCV" in err and "ipassr[stereo]" in err
+    assert not out.exists()
 
 
 def test_flips_and_crops_carry_the_hints_with_the_views(hinted_patches):
