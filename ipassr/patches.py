@@ -31,8 +31,8 @@ import numpy as np
 
 from .datasets import PairFiles, StereoDataset, probe_image
 from .errors import IpassrError
-from .io import PathLike, atomic_path
 from .hints import pair_hints
+from .io import PathLike, atomic_path
 from .resize import degrade, imresize, mod_crop, output_size
 
 __all__ = ["PatchJob", "plan_patches", "PATCH_HEIGHT", "PATCH_WIDTH", "STRIDE", "patch_origins", "extract_patches", "prepare_pair",
