@@ -120,9 +120,10 @@ def hint_loss(maps: AttentionMaps, hints: torch.Tensor) -> torch.Tensor:
         below = target.floor().long()
         above = (below + 1).clamp(max=width - 1)
         share = target - below
-        log_attention = attention.float().clamp_min(1e-6).log()
-        nll = -((1 - share) * log_attention.gather(-1, below[..., None])[..., 0]
-                + share * log_attention.gather(-1, above[..., None])[..., 0])
+        def log_at(column: torch.Tensor) -> torch.Tensor:  # log M at one column per row (B, H, W)
+            return attention.gather(-1, column[..., None])[..., 0].float().clamp_min(1e-6).log()
+
+        nll = -((1 - share) * log_at(below) + share * log_at(above))
         total = total + (nll * counted).sum() / counted.sum().clamp_min(1)
     return total
 
