@@ -18,11 +18,11 @@ from .disparity import lr_blocks, sgbm_disparity
 
 __all__ = ["MAX_DISPARITY", "sgbm_disparities", "confident_lr_disparity", "pair_hints"]
 
-MAX_DISPARITY = 256  # HR pixels searched (the training pairs' 95th percentiles reach 250)
+MAX_DISPARITY = 256  # HR pixels searched, a multiple of 16 as OpenCV asks (the training pairs' 95th
+# percentiles reach 250)
 
 
-def sgbm_disparities(left: np.ndarray, right: np.ndarray, max_disparity: int = MAX_DISPARITY
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def sgbm_disparities(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """SGBM disparities (H, W) of both views of a rectified uint8 RGB pair, HR px, NaN where unknown.
 
     Left pixel x matches right x - d_left; right pixel x matches left x + d_right (found by
@@ -30,10 +30,9 @@ def sgbm_disparities(left: np.ndarray, right: np.ndarray, max_disparity: int = M
     directions; SGBM's own left-right check (``disp12MaxDiff=1``) and speckle filter remove the
     unreliable ones.
     """
-    max_disparity = max(16, int(np.ceil(max_disparity / 16)) * 16)
     options = {"eight_paths": True, "every_column": True}
-    disparity_left = sgbm_disparity(left, right, max_disparity, **options)
-    disparity_right = sgbm_disparity(right[:, ::-1], left[:, ::-1], max_disparity, **options)[:, ::-1]
+    disparity_left = sgbm_disparity(left, right, MAX_DISPARITY, **options)
+    disparity_right = sgbm_disparity(right[:, ::-1], left[:, ::-1], MAX_DISPARITY, **options)[:, ::-1]
     return disparity_left, np.ascontiguousarray(disparity_right)
 
 

@@ -121,6 +121,11 @@ def _tensor_dtype(name: str) -> str:
     return "F16" if name == HINTS_NAME else "U8"
 
 
+def _itemsize(name: str) -> int:
+    """Bytes per element of a tensor of the patch format."""
+    return np.dtype(_DTYPES[_tensor_dtype(name)]).itemsize
+
+
 def _header_bytes(count: int, scale: int, sources: dict[str, int], hints: bool = False
                   ) -> tuple[bytes, dict[str, int]]:
     """safetensors header (8-byte length + JSON padded to 8 bytes) and each tensor's data offset."""
@@ -132,9 +137,9 @@ def _header_bytes(count: int, scale: int, sources: dict[str, int], hints: bool =
     header: dict[str, object] = {"__metadata__": metadata}
     offsets, position = {}, 0
     for name, shape in _tensor_shapes(count, scale, hints).items():
-        dtype = _tensor_dtype(name)
-        size = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [position, position + size]}
+        size = math.prod(shape) * _itemsize(name)
+        header[name] = {"dtype": _tensor_dtype(name), "shape": list(shape),
+                        "data_offsets": [position, position + size]}
         offsets[name] = position
         position += size
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -186,8 +191,7 @@ def write_patch_file(path: PathLike, jobs: list[PatchJob], scale: int,
                           f"at scale {scale} (an LR image needs at least 64x124 pixels)")
     header, offsets = _header_bytes(total, scale, sources, hints)
     shapes = _tensor_shapes(total, scale, hints)
-    sizes = {name: math.prod(shape[1:]) * np.dtype(_DTYPES[_tensor_dtype(name)]).itemsize
-             for name, shape in shapes.items()}
+    sizes = {name: math.prod(shape[1:]) * _itemsize(name) for name, shape in shapes.items()}
     with atomic_path(path) as tmp, open(tmp, "r+b") as handle:
         handle.write(header)
         handle.truncate(len(header) + sum(sizes[n] * total for n in shapes))
@@ -281,8 +285,7 @@ class PatchFile:
             if info.get("dtype") != dtype or shape != expected:
                 raise self._error(f"tensor '{name}' is {info.get('dtype')} {list(shape)}, expected {dtype} "
                                   f"{list(expected)}")
-            itemsize = np.dtype(_DTYPES[dtype]).itemsize
-            if end - begin != math.prod(shape) * itemsize or data_start + end > file_size:
+            if end - begin != math.prod(shape) * _itemsize(name) or data_start + end > file_size:
                 raise self._error(f"truncated or corrupt patch file (tensor '{name}' data missing)")
             if count == 0:
                 arrays[name] = np.zeros(shape, dtype=_DTYPES[dtype])
