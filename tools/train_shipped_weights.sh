@@ -25,10 +25,14 @@ done
 [ -d "$work/val/Middlebury" ] || ipassr prepare testset "$work/val-src" --name Middlebury --output-root "$work/val"
 for s in 2 4; do
   # the colour pairs only (no grey, near-zero-disparity ETH3D); MiddEval3 trainingQ is already
-  # quarter size (--no-shrink); pairs 1280 px and wider are shrunk by 2 so their disparities fit
-  [ -f "$work/colour_x$s.safetensors" ] || ipassr prepare patches --no-shrink --shrink-wider-than 1250 \
-      --scale "$s" --output "$work/colour_x$s.safetensors" "$shared/flickr1024/Train" \
-      "$work/middlebury" "$shared/stereo-extra"
+  # quarter size (--no-shrink); pairs 1280 px and wider are shrunk by 2 so their disparities fit.
+  # colour_x<s>h: the same patches with OpenCV SGBM's disparities, for the seventh stage
+  # (--hints needs ipassr[stereo])
+  for hints in "" --hints; do
+    out="$work/colour_x$s${hints:+h}.safetensors"
+    [ -f "$out" ] || ipassr prepare patches ${hints:+"$hints"} --no-shrink --shrink-wider-than 1250 \
+        --scale "$s" --output "$out" "$shared/flickr1024/Train" "$work/middlebury" "$shared/stereo-extra"
+  done
 done
 train() {  # name patches recipe init [options]
   local name=$1 patches=$2 recipe=$3 init=$4; shift 4
@@ -103,22 +107,15 @@ train x4-stage6 "$work/colour_x4.safetensors" shipped-x4-stage6.toml "$work/runs
 train x4-single-stage6 "$work/colour_x4.safetensors" ablation-x4-single-view-stage6.toml \
     "$work/runs/x4-stage5/weights/last.safetensors" --max-steps 600 "$@"
 refit_x2 6 x2-frozen-stage5 x2-frozen-stage5 "$@"
-# x2, seventh stage: every weight trains, with the disparity-hint loss (the same x2 patches with
-# OpenCV SGBM's disparities; needs ipassr[stereo]); its ablation continues its own sixth stage
-[ -f "$work/colour_x2h.safetensors" ] || ipassr prepare patches --hints --no-shrink --shrink-wider-than 1250 \
-    --scale 2 --output "$work/colour_x2h.safetensors" "$shared/flickr1024/Train" "$work/middlebury" \
-    "$shared/stereo-extra"
-train x2-hints-stage7 "$work/colour_x2h.safetensors" shipped-x2-hints-stage7.toml \
-    "$work/runs/x2-frozen-stage6/weights/last.safetensors" --max-steps 300 "$@"
-train x2-single-stage7 "$work/colour_x2.safetensors" ablation-x2-single-view-stage7.toml \
-    "$work/runs/x2-single-frozen-stage6/weights/last.safetensors" --max-steps 300 "$@"
-# x4, seventh stage: the same 300 steps with the hints from the end of the sixth; its ablation
-# continues its own sixth stage
-[ -f "$work/colour_x4h.safetensors" ] || ipassr prepare patches --hints --no-shrink --shrink-wider-than 1250 \
-    --scale 4 --output "$work/colour_x4h.safetensors" "$shared/flickr1024/Train" "$work/middlebury" \
-    "$shared/stereo-extra"
-train x4-hints-stage7 "$work/colour_x4h.safetensors" shipped-x4-hints-stage7.toml \
-    "$work/runs/x4-stage6/weights/last.safetensors" --max-steps 300 "$@"
-train x4-single-stage7 "$work/colour_x4.safetensors" ablation-x4-single-view-stage7.toml \
-    "$work/runs/x4-single-stage6/weights/last.safetensors" --max-steps 300 "$@"
+# the seventh stage at both scales: 300 steps with the disparity-hint loss (x2: every weight
+# trains, nothing frozen) from the end of the sixth; each ablation continues its own sixth stage
+hints_stage() {  # scale stereo_run single_run [options]
+  local s=$1 stereo=$2 single=$3; shift 3
+  train "x$s-hints-stage7" "$work/colour_x${s}h.safetensors" "shipped-x$s-hints-stage7.toml" \
+      "$work/runs/$stereo/weights/last.safetensors" --max-steps 300 "$@"
+  train "x$s-single-stage7" "$work/colour_x$s.safetensors" "ablation-x$s-single-view-stage7.toml" \
+      "$work/runs/$single/weights/last.safetensors" --max-steps 300 "$@"
+}
+hints_stage 2 x2-frozen-stage6 x2-single-frozen-stage6 "$@"
+hints_stage 4 x4-stage6 x4-single-stage6 "$@"
 echo "ship with: python tools/ship_weights.py $work/runs/x2-hints-stage7 --which last && python tools/ship_weights.py $work/runs/x4-hints-stage7 --which last"
