@@ -34,14 +34,14 @@ import torch
 import ipassr
 package = Path(ipassr.__file__).parent
 if (package / "fast").is_dir():
-    from ipassr.fast.attention import subnormals_flushed
+    from ipassr.inference.fast.attention import subnormals_flushed
 else:  # before the fast path became a subpackage
     from ipassr.chunked import subnormals_flushed
 width, height, scale, passes, threads = map(int, sys.argv[1:6])
 weights = sys.argv[6]
 max_memory = int(sys.argv[7]) or None
 torch.set_num_threads(threads)
-from ipassr.inference import load_model
+from ipassr.inference.api import load_model
 model = load_model(weights, scale=scale, max_memory=max_memory)
 generator = torch.Generator().manual_seed(0)
 left, right = (torch.rand(1, 3, height, width, generator=generator) for _ in range(2))

@@ -60,9 +60,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ipassr.checkpoint import load_network  # noqa: E402
-from ipassr.model import IPASSR  # noqa: E402
-from ipassr.fast import plan_inference, stereo_forward  # noqa: E402
+from ipassr.models.checkpoint import load_network  # noqa: E402
+from ipassr.models.ipassr import IPASSR  # noqa: E402
+from ipassr.inference.fast import plan_inference, stereo_forward  # noqa: E402
 
 CONFORMANCE = ROOT / "tests" / "assets" / "conformance"
 DEFAULT_SIZES = "310x93:4,621x187:2,1920x1080:2"
@@ -227,7 +227,7 @@ def count_flops(net: IPASSR, width: int, height: int, device: str, dtype: torch.
 
 
 def _fused_convolution_flops() -> dict:
-    """FLOP formulas for oneDNN's fused convolutions (ipassr.fast.fusion), which the counter lacks.
+    """FLOP formulas for oneDNN's fused convolutions (ipassr.inference.fast.fusion), which the counter lacks.
 
     Only the convolution is counted, as for ``aten.convolution``: the fused epilogues
     (activation, add, accumulation) are not multiply-adds.
@@ -266,11 +266,11 @@ def worker(args: argparse.Namespace) -> dict:
     if args.ftz:  # before torch starts its worker threads, as the ipassr CLI does
         torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
-    if args.attention_memory:  # the planner reads the caps from ipassr.fast.plan's namespace
-        import ipassr.fast.plan
+    if args.attention_memory:  # the planner reads the caps from ipassr.inference.fast.plan's namespace
+        import ipassr.inference.fast.plan
 
-        ipassr.fast.plan.DEFAULT_ATTENTION_MEMORY = args.attention_memory
-        ipassr.fast.plan.CUDA_ATTENTION_MEMORY = args.attention_memory
+        ipassr.inference.fast.plan.DEFAULT_ATTENTION_MEMORY = args.attention_memory
+        ipassr.inference.fast.plan.CUDA_ATTENTION_MEMORY = args.attention_memory
     dtype = getattr(torch, args.dtype)
     net = load_network(CONFORMANCE / f"x{args.scale}.pth.tar", scale=args.scale)
     net = net.to(args.device, dtype).eval()

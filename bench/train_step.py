@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ipassr.losses import ipassr_loss  # noqa: E402
-from ipassr.model import IPASSR  # noqa: E402
+from ipassr.models.losses import ipassr_loss  # noqa: E402
+from ipassr.models.ipassr import IPASSR  # noqa: E402
 from ipassr.train.config import TrainConfig  # noqa: E402
 from ipassr.train.data import ArrayPatches  # noqa: E402
 from ipassr.train.trainer import Trainer  # noqa: E402

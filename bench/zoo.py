@@ -46,9 +46,9 @@ def build(name: str, scale: int):
     """A random-weight network of this name and scale, in eval mode."""
     import torch
 
-    from ipassr.model import IPASSR
-    from ipassr.zoo import NAFSSR, PASSRnet
-    from ipassr.zoo.nafssr import SIZES
+    from ipassr.models.ipassr import IPASSR
+    from ipassr.models.zoo import NAFSSR, PASSRnet
+    from ipassr.models.nafssr import SIZES
 
     torch.manual_seed(0)
     if name == "ipassr":
@@ -75,7 +75,7 @@ def straightforward(network, left, right):
     """The plain forward, full attention maps at once."""
     import torch
 
-    from ipassr.model import IPASSR
+    from ipassr.models.ipassr import IPASSR
 
     if isinstance(network, IPASSR):
         sys.path.insert(0, str(ROOT / "bench"))
@@ -90,8 +90,8 @@ def straightforward(network, left, right):
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from ipassr.fast.attention import subnormals_flushed
-    from ipassr.inference import StereoSR
+    from ipassr.inference.fast.attention import subnormals_flushed
+    from ipassr.inference.api import StereoSR
 
     torch.set_num_threads(args.threads)
     network = build(args.network, args.scale)

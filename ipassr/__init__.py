@@ -17,22 +17,21 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "AttentionMaps": "attention", "load_network": "checkpoint", "save_weights": "checkpoint",
-    "open_dataset": "datasets", "CheckpointError": "errors", "ImageReadError": "errors",
-    "IpassrError": "errors", "StereoSR": "inference", "load_model": "inference",
-    "weights_path": "inference",
-    "read_image": "io", "write_image": "io", "LossConfig": "losses", "ipassr_loss": "losses",
-    "psnr": "metrics", "score_pair": "metrics", "ssim": "metrics", "IPASSR": "model",
-    "ModelConfig": "model", "count_parameters": "model", "PatchFile": "patches",
-    "imresize": "resize", "imresize_tensor": "resize", "plan_inference": "fast",
-    "stereo_forward": "fast", "TrainConfig": "train", "Trainer": "train",
+    "AttentionMaps": "models.bipam", "load_network": "models.checkpoint",
+    "save_weights": "models.checkpoint", "open_dataset": "data.datasets",
+    "CheckpointError": "errors", "ImageReadError": "errors", "IpassrError": "errors",
+    "StereoSR": "inference.api", "load_model": "inference.api", "weights_path": "inference.api",
+    "read_image": "data.io", "write_image": "data.io", "LossConfig": "models.losses",
+    "ipassr_loss": "models.losses", "psnr": "evaluation.metrics", "score_pair": "evaluation.metrics",
+    "ssim": "evaluation.metrics", "IPASSR": "models.ipassr", "ModelConfig": "models.ipassr",
+    "count_parameters": "models.ipassr", "PatchFile": "data.patches", "imresize": "data.resize",
+    "imresize_tensor": "data.resize", "plan_inference": "inference.fast",
+    "stereo_forward": "inference.fast", "TrainConfig": "train", "Trainer": "train",
     "visualize_pair": "visualize",
 }
 _SUBMODULES = {
-    "attention", "checkpoint", "cli", "commands", "correspondence", "datasets", "demo",
-    "devices", "disparity", "disparity_benefit", "errors", "evaluation", "export", "fast",
-    "inference", "io", "losses", "metrics", "model", "network_names", "patches", "resize", "sizes",
-    "startup", "train", "visualize", "zoo",
+    "cli", "commands", "data", "demo", "devices", "errors", "evaluation", "inference", "models",
+    "sizes", "startup", "train", "visualize",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -55,17 +54,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .attention import AttentionMaps
-    from .checkpoint import load_network, save_weights
-    from .datasets import open_dataset
+    from .models.bipam import AttentionMaps
+    from .models.checkpoint import load_network, save_weights
+    from .data.datasets import open_dataset
     from .errors import CheckpointError, ImageReadError, IpassrError
-    from .inference import StereoSR, load_model, weights_path
-    from .io import read_image, write_image
-    from .losses import LossConfig, ipassr_loss
-    from .metrics import psnr, score_pair, ssim
-    from .model import IPASSR, ModelConfig, count_parameters
-    from .patches import PatchFile
-    from .resize import imresize, imresize_tensor
-    from .fast import plan_inference, stereo_forward
+    from .inference.api import StereoSR, load_model, weights_path
+    from .data.io import read_image, write_image
+    from .models.losses import LossConfig, ipassr_loss
+    from .evaluation.metrics import psnr, score_pair, ssim
+    from .models.ipassr import IPASSR, ModelConfig, count_parameters
+    from .data.patches import PatchFile
+    from .data.resize import imresize, imresize_tensor
+    from .inference.fast import plan_inference, stereo_forward
     from .train import TrainConfig, Trainer
     from .visualize import visualize_pair

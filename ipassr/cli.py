@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # before torch starts its worker threads, so that they flush subnormals too (faster
         # attention)
-        from .fast.attention import subnormals_flushed
+        from .inference.fast.attention import subnormals_flushed
 
         with subnormals_flushed():
             return int(args.run(args) or 0)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import stereo_motorcycle
-from .inference import StereoSR
-from .io import PathLike, atomic_path, read_stereo_pair, write_image
-from .metrics import score_pair
-from .resize import degrade, imresize, mod_crop
+from .data.datasets import stereo_motorcycle
+from .inference.api import StereoSR
+from .data.io import PathLike, atomic_path, read_stereo_pair, write_image
+from .evaluation.metrics import score_pair
+from .data.resize import degrade, imresize, mod_crop
 from .visualize import comparison, visualize_pair
 
 

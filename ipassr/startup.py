@@ -3,7 +3,7 @@
 Torch reads ``THP_MEM_ALLOC_ENABLE`` at its first allocation, so the choice is made from the
 command line alone, without torch: the networks named by ``--weights`` (and ``--arch``) are read
 off the files' headers (safetensors metadata, or the parameter names in a torch zip's pickle,
-judged by ``ipassr.network_names`` as ``ipassr.zoo`` judges a loaded state dict).
+judged by ``ipassr.models.names`` as ``ipassr.models.zoo`` judges a loaded state dict).
 Huge pages cut iPASSR's page faults (about a third of a KITTI pass, docs/inference.md) but made
 PASSRnet and NAFSSR slower (bench/README.md, "Other networks"), so they are asked for unless every
 network named is one of those two.
@@ -19,7 +19,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .network_names import is_nafssr, is_passrnet
+from .models.names import is_nafssr, is_passrnet
 
 OTHER_NETWORKS = ("nafssr", "passrnet")
 

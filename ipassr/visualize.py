@@ -26,11 +26,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from .errors import IpassrError
-from .fast.attention import RowAttention
-from .inference import StereoSR, check_finite, to_batch_tensor
-from .io import PathLike, tensor_to_image, write_image
-from .resize import imresize
-from .zoo import PASSRnet
+from .inference.fast.attention import RowAttention
+from .inference.api import StereoSR, check_finite, to_batch_tensor
+from .data.io import PathLike, tensor_to_image, write_image
+from .data.resize import imresize
+from .models.zoo import PASSRnet
 
 # Viridis-like colour map: anchors at 0, 0.25, 0.5, 0.75, 1 (dark purple -> teal -> yellow).
 _ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],

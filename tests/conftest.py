@@ -33,7 +33,7 @@ def cones_pair(data_dir: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def forward_out_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every fast forward fails as PyTorch's CPU allocator does when memory runs out."""
-    from ipassr.inference import StereoSR
+    from ipassr.inference.api import StereoSR
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from ipassr.checkpoint import load_network, read_state_dict, save_weights
+from ipassr.models.checkpoint import load_network, read_state_dict, save_weights
 from ipassr.errors import CheckpointError
-from ipassr.model import IPASSR
+from ipassr.models.ipassr import IPASSR
 
 
 def test_reference_checkpoint_loads_every_tensor(conformance_dir):
@@ -173,7 +173,7 @@ def test_breakdown_tool_scores_an_x4_networks_matches_at_x2():
     import runpy
     from pathlib import Path
 
-    from ipassr.inference import StereoSR, to_batch_tensor
+    from ipassr.inference.api import StereoSR, to_batch_tensor
     tool = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / "correspondence_breakdown.py"))
     torch.manual_seed(0)
     x4 = IPASSR(4, channels=8)

@@ -1,13 +1,13 @@
-"""The memory-bounded biPAM (``ipassr.fast.attention``) equals the plain biPAM to float32 rounding."""
+"""The memory-bounded biPAM (``ipassr.inference.fast.attention``) equals the plain biPAM to float32 rounding."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ipassr.attention import (BiPAM, parallax_attention, relax, relax_along, row_transfer,
+from ipassr.models.bipam import (BiPAM, parallax_attention, relax, relax_along, row_transfer,
                               valid_mask)
-from ipassr.fast.attention import (attention_row_bytes, chunked_parallax_fusion, expected_offset,
+from ipassr.inference.fast.attention import (attention_row_bytes, chunked_parallax_fusion, expected_offset,
                                    rows_per_chunk, subnormals_are_flushed, subnormals_flushed,
                                    valid_masks_from_softmaxes)
 from ipassr.errors import IpassrError

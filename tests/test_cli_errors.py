@@ -15,7 +15,7 @@ import torch
 import ipassr
 from ipassr.cli import main
 from ipassr.errors import IpassrError
-from ipassr.io import write_image
+from ipassr.data.io import write_image
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +122,12 @@ def test_export_never_replaces_a_file_or_folder_unasked(tmp_path, capsys):
 
 
 def test_a_full_disk_is_one_line(pair, tmp_path, capsys, monkeypatch):
-    import ipassr.io
+    import ipassr.data.io
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "a.png"))
 
-    monkeypatch.setattr(ipassr.io.Image.Image, "save", full)
+    monkeypatch.setattr(ipassr.data.io.Image.Image, "save", full)
     message = one_line_error(infer_args(pair, tmp_path, "--scale", "2"), capsys)
     assert "a.png: no space left on the device (disk full)" in message
     assert not [p for p in tmp_path.iterdir() if p.suffix in (".png", ".tmp")]

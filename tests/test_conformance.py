@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ipassr.checkpoint import load_network, reference_to_ours
-from ipassr.losses import ipassr_loss
-from ipassr.model import count_parameters
+from ipassr.models.checkpoint import load_network, reference_to_ours
+from ipassr.models.losses import ipassr_loss
+from ipassr.models.ipassr import count_parameters
 
 SCALES = (2, 4)
 PARAMS = {2: 1_377_931, 4: 1_427_851}
@@ -117,7 +117,7 @@ def test_gradients(fixture, training_pass):
 
 def test_fast_inference_path_matches_reference(fixture):
     """``StereoSR`` (chunked attention, channels_last, tiling planner) reproduces the reference."""
-    from ipassr.inference import StereoSR
+    from ipassr.inference.api import StereoSR
 
     _, model, t, _ = fixture
     fast = StereoSR(model)

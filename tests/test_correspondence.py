@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from ipassr.fast.attention import PER_PIXEL_DETAILS, RowAttention
+from ipassr.inference.fast.attention import PER_PIXEL_DETAILS, RowAttention
 from ipassr.cli import main
-from ipassr.correspondence import (lr_disparity, occlusion_from_disparity, right_disparity,
+from ipassr.evaluation.correspondence import (lr_disparity, occlusion_from_disparity, right_disparity,
                                    score_correspondence)
-from ipassr.disparity import write_pfm
-from ipassr.io import write_image
-from ipassr.model import IPASSR
-from ipassr.fast import stereo_forward
+from ipassr.data.disparity import write_pfm
+from ipassr.data.io import write_image
+from ipassr.models.ipassr import IPASSR
+from ipassr.inference.fast import stereo_forward
 
 
 def box_scene(height: int = 3, width: int = 30) -> np.ndarray:

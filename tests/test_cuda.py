@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from ipassr.checkpoint import load_network
+from ipassr.models.checkpoint import load_network
 from ipassr.cli import main
-from ipassr.inference import load_model
-from ipassr.io import read_image, write_image
-from ipassr.losses import ipassr_loss
-from ipassr.metrics import psnr
-from ipassr.resize import imresize
-from ipassr.fast import InferencePlan, stereo_forward
+from ipassr.inference.api import load_model
+from ipassr.data.io import read_image, write_image
+from ipassr.models.losses import ipassr_loss
+from ipassr.evaluation.metrics import psnr
+from ipassr.data.resize import imresize
+from ipassr.inference.fast import InferencePlan, stereo_forward
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -95,8 +95,8 @@ def test_reference_training_pass_on_cuda(conformance):
 
 def test_default_plan_on_a_large_gpu_runs_1080p_untiled():
     """The GPU default budget (half the available memory) and 4 GiB attention chunks."""
-    from ipassr.model import IPASSR
-    from ipassr.fast import plan_inference
+    from ipassr.models.ipassr import IPASSR
+    from ipassr.inference.fast import plan_inference
 
     network = IPASSR(2).to(CUDA)
     plan = plan_inference(network, 1, 1080, 1920)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipassr.datasets import check_pairs, detect_layout, open_dataset, read_pair, read_testset
+from ipassr.data.datasets import check_pairs, detect_layout, open_dataset, read_pair, read_testset
 from ipassr.errors import IpassrError
 
 

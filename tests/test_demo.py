@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from ipassr.cli import main
-from ipassr.io import read_image, write_image
+from ipassr.data.io import read_image, write_image
 
 
 def run_demo_on_crop(tmp_path, cones_pair, rows: int, cols: int, weights, name: str):
@@ -43,7 +43,7 @@ def test_demo_on_motorcycle_writes_everything(tmp_path, conformance_dir, capsys)
 
 def test_demo_runs_the_network_once_for_the_sr_pair_and_the_masks(tmp_path, conformance_dir,
                                                                    cones_pair, monkeypatch):
-    from ipassr.inference import StereoSR
+    from ipassr.inference.api import StereoSR
 
     calls = []
     real = StereoSR.fast_forward
@@ -77,8 +77,8 @@ def test_demo_needs_both_views(tmp_path, conformance_dir, capsys):
 
 
 def test_demo_with_single_view_weights_skips_the_masks(tmp_path, cones_pair):
-    from ipassr.checkpoint import save_weights
-    from ipassr.model import IPASSR
+    from ipassr.models.checkpoint import save_weights
+    from ipassr.models.ipassr import IPASSR
 
     save_weights(IPASSR(2, use_attention=False), tmp_path / "single.safetensors")
     code, out = run_demo_on_crop(tmp_path, cones_pair, 32, 80,

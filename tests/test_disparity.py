@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ipassr.cli import main
-from ipassr.disparity import (fill_holes, num_disparities, read_disparity, read_pfm, score_disparity,
+from ipassr.data.disparity import (fill_holes, num_disparities, read_disparity, read_pfm, score_disparity,
                               sgbm_disparity, write_pfm)
 from ipassr.errors import IpassrError
 

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from ipassr.cli import main
-from ipassr.disparity import read_pfm
-from ipassr.io import read_image, write_image
-from ipassr.metrics import score_pair
-from ipassr.resize import imresize
+from ipassr.data.disparity import read_pfm
+from ipassr.data.io import read_image, write_image
+from ipassr.evaluation.metrics import score_pair
+from ipassr.data.resize import imresize
 
 
 @pytest.fixture(scope="module")

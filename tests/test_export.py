@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from ipassr.checkpoint import load_network
+from ipassr.models.checkpoint import load_network
 from ipassr.cli import main
 from ipassr.errors import IpassrError
-from ipassr.export import ExportForward, export_model, run_onnx, run_torchscript
-from ipassr.model import IPASSR
+from ipassr.inference.export import ExportForward, export_model, run_onnx, run_torchscript
+from ipassr.models.ipassr import IPASSR
 
 
 def test_export_forward_equals_the_network_in_eval_mode(conformance_dir):

@@ -1,11 +1,11 @@
-"""Fused convolutions (ipassr.fast.fusion) and concatenation-free convolutions equal the plain ops."""
+"""Fused convolutions (ipassr.inference.fast.fusion) and concatenation-free convolutions equal the plain ops."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ipassr.fast import fusion as fused
-from ipassr.fast.stages import conv_of_concat
+from ipassr.inference.fast import fusion as fused
+from ipassr.inference.fast.stages import conv_of_concat
 
 SLOPE = 0.1
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from ipassr.attention import AttentionMaps
+from ipassr.models.bipam import AttentionMaps
 from ipassr.cli import main
 from ipassr.errors import IpassrError
-from ipassr.correspondence import lr_disparity
-from ipassr.hints import confident_lr_disparity, pair_hints, sgbm_disparities
-from ipassr.io import read_image, write_image
-from ipassr.losses import LossConfig, hint_loss, ipassr_loss
-from ipassr.patches import PatchFile, extract_patches
+from ipassr.evaluation.correspondence import lr_disparity
+from ipassr.data.hints import confident_lr_disparity, pair_hints, sgbm_disparities
+from ipassr.data.io import read_image, write_image
+from ipassr.models.losses import LossConfig, hint_loss, ipassr_loss
+from ipassr.data.patches import PatchFile, extract_patches
 from ipassr.train import TrainConfig, Trainer
 from ipassr.train.data import ArrayPatches, PatchDataset
 

@@ -14,7 +14,7 @@ from PIL import Image
 import ipassr
 from ipassr.cli import main
 from ipassr.errors import CheckpointError, IpassrError
-from ipassr.io import read_image, write_image
+from ipassr.data.io import read_image, write_image
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +267,7 @@ def test_api_accepts_pil_numpy_and_tensors(model, small_pair):
     as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 255  # noqa: E731
     from_tensor = model.super_resolve(as_tensor(left), as_tensor(right))
     assert from_tensor[0].shape == (3, 80, 128)
-    assert np.array_equal(ipassr.io.tensor_to_image(from_tensor[0]), from_numpy[0])
+    assert np.array_equal(ipassr.data.io.tensor_to_image(from_tensor[0]), from_numpy[0])
     from_float = model.super_resolve(left / 255.0, right / 255.0)
     assert from_float[0].dtype == np.float32 and from_float[0].shape == (80, 128, 3)
 
@@ -309,7 +309,7 @@ def test_cli_compile_runs_the_compiled_forward_with_the_same_result(tmp_path, sm
 
 def test_compile_is_used_only_where_the_full_maps_fit_the_budget(small_pair, x2_weights):
     """Pairs whose plain forward would exceed --max-memory take the fast path instead."""
-    from ipassr.fast import plain_forward_bytes
+    from ipassr.inference.fast import plain_forward_bytes
 
     calls = []
     compiled = ipassr.load_model(x2_weights, compile=True)
@@ -329,7 +329,7 @@ def test_running_out_of_memory_is_a_clear_error_naming_the_pair(tmp_path, small_
                                                                monkeypatch, capsys):
     """The allocator failing (e.g. --max-memory above what the machine has) gets one line that
     names the files and says what to do, exit 2, and no output file; other errors propagate."""
-    from ipassr.inference import StereoSR
+    from ipassr.inference.api import StereoSR
 
     out_left = tmp_path / "a.png"
     argv = ["infer", "--left", str(small_pair[0]), "--right", str(small_pair[1]), "--weights",
@@ -378,7 +378,7 @@ def test_api_friendly_inputs(model, small_pair):
 
 
 def test_shipped_weights_by_name(tmp_path, small_pair, capsys):
-    from ipassr.inference import shipped_weights_path
+    from ipassr.inference.api import shipped_weights_path
 
     assert ipassr.weights_path(4) == shipped_weights_path(4) and ipassr.weights_path(4).is_file()
     with pytest.raises(CheckpointError, match="shipped scales are"):

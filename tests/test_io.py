@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ipassr.errors import ImageReadError
-from ipassr.io import atomic_path, read_image, write_image
+from ipassr.data.io import atomic_path, read_image, write_image
 
 
 def test_real_rgb_png(cones_pair):

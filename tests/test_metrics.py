@@ -7,9 +7,9 @@ import pytest
 import skimage.metrics as skimage_metrics
 
 from ipassr.errors import IpassrError
-from ipassr.io import read_image
-from ipassr.metrics import psnr, score_pair, ssim
-from ipassr.resize import imresize
+from ipassr.data.io import read_image
+from ipassr.evaluation.metrics import psnr, score_pair, ssim
+from ipassr.data.resize import imresize
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ipassr.attention import relax, valid_mask
-from ipassr.model import IPASSR, count_parameters
+from ipassr.models.bipam import relax, valid_mask
+from ipassr.models.ipassr import IPASSR, count_parameters
 
 
 def random_pair(batch=1, height=10, width=17, seed=0):
@@ -135,7 +135,7 @@ def test_invalid_scale_is_rejected():
 
 
 def test_asymmetric_loss_supervises_only_the_left_view():
-    from ipassr.losses import LossConfig, ipassr_loss
+    from ipassr.models.losses import LossConfig, ipassr_loss
 
     torch.manual_seed(5)
     model = IPASSR(2).train()

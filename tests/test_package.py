@@ -60,9 +60,9 @@ def test_huge_pages_only_for_ipassr_read_off_the_weights_without_torch(conforman
             "print(os.environ.get('THP_MEM_ALLOC_ENABLE'), 'torch' in sys.modules)")
     assert _run(code).splitlines() == ["passrnet nafssr ipassr None", "None False"]
 
-    from ipassr.checkpoint import save_weights
+    from ipassr.models.checkpoint import save_weights
     from ipassr.startup import huge_pages_help, network_in
-    from ipassr.zoo import NAFSSR
+    from ipassr.models.zoo import NAFSSR
 
     ours = tmp_path / "nafssr.safetensors"
     save_weights(NAFSSR(4, 8, 1), ours)

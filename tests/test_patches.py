@@ -12,9 +12,9 @@ import safetensors.numpy as safetensors_numpy
 
 from ipassr.cli import main
 from ipassr.errors import IpassrError
-from ipassr.io import read_image, write_image
-from ipassr.patches import PatchFile, count_patches, extract_patches, patch_origins, prepare_pair
-from ipassr.resize import imresize
+from ipassr.data.io import read_image, write_image
+from ipassr.data.patches import PatchFile, count_patches, extract_patches, patch_origins, prepare_pair
+from ipassr.data.resize import imresize
 
 
 def _reference_patches(hr_left: np.ndarray, lr_left: np.ndarray, scale: int):
@@ -134,8 +134,8 @@ def test_too_small_sources(tmp_path, capsys):
 
 def _write_small_file(path: Path) -> Path:
     """A valid 4-patch x2 file written by the real writer."""
-    from ipassr.datasets import PairFiles
-    from ipassr.patches import PatchJob, write_patch_file
+    from ipassr.data.datasets import PairFiles
+    from ipassr.data.patches import PatchJob, write_patch_file
 
     image = np.random.default_rng(0).integers(0, 256, (130, 250, 3), dtype=np.uint8)
     job = PatchJob(PairFiles("r", Path("l"), Path("r")), "rand", False, count_patches(250, 130, 2, False))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ipassr.errors import IpassrError
-from ipassr.io import read_image
-from ipassr.resize import imresize, imresize_tensor, resize_weights
+from ipassr.data.io import read_image
+from ipassr.data.resize import imresize, imresize_tensor, resize_weights
 
 
 @pytest.mark.parametrize("scale", [2, 4])

@@ -10,10 +10,10 @@ from safetensors import safe_open
 
 import ipassr
 from ipassr.cli import main
-from ipassr.inference import shipped_weights_path
-from ipassr.io import read_image
-from ipassr.metrics import psnr
-from ipassr.resize import imresize
+from ipassr.inference.api import shipped_weights_path
+from ipassr.data.io import read_image
+from ipassr.evaluation.metrics import psnr
+from ipassr.data.resize import imresize
 from ipassr.train.config import load_config, read_config_file
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -7,9 +7,9 @@ import pytest
 
 from ipassr.cli import main
 from ipassr.errors import IpassrError
-from ipassr.io import read_image, write_image
-from ipassr.patches import PatchFile
-from ipassr.synthetic import render_right_view, segment_disparity, synthetic_pair
+from ipassr.data.io import read_image, write_image
+from ipassr.data.patches import PatchFile
+from ipassr.data.synthetic import render_right_view, segment_disparity, synthetic_pair
 
 
 def _two_layers(height: int = 12, width: int = 100) -> tuple[np.ndarray, np.ndarray]:

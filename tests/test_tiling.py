@@ -1,4 +1,4 @@
-"""Pieces of the fast path (``ipassr.fast``): stages, planning, details, budgets. That every
+"""Pieces of the fast path (``ipassr.inference.fast``): stages, planning, details, budgets. That every
 path gives the plain forward's output is tests/test_paths.py."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from ipassr.errors import IpassrError
-from ipassr.model import IPASSR, ResidualDenseBlock
-from ipassr.attention import BiPAM
+from ipassr.models.ipassr import IPASSR, ResidualDenseBlock
+from ipassr.models.bipam import BiPAM
 from ipassr.sizes import parse_memory_size
-from ipassr.fast import InferencePlan, plan_inference, stage_halos, stereo_forward
-from ipassr.fast.plan import receptive_radius
-from ipassr.fast.stages import dense_block, embed, normalize
+from ipassr.inference.fast import InferencePlan, plan_inference, stage_halos, stereo_forward
+from ipassr.inference.fast.plan import receptive_radius
+from ipassr.inference.fast.stages import dense_block, embed, normalize
 
 
 def _network(scale: int, **options) -> IPASSR:
@@ -135,7 +135,7 @@ def test_bfloat16_network_runs_with_float32_attention():
 
 def test_budget_error_for_a_small_image_names_the_untiled_minimum(conformance_dir):
     """A tiny pair needs less memory untiled than tiled: the error must quote the smaller need."""
-    from ipassr.checkpoint import load_network
+    from ipassr.models.checkpoint import load_network
 
     network = load_network(conformance_dir / "x2.pth.tar")
     untiled = plan_inference(network, 1, 24, 60, 10**9).estimated_bytes
@@ -148,9 +148,9 @@ def test_budget_error_for_a_small_image_names_the_untiled_minimum(conformance_di
 def test_default_budget_and_chunks_follow_the_device(monkeypatch, conformance_dir):
     """CPU: 4 GiB and 32 MiB chunks. GPU: half its available memory and 4 GiB chunks, so a
     1080p pair runs untiled with many rows per chunk on a large GPU (read from the device)."""
-    from ipassr.checkpoint import load_network
-    from ipassr.fast.attention import DEFAULT_ATTENTION_MEMORY, attention_row_bytes
-    from ipassr.fast.plan import CUDA_ATTENTION_MEMORY, DEFAULT_MAX_MEMORY, default_max_memory
+    from ipassr.models.checkpoint import load_network
+    from ipassr.inference.fast.attention import DEFAULT_ATTENTION_MEMORY, attention_row_bytes
+    from ipassr.inference.fast.plan import CUDA_ATTENTION_MEMORY, DEFAULT_MAX_MEMORY, default_max_memory
 
     network = load_network(conformance_dir / "x2.pth.tar")
     assert default_max_memory(torch.device("cpu")) == DEFAULT_MAX_MEMORY
@@ -174,8 +174,8 @@ def test_default_budget_and_chunks_follow_the_device(monkeypatch, conformance_di
 def test_folded_upsampler_equals_the_module_at_borders_and_in_bands(scale):
     """One LR convolution + pixel shuffle == 1x1 conv, shuffle, 3x3 conv (biases included, and
     the zero padding at every image border), whole and in bands of 3 rows."""
-    from ipassr.model import Upsampler
-    from ipassr.fast.upsample import upsample_rows
+    from ipassr.models.ipassr import Upsampler
+    from ipassr.inference.fast.upsample import upsample_rows
 
     torch.manual_seed(scale)
     upsampler = Upsampler(scale, channels=8)

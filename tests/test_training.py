@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from ipassr.checkpoint import load_network, reference_to_ours
+from ipassr.models.checkpoint import load_network, reference_to_ours
 from ipassr.errors import IpassrError
-from ipassr.inference import StereoSR
+from ipassr.inference.api import StereoSR
 from ipassr.train.config import TrainConfig
 from ipassr.train.data import (ArrayPatches, Augmentation, EpochBatches, PatchDataset, epoch_plan,
                                make_loader)
@@ -406,8 +406,8 @@ def test_the_optimizer_follows_the_schedule(tmp_path, cones_x2):
 def test_init_from_another_scale_or_variant_moves_the_trunk(tmp_path, cones_x2):
     """x4 weights start an x2 run (all but the upsampler's expansion) or a single-view run (all
     but biPAM); foreign weights are refused."""
-    from ipassr.checkpoint import save_weights, transfer_into
-    from ipassr.model import IPASSR
+    from ipassr.models.checkpoint import save_weights, transfer_into
+    from ipassr.models.ipassr import IPASSR
 
     torch.manual_seed(7)
     x4 = IPASSR(4)

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from ipassr.cli import main
 from ipassr.errors import IpassrError
-from ipassr.inference import load_model
-from ipassr.io import read_image, write_image
-from ipassr.resize import imresize
+from ipassr.inference.api import load_model
+from ipassr.data.io import read_image, write_image
+from ipassr.data.resize import imresize
 from ipassr.train.config import (TrainConfig, apply_overrides, load_config, parse_duration,
                                  save_config)
 from ipassr.train.trainer import Trainer
@@ -107,8 +107,8 @@ def test_a_step_validated_on_both_schedules_is_validated_once(tmp_path, patch_fi
 def test_resume_says_when_the_init_weights_file_was_replaced(tmp_path, patch_file, capsys):
     """--auto-resume continues from the checkpoint whatever --init-weights says; a file replaced
     since the run started from it (same path, other weights) is named, an unchanged one is not."""
-    from ipassr.checkpoint import save_weights
-    from ipassr.model import IPASSR
+    from ipassr.models.checkpoint import save_weights
+    from ipassr.models.ipassr import IPASSR
     init = tmp_path / "init.safetensors"
     torch.manual_seed(1)
     save_weights(IPASSR(2), init)

@@ -9,7 +9,7 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from ipassr.model import IPASSR
+from ipassr.models.ipassr import IPASSR
 from ipassr.train.config import TrainConfig
 from ipassr.train.trainer import Trainer, read_checkpoint
 

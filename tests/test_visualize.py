@@ -10,10 +10,10 @@ from PIL import Image
 import ipassr
 from ipassr.cli import main
 from ipassr.errors import IpassrError
-from ipassr.inference import StereoSR
-from ipassr.io import image_to_tensor, read_image, write_image
-from ipassr.model import IPASSR
-from ipassr.resize import imresize
+from ipassr.inference.api import StereoSR
+from ipassr.data.io import image_to_tensor, read_image, write_image
+from ipassr.models.ipassr import IPASSR
+from ipassr.data.resize import imresize
 from ipassr.visualize import colormap, comparison, visualize_pair
 
 

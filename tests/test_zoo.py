@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import ipassr
-from ipassr.checkpoint import load_network, save_weights
+from ipassr.models.checkpoint import load_network, save_weights
 from ipassr.cli import main
 from ipassr.errors import CheckpointError, IpassrError
-from ipassr.io import read_image, write_image
-from ipassr.model import count_parameters
-from ipassr.zoo import NAFSSR, PASSRnet
-from ipassr.zoo.nafssr import local_average
+from ipassr.data.io import read_image, write_image
+from ipassr.models.ipassr import count_parameters
+from ipassr.models.zoo import NAFSSR, PASSRnet
+from ipassr.models.nafssr import local_average
 
 # Float32 against float64 of the same network, measured (AMD EPYC, 1 and 2 threads), plus the
 # official outputs against float64: NAFSSR-T 3.4e-6 + 3.4e-6, NAFSSR-S 7.5e-6 + 6.8e-6,
@@ -164,7 +164,7 @@ def test_visualize_draws_their_attention_and_passrnet_masks(motorcycle_crop, con
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_nafssr_exports_with_a_dynamic_size_past_its_pooling_window(tmp_path, fmt):
-    from ipassr.export import export_model, run_onnx, run_torchscript
+    from ipassr.inference.export import export_model, run_onnx, run_torchscript
 
     network = pooling_matters()  # small, and its pooling shows in the output
     path = tmp_path / f"m.{'pt' if fmt == 'torchscript' else 'onnx'}"
@@ -183,7 +183,7 @@ def test_export_leaves_the_callers_network_as_it_was(tmp_path):
     """Exporters restore the wrapper's training flag recursively when they finish: a wrapper left
     in training mode switched NAFSSR to global pooling, so its reference, not ONNX Runtime, was
     wrong past the window (which once made ipassr refuse NAFSSR's ONNX export)."""
-    from ipassr.export import export_model
+    from ipassr.inference.export import export_model
 
     for training in (False, True):
         network = pooling_matters().train(training)
@@ -214,7 +214,7 @@ def global_pooling(x, window):
 
 
 def test_local_pooling_is_what_runs_past_the_window(monkeypatch):
-    import ipassr.zoo.nafssr as nafssr
+    import ipassr.models.nafssr as nafssr
 
     network = pooling_matters()
     views = [torch.rand(1, 3, 50, 150) + torch.linspace(0, 1, 150) for _ in range(2)]
@@ -229,8 +229,8 @@ def test_local_pooling_is_what_runs_past_the_window(monkeypatch):
 
 def test_an_export_that_bakes_the_pooling_branch_is_refused(tmp_path, monkeypatch):
     """The size check past the window catches a size-dependent Python branch in the graph."""
-    import ipassr.zoo.nafssr as nafssr
-    from ipassr.export import export_model
+    import ipassr.models.nafssr as nafssr
+    from ipassr.inference.export import export_model
 
     exact = nafssr.local_average
 
@@ -250,8 +250,8 @@ def test_an_export_that_bakes_the_pooling_branch_is_refused(tmp_path, monkeypatc
 def test_passrnet_exports_with_its_mask_morphology_in_the_graph(conformance_dir, tmp_path, fmt):
     """On the fixture's real crop the valid mask has structure that the morphology changes (both
     checked), so a graph that dropped or froze the morphology would differ."""
-    from ipassr.export import run_onnx, run_torchscript
-    from ipassr.zoo.passrnet import VALID_THRESHOLD
+    from ipassr.inference.export import run_onnx, run_torchscript
+    from ipassr.models.passrnet import VALID_THRESHOLD
 
     weights = conformance_dir / "zoo" / "passrnet_x4.pth"
     output = tmp_path / f"p.{'onnx' if fmt == 'onnx' else 'pt'}"
@@ -278,8 +278,8 @@ def test_the_graph_morphology_is_scipys_pixel_for_pixel():
     """One pair and batches (whose pairs the official 4-D labelling links) of blob masks."""
     from scipy import ndimage
 
-    from ipassr.zoo.morphology import clean_valid_masks_graph, scripted_cleaner
-    from ipassr.zoo.passrnet import clean_valid_mask
+    from ipassr.models.morphology import clean_valid_masks_graph, scripted_cleaner
+    from ipassr.models.passrnet import clean_valid_mask
 
     generator = np.random.default_rng(0)
     changed = 0

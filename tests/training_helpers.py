@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from ipassr.io import read_image
-from ipassr.patches import extract_patches
+from ipassr.data.io import read_image
+from ipassr.data.patches import extract_patches
 
 from conftest import CONFORMANCE, DATA
 

@@ -16,8 +16,8 @@ import sys
 import numpy as np
 import torch
 
-from ipassr.checkpoint import load_network, read_state_dict
-from ipassr.losses import ipassr_loss
+from ipassr.models.checkpoint import load_network, read_state_dict
+from ipassr.models.losses import ipassr_loss
 from ipassr.train.data import open_patches
 
 

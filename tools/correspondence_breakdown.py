@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/graft.py, also
 
 from dataclasses import replace  # noqa: E402
 
-from ipassr.checkpoint import load_network  # noqa: E402
-from ipassr.correspondence import attention_details, lr_disparity, occlusion_from_disparity  # noqa: E402
-from ipassr.datasets import stereo_motorcycle  # noqa: E402
-from ipassr.inference import StereoSR, resolve_weights  # noqa: E402
-from ipassr.model import IPASSR  # noqa: E402
-from ipassr.resize import degrade  # noqa: E402
+from ipassr.models.checkpoint import load_network  # noqa: E402
+from ipassr.evaluation.correspondence import attention_details, lr_disparity, occlusion_from_disparity  # noqa: E402
+from ipassr.data.datasets import stereo_motorcycle  # noqa: E402
+from ipassr.inference.api import StereoSR, resolve_weights  # noqa: E402
+from ipassr.models.ipassr import IPASSR  # noqa: E402
+from ipassr.data.resize import degrade  # noqa: E402
 from graft import graft  # noqa: E402
 
 MATCHING_PARTS = ("feature_conv", "feature_group", "attention")  # all that biPAM's maps depend on

@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from ipassr.datasets import open_dataset, read_pair
-from ipassr.disparity import require_opencv
+from ipassr.data.datasets import open_dataset, read_pair
+from ipassr.data.disparity import require_opencv
 
 
 def survey(left: np.ndarray, right: np.ndarray) -> dict:

@@ -23,9 +23,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ipassr.checkpoint import load_network, read_state_dict, save_weights  # noqa: E402
+from ipassr.models.checkpoint import load_network, read_state_dict, save_weights  # noqa: E402
 from ipassr.errors import IpassrError  # noqa: E402
-from ipassr.model import IPASSR  # noqa: E402
+from ipassr.models.ipassr import IPASSR  # noqa: E402
 from ipassr.train.setup import named_parts  # noqa: E402
 
 

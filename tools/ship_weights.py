@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ipassr.checkpoint import load_network, save_weights  # noqa: E402
+from ipassr.models.checkpoint import load_network, save_weights  # noqa: E402
 
 
 def last_record(log: Path, event: str) -> dict | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import add_weights_arguments, network_options
 from ..errors import IpassrError
-from ..inference import load_model, resolve_weights
+from ..inference.api import load_model, resolve_weights
 
 
 def add_parser(subparsers) -> None:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..correspondence import evaluate_attention, format_attention_markdown, format_attention_table
+from ..evaluation.correspondence import evaluate_attention, format_attention_markdown, format_attention_table
 from ..errors import IpassrError
-from ..disparity_benefit import (MOTORCYCLE, check_ground_truth_sizes, disparity_cases,
+from ..evaluation.disparity_benefit import (MOTORCYCLE, check_ground_truth_sizes, disparity_cases,
                                  evaluate_disparity, format_disparity_markdown,
                                  format_disparity_table, motorcycle_case)
-from ..evaluation import (BicubicMethod, Method, SrDirMethod, WeightsMethod, evaluate,
+from ..evaluation.protocol import (BicubicMethod, Method, SrDirMethod, WeightsMethod, evaluate,
                           find_datasets, format_markdown, format_table, write_json, write_text)
-from ..inference import resolve_weights, shipped_name_scale
+from ..inference.api import resolve_weights, shipped_name_scale
 
 
 def add_parser(subparsers) -> None:

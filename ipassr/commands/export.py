@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 from . import add_weights_arguments
-from ..checkpoint import load_network
+from ..models.checkpoint import load_network
 from ..errors import IpassrError
-from ..export import FORMATS, export_model
-from ..inference import resolve_weights
-from ..io import check_writable_folder
+from ..inference.export import FORMATS, export_model
+from ..inference.api import resolve_weights
+from ..data.io import check_writable_folder
 
 
 def add_parser(subparsers) -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import add_weights_arguments, network_options
-from ..datasets import IMAGE_SUFFIXES
+from ..data.datasets import IMAGE_SUFFIXES
 from ..errors import IpassrError
-from ..inference import PRECISIONS, StereoSR, load_model
-from ..io import (check_writable_folder, image_to_tensor, read_stereo_pair, tensor_to_image,
+from ..inference.api import PRECISIONS, StereoSR, load_model
+from ..data.io import (check_writable_folder, image_to_tensor, read_stereo_pair, tensor_to_image,
                   write_image)
 from .visualize import memory_size
 

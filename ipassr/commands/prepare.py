@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..datasets import LAYOUTS, StereoDataset, check_pairs, image_files, open_dataset, read_pair
-from ..disparity import read_disparity, require_opencv, write_pfm
+from ..data.datasets import LAYOUTS, StereoDataset, check_pairs, image_files, open_dataset, read_pair
+from ..data.disparity import read_disparity, require_opencv, write_pfm
 from ..errors import IpassrError
-from ..io import check_writable_folder, read_image, write_image
-from ..patches import plan_patches, write_patch_file
-from ..resize import degrade, mod_crop
-from ..synthetic import synthetic_pair, too_narrow
+from ..data.io import check_writable_folder, read_image, write_image
+from ..data.patches import plan_patches, write_patch_file
+from ..data.resize import degrade, mod_crop
+from ..data.synthetic import synthetic_pair, too_narrow
 
 TESTSET_MOD = 4  # HR mod-crop shared by x2 and x4
 

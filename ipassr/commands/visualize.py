@@ -7,8 +7,8 @@ from pathlib import Path
 
 from . import add_weights_arguments, network_options, option_type
 from ..errors import IpassrError
-from ..inference import load_model
-from ..io import read_image, read_stereo_pair
+from ..inference.api import load_model
+from ..data.io import read_image, read_stereo_pair
 from ..sizes import parse_memory_size
 from ..visualize import visualize_pair
 

@@ -23,9 +23,9 @@ else:  # Python 3.10: the same parser, published as tomli
     import tomli as tomllib
 
 from ..errors import IpassrError
-from ..io import PathLike, atomic_path
-from ..losses import LossConfig
-from ..model import ModelConfig
+from ..data.io import PathLike, atomic_path
+from ..models.losses import LossConfig
+from ..models.ipassr import ModelConfig
 
 # Keys that define the network's shape or forward pass: a resumed run must not change them.
 ARCHITECTURE_KEYS = ("scale", "attention", "whitening", "valid_mask")

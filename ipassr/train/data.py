@@ -19,14 +19,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import IpassrError
-from ..io import PathLike
+from ..data.io import PathLike
 from .interrupts import ignore_interrupts
 
 Item = tuple[int, bool, bool, int, int]  # (patch index, hflip+swap, vflip, crop top, crop left)
 
 
 class PatchSource(Protocol):
-    """What training reads patches from: ``ipassr.patches.PatchFile`` or ``ArrayPatches``."""
+    """What training reads patches from: ``ipassr.data.patches.PatchFile`` or ``ArrayPatches``."""
 
     scale: int
 
@@ -59,7 +59,7 @@ class ArrayPatches:
 
 def open_patches(path: PathLike) -> PatchSource:
     """Open a patch file written by ``ipassr prepare patches`` (memory-mapped)."""
-    from ..patches import PatchFile
+    from ..data.patches import PatchFile
 
     source = PatchFile(path)
     if len(source) == 0:
@@ -74,8 +74,8 @@ def patch_shape(source: PatchSource) -> tuple[int, int]:
 
 def motorcycle_patches(scale: int) -> ArrayPatches:
     """Training patches cut from scikit-image's Middlebury Motorcycle pair (smoke runs without data)."""
-    from ..datasets import stereo_motorcycle
-    from ..patches import extract_patches
+    from ..data.datasets import stereo_motorcycle
+    from ..data.patches import extract_patches
 
     left, right, _ = stereo_motorcycle("pass --patches FILE (the smoke preset uses it otherwise)")
     return ArrayPatches(*extract_patches(left, right, scale), scale=scale, name="skimage:motorcycle")

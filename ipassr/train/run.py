@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, IpassrError
-from ..io import PathLike, atomic_path
-from ..model import ARCHITECTURE
+from ..data.io import PathLike, atomic_path
+from ..models.ipassr import ARCHITECTURE
 
 CHECKPOINT_FORMAT = "ipassr-training-checkpoint"
 CHECKPOINT_VERSION = 1

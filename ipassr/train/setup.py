@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import load_into, read_state_dict, transfer_into
+from ..models.checkpoint import load_into, read_state_dict, transfer_into
 from ..errors import IpassrError
-from ..io import PathLike
-from ..model import IPASSR
+from ..data.io import PathLike
+from ..models.ipassr import IPASSR
 from .config import TrainConfig, architecture_differences
 from .data import PatchSource, open_patches, patch_shape
 from .distributed import DistEnv, convert_batchnorm
@@ -86,7 +86,7 @@ def check_data(config: TrainConfig, source: PatchSource, world_size: int) -> Non
         raise IpassrError(f"lr_crop {config.lr_crop[0]}x{config.lr_crop[1]} is larger than the "
                           f"{height}x{width} LR patches of {where}")
     if config.validate is not None:
-        from ..evaluation import find_datasets  # evaluation pulls in the inference stack
+        from ..evaluation.protocol import find_datasets  # evaluation pulls in the inference stack
 
         if not Path(config.validate).is_dir():
             raise IpassrError(f"--validate {config.validate}: no such folder")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..devices import parse_device
-from ..losses import LossConfig, ipassr_loss
+from ..models.losses import LossConfig, ipassr_loss
 from .config import TrainConfig
 from .distributed import DistEnv
 

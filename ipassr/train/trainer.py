@@ -19,10 +19,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..checkpoint import load_into, save_weights
+from ..models.checkpoint import load_into, save_weights
 from ..errors import CheckpointError, IpassrError
-from ..io import PathLike
-from ..model import ARCHITECTURE
+from ..data.io import PathLike
+from ..models.ipassr import ARCHITECTURE
 from .config import TrainConfig, config_from_dict, save_config
 from .data import (Augmentation, EpochBatches, PatchDataset, PatchSource, epoch_plan,
                    make_loader, patch_shape, to_inputs)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..io import PathLike
-from ..model import IPASSR
+from ..data.io import PathLike
+from ..models.ipassr import IPASSR
 
 def validate(network: IPASSR, root: PathLike, scale: int, device: torch.device,
              max_scenes: int | None = None) -> dict[str, dict[str, float]]:
@@ -15,8 +15,8 @@ def validate(network: IPASSR, root: PathLike, scale: int, device: torch.device,
     eval mode (BatchNorm with the image's own statistics) through ``StereoSR``; outputs are clamped
     and quantised to 8 bits before scoring. The network is put back in training mode afterwards.
     """
-    from ..evaluation import Method, evaluate, find_datasets
-    from ..inference import StereoSR
+    from ..evaluation.protocol import Method, evaluate, find_datasets
+    from ..inference.api import StereoSR
 
     class TrainingNetwork(Method):
         label = "training"
@@ -42,9 +42,9 @@ def validate(network: IPASSR, root: PathLike, scale: int, device: torch.device,
 
 def validate_correspondence(network: IPASSR, device: torch.device) -> dict[str, float]:
     """(L+R)/2 correspondence scores of biPAM on scikit-image's Motorcycle pair
-    (``ipassr.correspondence``), in eval mode; the network is put back in its mode afterwards."""
-    from ..correspondence import motorcycle_correspondence, summary_row
-    from ..inference import StereoSR
+    (``ipassr.evaluation.correspondence``), in eval mode; the network is put back in its mode afterwards."""
+    from ..evaluation.correspondence import motorcycle_correspondence, summary_row
+    from ..inference.api import StereoSR
 
     was_training = network.training
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import IpassrError
+from ..errors import IpassrError
 from .io import PathLike, atomic_path
 
 __all__ = ["read_pfm", "write_pfm", "read_disparity", "check_disparity_size", "sgbm_disparity",

@@ -17,16 +17,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import load_network
-from .devices import parse_device
-from .errors import CheckpointError, IpassrError
+from ..models.checkpoint import load_network
+from ..devices import parse_device
+from ..errors import CheckpointError, IpassrError
 from .fast import attention_chunk_cap, memory_budget, plan_inference, stereo_forward
 from .fast.attention import RowAttention
-from .io import (PathLike, image_to_tensor, pil_to_rgb_array, read_stereo_pair, tensor_to_image,
+from ..data.io import (PathLike, image_to_tensor, pil_to_rgb_array, read_stereo_pair, tensor_to_image,
                  write_image)
-from .model import IPASSR
-from .sizes import format_bytes
-from .zoo import PASSRnet
+from ..models.ipassr import IPASSR
+from ..sizes import format_bytes
+from ..models.zoo import PASSRnet
 
 SHIPPED_SCALES = (2, 4)
 
@@ -70,7 +70,7 @@ def resolve_weights(weights: PathLike | None, scale: int | None) -> Path:
     return weights_path(scale)
 
 
-FastForward = Callable[..., tuple]  # the signature of ``ipassr.fast.stereo_forward``
+FastForward = Callable[..., tuple]  # the signature of ``ipassr.inference.fast.stereo_forward``
 
 
 class StereoSR:
@@ -78,7 +78,7 @@ class StereoSR:
 
     The one place that picks how a pair runs: the plain forward (full attention maps asked
     for), the compiled plain forward (``compile`` and the full maps fit the budget), or the fast
-    path (``fast_forward``, default ``ipassr.fast.stereo_forward``: untiled or banded as its
+    path (``fast_forward``, default ``ipassr.inference.fast.stereo_forward``: untiled or banded as its
     planner decides); NAFSSR and PASSRnet run their own forward.
     """
 
@@ -109,7 +109,7 @@ class StereoSR:
                               return_attention: bool = False):
         """Float (B, 3, H, W) pairs in [0, 1] -> raw network output (B, 3, sH, sW), unclamped.
 
-        Without attention maps this runs the fast, memory-bounded path (``ipassr.fast``),
+        Without attention maps this runs the fast, memory-bounded path (``ipassr.inference.fast``),
         equal to the plain forward to float32 rounding, or, with ``compile``, the compiled plain
         forward when its full maps fit the memory budget; ``return_attention`` needs the full
         (B, H, W, W) maps and so runs the plain forward. Outputs are float32 whatever the
@@ -276,7 +276,7 @@ def load_model(weights: PathLike | None = None, *, scale: int | None = None,
 
     ``scale`` picks the shipped weights when ``weights`` is None, and is checked against the file
     otherwise (a mismatch is a ``CheckpointError``). ``max_memory`` bounds the activation memory
-    of one forward pass in bytes (default ``ipassr.fast.default_max_memory``: 4 GiB on the
+    of one forward pass in bytes (default ``ipassr.inference.fast.default_max_memory``: 4 GiB on the
     CPU, half the available memory on a GPU): larger images are processed in chunks of rows
     and, if needed, in bands, with identical results.
     ``dtype`` ("float32", "bfloat16", "float16" or a torch dtype) is the network's precision:
@@ -285,7 +285,7 @@ def load_model(weights: PathLike | None = None, *, scale: int | None = None,
     ``torch.compile`` of the plain forward (compiled once per image size; other pairs take the
     fast path). Equal to float32 rounding; measured slower than the fast path on a CPU
     (bench/README.md), so meant for trying on a GPU (iPASSR only).
-    The file may hold NAFSSR or PASSRnet weights too (``ipassr.zoo``): ``architecture``
+    The file may hold NAFSSR or PASSRnet weights too (``ipassr.models.zoo``): ``architecture``
     ('ipassr', 'nafssr', 'passrnet') and ``size`` (NAFSSR's 'T', 'S', 'B', 'L') are then
     checked against what the file holds.
     """

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..model import Upsampler
+from ...models.ipassr import Upsampler
 from .fusion import conv, conv_plus
 from .stages import as_dense
 

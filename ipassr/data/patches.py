@@ -12,7 +12,7 @@ uint8 NHWC tensors ``lr_left``, ``lr_right`` (N, 30, 90, 3) and ``hr_left``, ``h
 ``version = "1"``, ``scale``, ``lr_patch_height = "30"``, ``lr_patch_width = "90"`` and ``sources``
 (a JSON object: source name -> patch count). Optionally (``prepare patches --hints``, not in the
 paper) a fifth tensor ``hints``, float16 (N, 2, 30, 90): the SGBM disparity of each LR pixel of the
-left and the right view in LR pixels, NaN where unknown (``ipassr.hints``), and metadata
+left and the right view in LR pixels, NaN where unknown (``ipassr.data.hints``), and metadata
 ``hints = "sgbm"``. ``PatchFile`` memory-maps it; the writer streams one image pair at a time into
 place, so memory holds one pair's patches, never the whole set.
 """
@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .datasets import PairFiles, StereoDataset, probe_image
-from .errors import IpassrError
+from ..errors import IpassrError
 from .hints import pair_hints
 from .io import PathLike, atomic_path
 from .resize import degrade, imresize, mod_crop, output_size
@@ -180,7 +180,7 @@ def write_patch_file(path: PathLike, jobs: list[PatchJob], scale: int,
     """Write the patches of every planned pair into one .safetensors file (atomically); return counts.
 
     The file is laid out from the plan first, then each pair's patches are written in place, so only
-    one pair's patches are ever in memory. ``hints``: also SGBM's disparities (``ipassr.hints``).
+    one pair's patches are ever in memory. ``hints``: also SGBM's disparities (``ipassr.data.hints``).
     """
     sources: dict[str, int] = {}
     for job in jobs:

@@ -11,8 +11,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import IpassrError
-from ..model import IPASSR
+from ...errors import IpassrError
+from ...models.ipassr import IPASSR
 from .attention import PER_PIXEL_DETAILS, RowAttention, chunked_parallax_fusion, subnormals_flushed
 from .plan import InferencePlan, plan_inference, stage_halos
 from .stages import (channel_weights, dense_block, dense_group, empty_channels_last,
@@ -209,7 +209,7 @@ def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
     With ``return_details`` a ``RowAttention``
     (valid masks and attention offsets, (B, 1, H, W) each, and the full maps of the image
     rows listed in ``keep_rows``) is returned as a third value. CPU subnormals are flushed
-    to zero meanwhile (``ipassr.fast.attention.subnormals_flushed``: the same result, faster).
+    to zero meanwhile (``ipassr.inference.fast.attention.subnormals_flushed``: the same result, faster).
     """
     views = _prepare(network, left, right).to(next(network.parameters()).dtype)
     batch, height, width = left.shape[0], left.shape[2], left.shape[3]

@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from .errors import ImageReadError, IpassrError
+from ..errors import ImageReadError, IpassrError
 from .io import PathLike, read_image, too_large
 
 __all__ = ["LAYOUTS", "PairFiles", "StereoDataset", "TestScene", "open_dataset", "detect_layout",

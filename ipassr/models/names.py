@@ -1,6 +1,6 @@
 """Which network a checkpoint holds, from its parameter names alone.
 
-Torch-free, so that the CLI can ask before torch starts (``ipassr.startup``); ``ipassr.zoo``
+Torch-free, so that the CLI can ask before torch starts (``ipassr.startup``); ``ipassr.models.zoo``
 detects checkpoints by the same rules. ``names`` is any collection of strings that holds the
 parameter names (a state dict, or the strings of a checkpoint's pickle).
 """

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import LEAKY_SLOPE, AttentionMaps, BiPAM
+from .bipam import LEAKY_SLOPE, AttentionMaps, BiPAM
 
 ARCHITECTURE = "ipassr-v1"
 

@@ -11,13 +11,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .datasets import TestScene, probe_image, stereo_motorcycle
-from .disparity import (check_disparity_size, fill_holes, num_disparities, read_disparity,
+from ..data.datasets import TestScene, probe_image, stereo_motorcycle
+from ..data.disparity import (check_disparity_size, fill_holes, num_disparities, read_disparity,
                         require_opencv, score_disparity, sgbm_disparity)
-from .errors import IpassrError
-from .evaluation import BicubicMethod, Method, plural
-from .io import read_image
-from .resize import degrade, mod_crop
+from ..errors import IpassrError
+from .protocol import BicubicMethod, Method, plural
+from ..data.io import read_image
+from ..data.resize import degrade, mod_crop
 
 MOTORCYCLE = ("Motorcycle", "motorcycle")   # dataset and scene names of the scikit-image pair
 DISPARITY_KEYS = ("epe", "bad1", "bad2", "bad3", "density", "epe_vs_hr")

@@ -24,9 +24,9 @@ from typing import Iterator, NamedTuple, Sequence
 
 import torch
 
-from ..attention import MASK_SHARPNESS, relax_along
-from ..errors import IpassrError
-from ..sizes import FLOAT_BYTES, format_bytes
+from ...models.bipam import MASK_SHARPNESS, relax_along
+from ...errors import IpassrError
+from ...sizes import FLOAT_BYTES, format_bytes
 
 # (rows, W, W) float32 buffers per chunk row: score (reused for the relaxed maps), two softmaxes,
 # and one more for the temporaries of half-precision features and the details (visualize).

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from .disparity import check_disparity_size, lr_blocks
-from .errors import IpassrError
-from .evaluation import plural
-from .inference import to_batch_tensor
-from .io import PathLike
+from ..data.disparity import check_disparity_size, lr_blocks
+from ..errors import IpassrError
+from .protocol import plural
+from ..inference.api import to_batch_tensor
+from ..data.io import PathLike
 
 __all__ = ["CorrespondenceScore", "lr_disparity", "occlusion_from_disparity",
            "right_disparity", "score_view", "score_correspondence", "attention_details",
@@ -174,8 +174,8 @@ def attention_details(model: Any, lr_left: np.ndarray, lr_right: np.ndarray) -> 
 def motorcycle_correspondence(model: Any) -> dict[str, CorrespondenceScore]:
     """Correspondence scores of a ``StereoSR`` model on scikit-image's Motorcycle pair (the demo and
     acceptance scene: MATLAB-bicubic LR, GT disparity brought to LR)."""
-    from .datasets import stereo_motorcycle
-    from .resize import degrade
+    from ..data.datasets import stereo_motorcycle
+    from ..data.resize import degrade
 
     hr_left, hr_right, disparity = stereo_motorcycle()
     scale = model.scale
@@ -194,7 +194,7 @@ def summary_row(scores: dict[str, CorrespondenceScore]) -> dict[str, float]:
 
 def write_scores(path: PathLike, scores: dict[str, Any]) -> None:
     """Write scores (nested dicts of ``CorrespondenceScore``) as JSON, atomically."""
-    from .io import atomic_path
+    from ..data.io import atomic_path
 
     def plain(value):
         if isinstance(value, CorrespondenceScore):

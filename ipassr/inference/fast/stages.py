@@ -1,6 +1,6 @@
 """The network's stages run fast (eval mode, no autograd): no concatenation is ever built, since a
 convolution of concatenated pieces is the sum of the pieces' convolutions, accumulated in place
-with the activations and residuals inside the convolutions (``ipassr.fast.fusion``)."""
+with the activations and residuals inside the convolutions (``ipassr.inference.fast.fusion``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import LEAKY_SLOPE, BiPAM
-from ..model import IPASSR, ChannelAttention, ResidualDenseBlock, ResidualDenseGroup
+from ...models.bipam import LEAKY_SLOPE, BiPAM
+from ...models.ipassr import IPASSR, ChannelAttention, ResidualDenseBlock, ResidualDenseGroup
 from .fusion import conv, conv_accumulate_, conv_plus
 
 
@@ -34,7 +34,7 @@ def conv_of_concat(pieces: Sequence[torch.Tensor], weight: torch.Tensor,
     """``conv2d(cat(pieces, dim=1), weight, bias) (+ plus)`` without the concatenation.
 
     Each piece is convolved with its slice of ``weight`` and accumulated in place into the
-    output (``ipassr.fast.fusion``), so the concatenation never exists: no buffer, no copies into
+    output (``ipassr.inference.fast.fusion``), so the concatenation never exists: no buffer, no copies into
     it, no channel-slice copies for the convolutions. Same FLOPs; equal to float32 rounding.
     """
     first = weight[:, :pieces[0].shape[1]]

@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .errors import IpassrError
+from ..errors import IpassrError
 
 __all__ = ["imresize", "imresize_tensor", "resize_weights", "output_size", "mod_crop", "degrade"]
 

@@ -37,7 +37,7 @@ def relax_along(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS,
                 out: torch.Tensor | None = None) -> torch.Tensor:
     """Sum of ``maps`` shifted by -pixels..+pixels along ``dim`` (zero-filled), into ``out``
     (default: a new tensor). The one relaxation of eq. 7, for training and the fast path alike;
-    export writes it out-of-place (``ipassr.export``: in-place writes fix ONNX's batch size)."""
+    export writes it out-of-place (``ipassr.inference.export``: in-place writes fix ONNX's batch size)."""
     relaxed = maps.clone() if out is None else out.copy_(maps)
     size = maps.shape[dim]
     for shift in range(1, min(pixels, size - 1) + 1):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageReadError, IpassrError
+from ..errors import ImageReadError, IpassrError
 
 PathLike = str | os.PathLike
 

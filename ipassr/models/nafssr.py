@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..network_names import is_nafssr
+from .names import is_nafssr
 
 ARCHITECTURE = "nafssr"
 SIZES = {"T": (48, 16), "S": (64, 32), "B": (96, 64), "L": (128, 128)}  # width, blocks

@@ -2,7 +2,7 @@
 
 The exported graph is the plain eval-mode forward: each view's BatchNorm uses its own
 statistics and the full (B, H, W, W) attention maps are computed (memory grows with H * W^2 in
-the runtime; the row-chunked and tiled paths of ``ipassr.fast`` are Python loops and are not
+the runtime; the row-chunked and tiled paths of ``ipassr.inference.fast`` are Python loops and are not
 part of the graph). Each view goes through the trunk separately, so nothing in the graph depends
 on the batch size.
 
@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import MASK_SHARPNESS, RELAX_PIXELS, BiPAM
-from .errors import IpassrError
-from .io import PathLike, atomic_path
-from .model import IPASSR
+from ..models.bipam import MASK_SHARPNESS, RELAX_PIXELS, BiPAM
+from ..errors import IpassrError
+from ..data.io import PathLike, atomic_path
+from ..models.ipassr import IPASSR
 
 FORMATS = ("onnx", "torchscript")
 TRACE_SIZE = (1, 16, 24)  # batch, height, width of the tracing example
@@ -229,7 +229,7 @@ def zoo_export_module(network: nn.Module) -> nn.Module:
 
     NAFSSR's test-time pooling depends on the image size, so its check also runs at a size past
     the pooling window (``check_sizes``). PASSRnet's valid-mask morphology, SciPy at inference,
-    is recorded as TorchScript code in the graph (``ipassr.zoo.morphology``: connected components
+    is recorded as TorchScript code in the graph (``ipassr.models.morphology``: connected components
     by a loop that runs until they settle; ONNX keeps it as a Loop).
     """
     return ZooExportForward(network)

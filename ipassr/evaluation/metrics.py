@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import IpassrError
+from ..errors import IpassrError
 
 __all__ = ["psnr", "ssim", "PairScore", "score_pair", "LEFT_CROP", "SSIM_DEFINITION"]
 

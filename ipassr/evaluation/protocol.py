@@ -5,7 +5,7 @@ A dataset root holds one folder per dataset, each ``<Dataset>/hr/<scene>/hr0.png
 network (``WeightsMethod``), results on disk (``SrDirMethod``, ``D/<Dataset>/<scene>_L.png, _R.png``)
 or MATLAB-exact bicubic upsampling (``BicubicMethod``). Every input is checked from image headers
 before any scoring (sizes, scale, missing results, grey/RGB mix, the 64-column crop), so a run never
-scores a partial set silently. Scores follow ``ipassr.metrics`` (paper Sec. 4.1; the protocol in docs/evaluation.md).
+scores a partial set silently. Scores follow ``ipassr.evaluation.metrics`` (paper Sec. 4.1; the protocol in docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .datasets import TestScene, probe_image, read_testset, subdirectories
-from .errors import ImageReadError, IpassrError
-from .io import PathLike, atomic_path, read_image
+from ..data.datasets import TestScene, probe_image, read_testset, subdirectories
+from ..errors import ImageReadError, IpassrError
+from ..data.io import PathLike, atomic_path, read_image
 from .metrics import LEFT_CROP, SSIM_DEFINITION, PairScore, score_pair
-from .resize import imresize
+from ..data.resize import imresize
 
 __all__ = ["Method", "BicubicMethod", "SrDirMethod", "WeightsMethod", "find_datasets", "check_inputs",
            "evaluate", "Report", "format_table", "format_markdown", "METRIC_KEYS"]
@@ -106,7 +106,7 @@ class WeightsMethod(Method):
 
     def load(self) -> None:
         """Load the network (checks the file's scale against the evaluation scale)."""
-        from .inference import load_model  # torch only when a network is scored (not for --sr-dir)
+        from ..inference.api import load_model  # torch only when a network is scored (not for --sr-dir)
 
         self._model = load_model(self.weights, scale=self.scale, device=self.device)
         if self._model.scale != self.scale:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import IpassrError
-from ..model import IPASSR
-from ..sizes import FLOAT_BYTES, format_bytes
+from ...errors import IpassrError
+from ...models.ipassr import IPASSR
+from ...sizes import FLOAT_BYTES, format_bytes
 from .attention import DEFAULT_ATTENTION_MEMORY, attention_row_bytes
 
 DEFAULT_MAX_MEMORY = 4 * 2 ** 30  # bytes of activations one forward pass may use (CPU)

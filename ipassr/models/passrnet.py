@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import IpassrError
-from ..network_names import is_passrnet
+from .names import is_passrnet
 from .morphology import (CLOSING_RADIUS, SMALL_HOLE, SMALL_OBJECT, disk,  # shared with the graph
                          scripted_cleaner)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import IpassrError
+from ..errors import IpassrError
 
 __all__ = ["segment_disparity", "render_right_view", "synthetic_pair", "too_narrow"]
 

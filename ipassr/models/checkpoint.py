@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import CheckpointError
-from .io import PathLike, atomic_path
-from .model import ARCHITECTURE, IPASSR, ModelConfig
+from ..errors import CheckpointError
+from ..data.io import PathLike, atomic_path
+from .ipassr import ARCHITECTURE, IPASSR, ModelConfig
 from .zoo import ARCHITECTURES, NAMES, build_network, detect_architecture, to_our_names
 
 WEIGHTS_FORMAT = "ipassr-weights"

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from . import nafssr, passrnet
+from . import nafssr
+from . import passrnet
 from .nafssr import NAFSSR, NAFSSRConfig
 from .passrnet import PASSRnet, PASSRnetConfig
 

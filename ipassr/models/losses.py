@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from .attention import AttentionMaps, row_transfer
+from .bipam import AttentionMaps, row_transfer
 
 LOSS_TERMS = ("sr", "photo", "smooth", "cycle", "cons")
 
@@ -105,7 +105,7 @@ def consistency_loss(y_left, y_right, maps: AttentionMaps) -> torch.Tensor:
 def hint_loss(maps: AttentionMaps, hints: torch.Tensor) -> torch.Tensor:
     """Not in the paper: the cross-entropy of each attention row at the column a disparity hint names.
 
-    ``hints`` (B, 2, H, W): LR disparities of the left and right view (``ipassr.hints``), NaN where
+    ``hints`` (B, 2, H, W): LR disparities of the left and right view (``ipassr.data.hints``), NaN where
     unknown. Left pixel x should attend to right column x - d, right pixel x to left x + d; a
     fractional column splits the target between its two neighbours. Rows whose hinted column is
     unknown or outside the patch do not count; the mean is over the counted rows, per view.

@@ -1,0 +1,12 @@
+"""Images and stereo data: reading and writing, dataset layouts, patches, degradation, matching.
+
+| module | what it holds |
+| --- | --- |
+| ``io`` | reading and writing images (atomically), images <-> tensors |
+| ``datasets`` | readers for the real dataset layouts (Middlebury, KITTI, Flickr1024, ...) |
+| ``patches`` | the training patch file (safetensors) and its extraction |
+| ``resize`` | MATLAB-exact bicubic ``imresize`` |
+| ``synthetic`` | synthetic stereo pairs from single images |
+| ``hints`` | disparity hints for training (SGBM on the HR pair) |
+| ``disparity`` | stereo matching (SGBM), PFM files, LR blocks |
+"""

@@ -1,0 +1,8 @@
+"""Running a trained network: the ``StereoSR`` API, the fast memory-bounded path, and export.
+
+| module | what it holds |
+| --- | --- |
+| ``api`` | ``load_model`` and ``StereoSR``: the one place that picks how a pair runs |
+| ``fast`` | iPASSR's memory-bounded fast forward (plan, stages, chunked attention, fusion) |
+| ``export`` | ONNX and TorchScript export |
+"""
