@@ -3,6 +3,7 @@
 | module | what it holds |
 | --- | --- |
 | ``io`` | reading and writing images (atomically), images <-> tensors |
+| ``layouts`` | stereo layouts (side by side, top-bottom, half size) split and joined; red-cyan anaglyph |
 | ``datasets`` | readers for the real dataset layouts (Middlebury, KITTI, Flickr1024, ...) |
 | ``patches`` | the training patch file (safetensors) and its extraction |
 | ``resize`` | MATLAB-exact bicubic ``imresize`` |
