@@ -75,3 +75,19 @@ def test_anaglyph_keeps_the_larger_alpha():
     left, right = _views((2, 2, 4))
     left[..., 3], right[..., 3] = 10, 200
     assert (layouts.anaglyph(left, right)[..., 3] == 200).all()
+
+
+def test_half_size_eyes_are_stretched_to_their_display_aspect_and_back():
+    left, right = _views((6, 5, 3))
+    sbs2 = layouts.get_layout("sbs2l")
+    wide_left, wide_right = layouts.convert_views(left, right, sbs2, layouts.get_layout("sbsl"))
+    assert wide_left.shape == (6, 10, 3) and wide_left.dtype == np.uint8
+    back_left, _ = layouts.convert_views(wide_left, wide_right, None, sbs2)
+    assert back_left.shape == (6, 5, 3)
+    tall_left, _ = layouts.convert_views(left, right, layouts.get_layout("tb2r"), None)
+    assert tall_left.shape == (12, 5, 3)
+    flat = np.full((4, 4), 1000, np.uint16)
+    assert (layouts.convert_views(flat, flat, sbs2, None)[0] == 1000).all()  # a flat eye stays flat
+    assert layouts.convert_views(left, right, sbs2, layouts.get_layout("sbs2r"))[0] is left
+    turned, _ = layouts.convert_views(left, right, sbs2, layouts.get_layout("tb2l"))
+    assert turned.shape == (3, 10, 3)  # half width -> half height: the eye keeps its aspect

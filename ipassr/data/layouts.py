@@ -5,7 +5,8 @@ A layout puts the two views side by side (``sbs``) or one above the other (``tb`
 cross-eyed). The half-size layouts (``sbs2l``, ``tb2l``, ...) store each eye squeezed to half
 width or half height; their views are split and joined as stored, and ``display_size`` says
 how large each eye is meant to be shown. Images are arrays (H, W) or (H, W, C) of any dtype;
-``split`` returns views of its input (no copy), ``join`` one new array.
+``split`` returns views of its input (no copy), ``join`` one new array; ``convert_views``
+stretches half-size eyes back to their display aspect (or squeezes full-size ones).
 """
 
 from __future__ import annotations
@@ -88,6 +89,37 @@ def join(left: np.ndarray, right: np.ndarray, layout: str | Layout,
                           "they must have the same size to be joined")
     pair = (left, right) if layout.left_first else (right, left)
     return np.concatenate(pair, axis=layout.axis, out=out)
+
+
+def convert_views(left: np.ndarray, right: np.ndarray, source: Layout | None,
+                  target: Layout | None) -> tuple[np.ndarray, np.ndarray]:
+    """Views stored for ``source`` -> views stored for ``target`` (None: full-size eyes).
+
+    A half-size eye going to a full-size output (sbsl, tbl, MPO, two files, anaglyph) is stretched
+    back to its display aspect; a full-size eye going to a half-size layout is squeezed (both
+    MATLAB bicubic along the one axis, rounded back to the dtype); otherwise the views pass as they are.
+    """
+    source_half = source is not None and source.half
+    target_half = target is not None and target.half
+    if source_half and target_half and source.axis == target.axis:
+        return left, right
+    views = [left, right]
+    if source_half:
+        views = [_resize_one_axis(view, source.axis, 2.0) for view in views]
+    if target_half:
+        views = [_resize_one_axis(view, target.axis, 0.5) for view in views]
+    return views[0], views[1]
+
+
+def _resize_one_axis(image: np.ndarray, axis: int, factor: float) -> np.ndarray:
+    """MATLAB bicubic along one axis by ``factor`` (x2 or /2, antialiased), in the image's dtype."""
+    from .resize import output_size, resize_axis
+
+    values = resize_axis(image, axis, output_size(image.shape[axis], factor), factor)
+    if image.dtype.kind in "ui":
+        info = np.iinfo(image.dtype)
+        return np.clip(np.floor(values + 0.5), info.min, info.max).astype(image.dtype)
+    return values.astype(image.dtype)
 
 
 def _size(image: np.ndarray) -> str:

@@ -69,8 +69,8 @@ def resize_weights(in_length: int, out_length: int, scale: float) -> tuple[np.nd
     return np.ascontiguousarray(weights[:, keep]), np.ascontiguousarray(indices0[:, keep])
 
 
-def _resize_axis_uint8(image: np.ndarray, axis: int, out_length: int, scale: float) -> np.ndarray:
-    """One MATLAB pass along ``axis`` of a uint8 array (H, W, C), rounded to uint8 like imresizemex."""
+def resize_axis(image: np.ndarray, axis: int, out_length: int, scale: float) -> np.ndarray:
+    """One MATLAB bicubic pass along ``axis`` of an array of any dtype -> float64, unrounded."""
     weights, indices = resize_weights(image.shape[axis], out_length, float(scale))
     source = image.astype(np.float64)
     shape = [1] * image.ndim
@@ -78,6 +78,12 @@ def _resize_axis_uint8(image: np.ndarray, axis: int, out_length: int, scale: flo
     total = np.zeros(image.shape[:axis] + (out_length,) + image.shape[axis + 1:], dtype=np.float64)
     for tap in range(weights.shape[1]):  # loop over the few kernel taps, vectorised over pixels
         total += weights[:, tap].reshape(shape) * np.take(source, indices[:, tap], axis=axis)
+    return total
+
+
+def _resize_axis_uint8(image: np.ndarray, axis: int, out_length: int, scale: float) -> np.ndarray:
+    """One MATLAB pass along ``axis`` of a uint8 array (H, W, C), rounded to uint8 like imresizemex."""
+    total = resize_axis(image, axis, out_length, scale)
     # MATLAB rounds half away from zero and saturates; values are >= -0.5 here, so floor(x + 0.5).
     return np.clip(np.floor(total + 0.5), 0, 255).astype(np.uint8)
 
