@@ -16,7 +16,8 @@ import numpy as np
 
 from .data.datasets import stereo_motorcycle
 from .inference.api import StereoSR
-from .data.io import PathLike, atomic_path, read_stereo_pair, write_image
+from .data.io import PathLike, atomic_path, write_image
+from .data.media import read_views
 from .evaluation.metrics import score_pair
 from .data.resize import degrade, imresize, mod_crop
 from .visualize import comparison, visualize_pair
@@ -60,8 +61,8 @@ def motorcycle_pair(scale: int) -> DemoPair:
 
 def own_pair(left: PathLike, right: PathLike) -> DemoPair:
     """A user's pair, used as the LR input (no ground truth, so no scores)."""
-    lr_left, lr_right = read_stereo_pair(left, right)
-    return DemoPair(f"{left} + {right}", lr_left, lr_right)
+    photo = read_views(left, right)
+    return DemoPair(f"{left} + {right}", photo.left, photo.right)
 
 
 def run_demo(model: StereoSR, pair: DemoPair, output_dir: PathLike, weights_label: str

@@ -15,8 +15,10 @@ from . import add_weights_arguments, network_options
 from ..data.datasets import IMAGE_SUFFIXES
 from ..errors import IpassrError
 from ..inference.api import PRECISIONS, StereoSR, load_model
-from ..data.io import (check_writable_folder, image_to_tensor, read_stereo_pair, tensor_to_image,
-                  write_image)
+from ..data.io import check_writable_folder, image_to_tensor, tensor_to_image, write_image
+from ..data.layouts import layout_names
+from ..data.media import (JPS_SUFFIXES, StereoImage, StereoTarget, plan_target, read_stereo,
+                          read_views, write_stereo)
 from .visualize import memory_size
 
 LEFT_NAME, RIGHT_NAME = "lr0.png", "lr1.png"
@@ -26,7 +28,10 @@ SIDE_NAME = re.compile(r"^(?P<stem>.+)_(?P<side>[LR])$")
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "infer", help="super-resolve a stereo pair or a folder of pairs",
-        description="Super-resolve a stereo pair (--left/--right) or every pair of --input-dir: "
+        description="Super-resolve a stereo pair (--left/--right, or --input: an MPO, JPS or "
+                    "spatial HEIC photo, or a side-by-side or top-bottom picture with --layout) "
+                    "into two files (--output-left/--output-right) or one (--output: .mpo, .jps, "
+                    "or a picture in --output-layout), or every pair of --input-dir: "
                     f"scene subfolders holding {LEFT_NAME} = left and {RIGHT_NAME} = right, or "
                     "<name>_L.png / <name>_R.png files. Folder runs skip pairs whose outputs "
                     "exist, carry on past bad pairs and list them at the end; under torchrun "
@@ -34,8 +39,20 @@ def add_parser(subparsers) -> None:
     add_weights_arguments(parser)
     parser.add_argument("--left", type=Path, help="left view")
     parser.add_argument("--right", type=Path, help="right view")
+    parser.add_argument("--input", type=Path,
+                        help="one file holding both views: an MPO, JPS or spatial HEIC photo, or "
+                             "a picture in --layout")
+    parser.add_argument("--layout", metavar="L",
+                        help="how --input's views sit: " + layout_names() + " (read from the file "
+                             "for MPO, JPS and HEIC)")
     parser.add_argument("--output-left", type=Path, help="where to write the SR left view")
     parser.add_argument("--output-right", type=Path, help="where to write the SR right view")
+    parser.add_argument("--output", type=Path,
+                        help="one file for both SR views: .mpo, .jps, or a picture in "
+                             "--output-layout (default: the input's layout, else sbsl)")
+    parser.add_argument("--output-layout", metavar="L",
+                        help=f"layout of --output: {layout_names()} or anaglyph (red-cyan); a "
+                             "full-size layout restores each eye's aspect from a half-size input")
     parser.add_argument("--input-dir", type=Path, help="folder of scene subfolders")
     parser.add_argument("--output-dir", type=Path, help="writes <scene>_L.png and <scene>_R.png")
     parser.add_argument("--overwrite", action="store_true",
@@ -59,26 +76,62 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pair_args = (args.left, args.right, args.output_left, args.output_right)
+    single = {"--left": args.left, "--right": args.right, "--input": args.input,
+              "--layout": args.layout, "--output-left": args.output_left,
+              "--output-right": args.output_right, "--output": args.output,
+              "--output-layout": args.output_layout}
     if args.input_dir is not None:
-        if any(a is not None for a in pair_args):
-            raise IpassrError("use either --input-dir/--output-dir or --left/--right, not both")
+        given = [flag for flag, value in single.items() if value is not None]
+        if given:
+            raise IpassrError(f"use either --input-dir/--output-dir or {', '.join(given)}, not both")
         if args.output_dir is None:
             raise IpassrError("--input-dir needs --output-dir")
         if args.batch_size < 1:
             raise IpassrError(f"--batch-size must be at least 1, got {args.batch_size}")
         return run_folder(args)
-    missing = [flag for flag, value in zip(
-        ("--left", "--right", "--output-left", "--output-right"), pair_args) if value is None]
-    if missing:
-        raise IpassrError(f"missing {', '.join(missing)} (or use --input-dir/--output-dir)")
-    check_outputs([args.left, args.right], [args.output_left, args.output_right])
+    photo, inputs = read_input(args)
+    target = plan_output(args, photo)
+    check_outputs(inputs, target.paths)
     model = load_model(args.weights, scale=args.scale, device=args.device,
                        max_memory=args.max_memory, dtype=args.dtype, compile=args.compile,
                        **network_options(args))
-    model.super_resolve_files(args.left, args.right, args.output_left, args.output_right)
-    print(f"wrote {args.output_left} and {args.output_right} (x{model.scale})")
+    write_stereo(target, model.super_resolve_photo(photo))
+    print(f"wrote {target.describe()} (x{model.scale})")
     return 0
+
+
+def read_input(args: argparse.Namespace) -> tuple[StereoImage, list[Path]]:
+    """The pair to super-resolve: --input FILE (with --layout for a plain picture) or --left and
+    --right; read before the network loads, so bad input costs nothing."""
+    if args.input is not None:
+        if args.left is not None or args.right is not None:
+            raise IpassrError("use either --input (one file holding both views) or --left/--right")
+        return read_stereo(args.input, args.layout), [args.input]
+    if args.left is None or args.right is None:
+        missing = [flag for flag, value in (("--left", args.left), ("--right", args.right))
+                   if value is None]
+        raise IpassrError(f"missing {', '.join(missing)} (or --input FILE for one file holding "
+                          "both views, or --input-dir/--output-dir)")
+    if args.layout is not None:
+        raise IpassrError("--layout says how --input's views sit; --left/--right are one view each")
+    return read_views(args.left, args.right), [args.left, args.right]
+
+
+def plan_output(args: argparse.Namespace, photo: StereoImage) -> StereoTarget:
+    """Where the SR pair goes: --output FILE, or --output-left and --output-right."""
+    if args.output is not None:
+        if args.output_left is not None or args.output_right is not None:
+            raise IpassrError("use either --output (one file for both views) or "
+                              "--output-left/--output-right")
+        return plan_target(args.output, output_layout=args.output_layout,
+                           source_layout=photo.layout)
+    missing = [flag for flag, value in (("--output-left", args.output_left),
+                                        ("--output-right", args.output_right)) if value is None]
+    if missing:
+        raise IpassrError(f"missing {', '.join(missing)} (or --output FILE for one file holding "
+                          "both views)")
+    return plan_target(output_left=args.output_left, output_right=args.output_right,
+                       output_layout=args.output_layout)
 
 
 def check_outputs(inputs: list[Path], outputs: list[Path]) -> None:
@@ -91,7 +144,8 @@ def check_outputs(inputs: list[Path], outputs: list[Path]) -> None:
         seen.setdefault(os.path.realpath(path), path)
     named_inputs = set(seen)
     for path in outputs:
-        if Image.registered_extensions().get(path.suffix.lower()) is None:
+        if (path.suffix.lower() not in JPS_SUFFIXES
+                and Image.registered_extensions().get(path.suffix.lower()) is None):
             raise IpassrError(f"{path}: unknown image format '{path.suffix}' (use .png)")
         if path.is_dir():
             raise IpassrError(f"{path}: is a folder; give an image file name")
@@ -234,7 +288,7 @@ def super_resolve_group(model: StereoSR, group: list[Pair], output_dir: Path) ->
     if len(group) == 1:
         model.super_resolve_files(group[0].left, group[0].right, *group[0].outputs(output_dir))
         return
-    views = [read_stereo_pair(pair.left, pair.right) for pair in group]
+    views = [(photo.left, photo.right) for photo in (read_views(p.left, p.right) for p in group)]
     if len({left.shape for left, _ in views}) > 1:  # headers lied or unreadable: one at a time
         for pair in group:
             super_resolve_group(model, [pair], output_dir)

@@ -22,8 +22,8 @@ from ..devices import parse_device
 from ..errors import CheckpointError, IpassrError
 from .fast import attention_chunk_cap, memory_budget, plan_inference, stereo_forward
 from .fast.attention import RowAttention
-from ..data.io import (PathLike, image_to_tensor, pil_to_rgb_array, read_stereo_pair, tensor_to_image,
-                 write_image)
+from ..data.io import PathLike, image_to_tensor, pil_to_rgb_array, tensor_to_image
+from ..data.media import StereoImage, StereoTarget, plan_target, read_stereo, read_views, write_stereo
 from ..models.ipassr import IPASSR
 from ..sizes import format_bytes
 from ..models.zoo import PASSRnet
@@ -245,14 +245,28 @@ class StereoSR:
 
     def super_resolve_files(self, left: PathLike, right: PathLike, output_left: PathLike,
                             output_right: PathLike) -> None:
-        """Read a pair of image files, super-resolve it and write both views as 8-bit images."""
-        left_image, right_image = read_stereo_pair(left, right)
+        """Read a pair of image files, super-resolve it and write both views."""
+        photo = self.super_resolve_photo(read_views(left, right))
+        write_stereo(plan_target(output_left=output_left, output_right=output_right), photo)
+
+    def super_resolve_file(self, input: PathLike, output: PathLike, *, layout: str | None = None,
+                           output_layout: str | None = None) -> StereoTarget:
+        """Super-resolve a stereo photo file (MPO, JPS, spatial HEIC, or a picture in ``layout``)
+        into ``output`` (.mpo, .jps, or a picture in ``output_layout``, default the input's;
+        ``anaglyph`` for red-cyan); returns what was written (``ipassr.data.media``)."""
+        photo = read_stereo(input, layout)
+        target = plan_target(output, output_layout=output_layout, source_layout=photo.layout)
+        write_stereo(target, self.super_resolve_photo(photo))
+        return target
+
+    def super_resolve_photo(self, photo: StereoImage) -> StereoImage:
+        """Both views of a stereo photo super-resolved on their stored pixels (a half-size layout
+        stays half-size: ``write_stereo`` restores the aspect where the output asks for it)."""
         try:
-            sr_left, sr_right = self.super_resolve(left_image, right_image)
-        except IpassrError as error:  # say which pair (e.g. too small, too large for memory)
-            raise IpassrError(f"{left} and {right}: {error}") from None
-        write_image(output_left, sr_left)
-        write_image(output_right, sr_right)
+            sr_left, sr_right = self.super_resolve(photo.left, photo.right)
+        except IpassrError as error:  # say which photo (e.g. too small, too large for memory)
+            raise IpassrError(f"{photo.name}: {error}") from None
+        return photo.with_views(sr_left, sr_right)
 
 
 def other_network_bytes(network: torch.nn.Module, batch: int, height: int, width: int) -> int:
