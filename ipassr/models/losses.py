@@ -9,11 +9,14 @@ and each can be switched off, which is what the paper's Table 2 ablates.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .bipam import AttentionMaps, row_transfer
+from .training import TrainingObjective
 
 LOSS_TERMS = ("sr", "photo", "smooth", "cycle", "cons")
 
@@ -169,6 +172,38 @@ def ipassr_loss(sr_left: torch.Tensor, sr_right: torch.Tensor, hr_left: torch.Te
         total = total + config.hint_weight * terms["hint"]
     terms["total"] = total
     return terms
+
+
+def loss_config(config: Any) -> LossConfig:
+    """The loss terms a training config asks for (``ipassr.train.TrainConfig``'s names).
+
+    Asymmetric training (views = left) has no right SR view, and L_cons needs both SR views
+    (Y_R = down(|HR_R - SR_R|) is warped onto the left), so it drops L_cons.
+    """
+    return LossConfig(sr=config.loss_sr, photo=config.loss_photo, smooth=config.loss_smooth,
+                      cycle=config.loss_cycle, cons=config.loss_cons and config.views == "both",
+                      residual_photo=config.residual_photo, residual_cycle=config.residual_cycle,
+                      residual_cons=config.residual_cons, weight=config.loss_weight,
+                      views=config.views, hint_weight=config.hint_weight)
+
+
+def training_objective(config: Any) -> TrainingObjective:
+    """iPASSR's training step (the paper's, by default): the forward with biPAM's maps and the
+    enabled terms of ``ipassr_loss``; ``inputs[4]``, when present, are the disparity hints."""
+    terms = loss_config(config)
+
+    def forward(model: nn.Module, inputs: tuple[torch.Tensor, ...], step: int):
+        return model(inputs[0], inputs[1], return_attention=True)
+
+    def loss(outputs: Any, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        sr_left, sr_right, maps = outputs
+        lr_left, lr_right, hr_left, hr_right = inputs[:4]
+        return ipassr_loss(sr_left, sr_right, hr_left, hr_right, lr_left, lr_right, maps,
+                           config.scale, terms, hints=inputs[4] if len(inputs) > 4 else None)
+
+    return TrainingObjective(forward, loss, options=frozenset(
+        {"loss_sr", "loss_photo", "loss_smooth", "loss_cycle", "loss_cons", "residual_photo",
+         "residual_cycle", "residual_cons", "loss_weight", "hint_weight", "views"}))
 
 
 def _consistency_inputs(sr_left, sr_right, hr_left, hr_right, scale: int, config: LossConfig):

@@ -1,5 +1,5 @@
 """NAFSSR (Chu, Chen and Yu, "NAFSSR: Stereo Image Super-Resolution Using NAFNet", CVPRW 2022),
-as the official class behaves in eval mode.
+as the official class behaves in eval mode and trains (``training_objective``: the official step).
 
 A Siamese stack of NAFBlocks with a stereo cross-attention module (SCAM) after every block:
 ``intro`` conv -> [NAFBlock on each view, then SCAM between the views] x blocks -> 3x3 conv to
@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .names import is_nafssr
+from .training import TrainingObjective, pixel_error
 
 ARCHITECTURE = "nafssr"
 SIZES = {"T": (48, 16), "S": (64, 32), "B": (96, 64), "L": (128, 128)}  # width, blocks
@@ -121,7 +122,8 @@ class SimplifiedChannelAttention(nn.Module):
         self.window = window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        fits = x.shape[-2] <= self.window[0] and x.shape[-1] <= self.window[1]
+        if self.training and fits:  # the official pool's global branch (a training crop fits)
             pooled = x.mean(dim=(2, 3), keepdim=True)
         else:
             pooled = local_average(x, self.window)
@@ -190,7 +192,7 @@ class SCAM(nn.Module):
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         query_left, query_right, value_left, value_right = self.embeddings(left, right)
-        if self.attention_memory is None:  # whole maps, no in-place writes (exports)
+        if self.attention_memory is None or self.training:  # whole maps (exports, autograd)
             scores = self.scores(query_left, query_right)
             from_right = torch.matmul(torch.softmax(scores, dim=-1), value_right)
             from_left = torch.matmul(torch.softmax(scores.transpose(-1, -2), dim=-1), value_left)
@@ -217,6 +219,16 @@ class SCAM(nn.Module):
                                                         right[:, :, row:row + 1])
         scores = self.scores(query_left, query_right)[:, 0]
         return torch.softmax(scores, dim=-1), torch.softmax(scores.transpose(-1, -2), dim=-1)
+
+
+def drop_path_factors(blocks: int, rate: float, seed: int) -> list[float | None]:
+    """Per block: 0.0 to skip it (probability ``rate``), else its residual scale 1 / (1 - rate);
+    None everywhere when ``rate`` is 0 (the official block then runs unscaled). Drawn from
+    ``seed`` alone, so every process of a distributed run and a resumed run draw the same."""
+    if rate <= 0:
+        return [None] * blocks
+    draws = torch.rand(blocks, generator=torch.Generator().manual_seed(seed))
+    return [0.0 if float(d) < rate else 1.0 / (1.0 - rate) for d in draws]
 
 
 class NAFSSRBlock(nn.Module):
@@ -261,18 +273,28 @@ class NAFSSR(nn.Module):
         for block in self.blocks:
             block.cross_attention.attention_memory = None if budget is None else max(1, int(budget))
 
-    def features(self, left: torch.Tensor, right: torch.Tensor, upto: int | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both views' features after ``upto`` blocks (all by default)."""
+    def features(self, left: torch.Tensor, right: torch.Tensor, upto: int | None = None,
+                 drop_path: tuple[float, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both views' features after ``upto`` blocks (all by default); ``drop_path`` in training."""
         left, right = self.intro(left), self.intro(right)
-        for block in self.blocks[:upto]:
-            left, right = block(left, right)
+        blocks = self.blocks[:upto]
+        factors = drop_path_factors(len(blocks), *drop_path) if self.training and drop_path \
+            else [None] * len(blocks)
+        for block, factor in zip(blocks, factors):
+            if factor is None:
+                left, right = block(left, right)
+            elif factor:  # the official DropPath: x + (block(x) - x) / (1 - rate)
+                new_left, new_right = block(left, right)
+                left, right = left + factor * (new_left - left), right + factor * (new_right - right)
         return left, right
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, left: torch.Tensor, right: torch.Tensor,
+                drop_path: tuple[float, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """SR views; in training mode ``drop_path = (rate, seed)`` skips whole blocks (both views)
+        with probability ``rate``, as the official training does (drawn from ``seed``)."""
         if left.shape != right.shape:
             raise ValueError(f"left {tuple(left.shape)} and right {tuple(right.shape)} differ")
-        feat_left, feat_right = self.features(left, right)
+        feat_left, feat_right = self.features(left, right, drop_path=drop_path)
         return (self._reconstruct(feat_left, left), self._reconstruct(feat_right, right))
 
     def _reconstruct(self, features: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
@@ -288,6 +310,27 @@ class NAFSSR(nn.Module):
         block_module = self.blocks[index]
         inner_left, inner_right = block_module.block(feat_left), block_module.block(feat_right)
         return block_module.cross_attention.row_maps(inner_left, inner_right, row)
+
+
+def training_objective(config: Any) -> TrainingObjective:
+    """The official training step's objective (BasicSR's ImageRestorationModel): the pixel loss
+    (the recipe's MSE, ``config.loss``) of both views, drop path at ``config.drop_path_rate``
+    (the recipes: 0, 0.1, 0.2, 0.3 for T, S, B, L), and BasicSR's ``0 * sum(parameters)``, which
+    gives a block that drop path skipped zero gradients rather than none (AdamW still moves it)."""
+
+    def forward(model: nn.Module, inputs: tuple[torch.Tensor, ...], step: int):
+        rate = config.drop_path_rate
+        seed = (config.seed * 1_000_003 + 2 ** 40 + step) % 2 ** 63  # apart from the data plans'
+        drop_path = (rate, seed) if rate > 0 else None
+        sr_left, sr_right = model(inputs[0], inputs[1], drop_path=drop_path)
+        anchor = sum(p.sum() for p in model.parameters()) * 0.0
+        return sr_left, sr_right, anchor
+
+    def loss(outputs: Any, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        sr = pixel_error(config.loss, tuple(outputs[:2]), inputs[2:4])
+        return {"sr": sr, "total": sr + outputs[2]}
+
+    return TrainingObjective(forward, loss, options=frozenset({"loss", "drop_path_rate"}))
 
 
 # Official (BasicSR) parameter names -> ours; the official class wraps each block in DropPath
@@ -324,5 +367,6 @@ def config_from_state(state: Mapping[str, torch.Tensor]) -> NAFSSRConfig:
     return NAFSSRConfig(scale, width, blocks)
 
 
-__all__ = ["NAFSSR", "NAFSSRConfig", "SCAM", "NAFBlock", "SIZES", "local_average",
+__all__ = ["NAFSSR", "NAFSSRConfig", "SCAM", "NAFBlock", "SIZES", "local_average", "drop_path_factors",
+           "training_objective",
            "official_to_ours", "is_nafssr", "is_official", "config_from_state", "ARCHITECTURE"]

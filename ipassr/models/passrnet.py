@@ -1,5 +1,6 @@
 """PASSRnet (Wang et al., "Learning Parallax Attention for Stereo Image Super-Resolution",
-CVPR 2019), as the official code behaves in evaluation (``is_training=0``).
+CVPR 2019), as the official code behaves in evaluation (``is_training=0``) and trains
+(``is_training=1``: ``forward(..., return_attention=True)`` and ``training_objective``).
 
 Feature extraction (conv, residual blocks and residual atrous-spatial-pyramid blocks) on each view,
 the parallax attention module (PAM) that warps right features onto the left view along rows and
@@ -25,13 +26,17 @@ checkpoints load as they are.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import IpassrError
+from .bipam import AttentionMaps
+from .losses import photometric_loss, smoothness_loss
+from .training import PIXEL_LOSSES, TrainingObjective
 from .names import is_passrnet
 from .morphology import (CLOSING_RADIUS, SMALL_HOLE, SMALL_OBJECT, disk,  # shared with the graph
                          scripted_cleaner)
@@ -173,6 +178,20 @@ class ParallaxAttention(nn.Module):
         return fused, valid
 
 
+    def training_forward(self, left: torch.Tensor, right: torch.Tensor
+                         ) -> tuple[torch.Tensor, AttentionMaps]:
+        """The official training pass (``is_training=1``): the fused left features and the
+        whole maps M_R->L (B, H, W_left, W_right), M_L->R with the valid masks V_L, V_R of both
+        views (B, 1, H, W), cleaned over the batch as the official training does."""
+        right_to_left, left_to_right = self.attention(self.embeddings(left, right), slice(None))
+        valid_left = clean_valid_mask(left_to_right.detach().sum(dim=-2)[:, None] > VALID_THRESHOLD)
+        valid_right = clean_valid_mask(right_to_left.detach().sum(dim=-2)[:, None] > VALID_THRESHOLD)
+        warped = torch.matmul(right_to_left, self.b3(right).permute(0, 2, 3, 1))
+        fused = self.fusion(torch.cat((warped.permute(0, 3, 1, 2), left,
+                                       valid_left.to(left.dtype)), dim=1))
+        return fused, AttentionMaps(right_to_left, left_to_right, valid_left, valid_right)
+
+
 class PASSRnet(nn.Module):
     """PASSRnet; ``forward(left, right) -> (sr_left, sr_right)``, ``super_resolve_left`` is the
     official evaluation (left view only)."""
@@ -216,9 +235,14 @@ class PASSRnet(nn.Module):
         """The left view's valid mask (B, 1, H, W) that the fusion receives."""
         return self.pam(self.init_feature(left), self.init_feature(right))[1]
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, left: torch.Tensor, right: torch.Tensor, return_attention: bool = False):
+        """(sr_left, sr_right); ``return_attention``: the official training pass instead,
+        (sr_left, None, AttentionMaps): the left view alone, as the official network trains."""
         if left.shape != right.shape:
             raise ValueError(f"left {tuple(left.shape)} and right {tuple(right.shape)} differ")
+        if return_attention:
+            fused, maps = self.pam.training_forward(self.init_feature(left), self.init_feature(right))
+            return self.upscale(fused), None, maps
         sr_left = self.super_resolve_left(left, right)
         mirrored = self.super_resolve_left(right.flip(-1), left.flip(-1))
         return sr_left, mirrored.flip(-1)
@@ -231,6 +255,58 @@ class PASSRnet(nn.Module):
         return right_to_left[:, 0], left_to_right[:, 0]
 
 
+def cycle_loss(maps: AttentionMaps) -> torch.Tensor:
+    """The official L_cycle: each round-trip map M_R->L M_L->R (and M_L->R M_R->L) against the
+    identity, on the columns the valid mask of the view trusts."""
+    identity = torch.eye(maps.right_to_left.shape[-1], device=maps.right_to_left.device,
+                         dtype=maps.right_to_left.dtype)
+    loss = 0
+    for forward, backward, valid in ((maps.right_to_left, maps.left_to_right, maps.valid_left),
+                                     (maps.left_to_right, maps.right_to_left, maps.valid_right)):
+        valid = valid.permute(0, 2, 1, 3)  # (B, H, 1, W)
+        loss = loss + F.l1_loss(torch.matmul(forward, backward) * valid, identity * valid)
+    return loss
+
+
+def training_objective(config: Any) -> TrainingObjective:
+    """The official ``train.py`` step: L_SR of the left view (the recipe's MSE, ``config.loss``)
+    plus ``config.loss_weight`` (0.005) times L_photo (on the LR views) + L_smooth + L_cycle;
+    each term can be switched off (``loss_sr``, ``loss_photo``, ...); Xavier-normal convolution
+    weights, as its ``weights_init_xavier``."""
+
+    def forward(model: nn.Module, inputs: tuple[torch.Tensor, ...], step: int):
+        return model(inputs[0], inputs[1], return_attention=True)
+
+    def loss(outputs: Any, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        sr_left, _, maps = outputs
+        lr_left, lr_right, hr_left = inputs[:3]
+        terms = {}
+        if config.loss_sr:
+            terms["sr"] = PIXEL_LOSSES[config.loss](sr_left, hr_left)
+        if config.loss_photo:
+            terms["photo"] = photometric_loss(lr_left, lr_right, maps)
+        if config.loss_smooth:
+            terms["smooth"] = smoothness_loss(maps)
+        if config.loss_cycle:
+            terms["cycle"] = cycle_loss(maps)
+        stereo = [terms[k] for k in ("photo", "smooth", "cycle") if k in terms]
+        total = terms.get("sr", sr_left.new_zeros(()))
+        if stereo:
+            total = total + config.loss_weight * sum(stereo[1:], stereo[0])
+        terms["total"] = total
+        return terms
+
+    return TrainingObjective(forward, loss, initialise=xavier_normal_convolutions, options=frozenset(
+        {"loss", "loss_weight", "loss_sr", "loss_photo", "loss_smooth", "loss_cycle"}))
+
+
+def xavier_normal_convolutions(network: nn.Module) -> None:
+    """Xavier-normal weights for every convolution (biases as built), as the official training."""
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.xavier_normal_(module.weight)
+
+
 def config_from_state(state: Mapping[str, torch.Tensor]) -> PASSRnetConfig:
     channels = state["upscale.4.weight"].shape[0]
     scale = round((channels / 64) ** 0.5)
@@ -240,4 +316,5 @@ def config_from_state(state: Mapping[str, torch.Tensor]) -> PASSRnetConfig:
 
 
 __all__ = ["PASSRnet", "PASSRnetConfig", "ParallaxAttention", "clean_valid_mask", "is_passrnet",
+           "training_objective", "cycle_loss",
            "config_from_state", "ARCHITECTURE"]
