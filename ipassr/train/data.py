@@ -22,7 +22,10 @@ from ..errors import IpassrError
 from ..data.io import PathLike
 from .interrupts import ignore_interrupts
 
-Item = tuple[int, bool, bool, int, int]  # (patch index, hflip+swap, vflip, crop top, crop left)
+# (patch index, hflip, vflip, crop top, crop left, channel order: an index into CHANNEL_ORDERS)
+Item = tuple[int, bool, bool, int, int, int]
+# NAFSSR's RGB channel shuffle (BasicSR's flip_RGB): the same order for every view of a sample
+CHANNEL_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
 
 class PatchSource(Protocol):
@@ -83,16 +86,19 @@ def motorcycle_patches(scale: int) -> ArrayPatches:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """The paper's flips and the optional crop size (h, w) of the LR patch (None: whole patch)."""
+    """What an epoch plan draws: the flips, the crop size (h, w) of the LR patch (None: whole
+    patch) and a random channel order (NAFSSR's RGB shuffle)."""
 
     hflip: bool = True
     vflip: bool = True
     crop: tuple[int, int] | None = None
+    channel_shuffle: bool = False
 
 
 def epoch_plan(length: int, patch_hw: tuple[int, int], augmentation: Augmentation, seed: int,
                epoch: int) -> list[Item]:
-    """Every sample of one epoch in order: (index, hflip, vflip, top, left), from (seed, epoch)."""
+    """Every sample of one epoch in order: (index, hflip, vflip, top, left, channel order), from
+    (seed, epoch); each choice is drawn after those before it, so adding one changed none."""
     generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2 ** 63))
     order = torch.randperm(length, generator=generator)
     hflips = torch.rand(length, generator=generator) < 0.5
@@ -100,8 +106,10 @@ def epoch_plan(length: int, patch_hw: tuple[int, int], augmentation: Augmentatio
     crop_h, crop_w = augmentation.crop or patch_hw
     tops = torch.randint(0, patch_hw[0] - crop_h + 1, (length,), generator=generator)
     lefts = torch.randint(0, patch_hw[1] - crop_w + 1, (length,), generator=generator)
-    return [(int(i), bool(h) and augmentation.hflip, bool(v) and augmentation.vflip, int(t), int(l))
-            for i, h, v, t, l in zip(order, hflips, vflips, tops, lefts)]
+    orders = torch.randint(0, len(CHANNEL_ORDERS), (length,), generator=generator)
+    return [(int(i), bool(h) and augmentation.hflip, bool(v) and augmentation.vflip, int(t), int(l),
+             int(c) if augmentation.channel_shuffle else 0)
+            for i, h, v, t, l, c in zip(order, hflips, vflips, tops, lefts, orders)]
 
 
 class EpochBatches:
@@ -131,14 +139,18 @@ class EpochBatches:
 class PatchDataset(Dataset):
     """Reads one augmented patch per item; returns uint8 tensors lr_l, lr_r (h,w,3), hr_l, hr_r (sh,sw,3).
 
-    Holds the patch file's path rather than its memory map, so worker processes open their own.
+    A horizontal flip mirrors both views and swaps them (the mirrored right view is the left
+    view of a valid pair: iPASSR's and NAFSSR's flips), or with ``hflip_swap=False`` only mirrors
+    them (PASSRnet's official flips). Holds the patch file's path rather than its memory map, so
+    worker processes open their own.
     """
 
     def __init__(self, source: PatchSource, crop: tuple[int, int] | None = None,
-                 replicate_left: bool = False, hints: bool = False) -> None:
+                 replicate_left: bool = False, hints: bool = False, hflip_swap: bool = True) -> None:
         self.scale = source.scale
         self.crop = crop
         self.replicate_left = replicate_left
+        self.hflip_swap = hflip_swap
         self.hints = hints  # also return the patch's disparity hints (2, h, w) float32, augmented alike
         self._source: PatchSource | None = source
         self._path = getattr(source, "path", None) if not isinstance(source, ArrayPatches) else None
@@ -158,7 +170,8 @@ class PatchDataset(Dataset):
         return len(self.source())
 
     def __getitem__(self, item: Item) -> tuple[torch.Tensor, ...]:
-        index, hflip, vflip, top, left = item
+        index, hflip, vflip, top, left = item[:5]
+        channels = CHANNEL_ORDERS[item[5] if len(item) > 5 else 0]
         lr_l, lr_r, hr_l, hr_r = self.source()[index]
         hints = self.source().hints(index) if self.hints else None  # (2, h, w): left, right view
         if self.replicate_left:  # Table 1 "replicated inputs": Left-Left pairs
@@ -168,13 +181,17 @@ class PatchDataset(Dataset):
             lr_l, lr_r = (v[top:top + h, left:left + w] for v in (lr_l, lr_r))
             hr_l, hr_r = (v[top * s:(top + h) * s, left * s:(left + w) * s] for v in (hr_l, hr_r))
             hints = None if hints is None else hints[:, top:top + h, left:left + w]
-        if hflip:  # mirror the scene: the mirrored right view becomes the left view
+        if hflip and self.hflip_swap:  # mirror the scene: the mirrored right view becomes the left
             lr_l, lr_r = lr_r[:, ::-1], lr_l[:, ::-1]
             hr_l, hr_r = hr_r[:, ::-1], hr_l[:, ::-1]
             hints = None if hints is None else hints[::-1, :, ::-1]  # disparities stay positive
+        elif hflip:
+            lr_l, lr_r, hr_l, hr_r = (v[:, ::-1] for v in (lr_l, lr_r, hr_l, hr_r))
         if vflip:
             lr_l, lr_r, hr_l, hr_r = (v[::-1] for v in (lr_l, lr_r, hr_l, hr_r))
             hints = None if hints is None else hints[:, ::-1]
+        if channels != CHANNEL_ORDERS[0]:
+            lr_l, lr_r, hr_l, hr_r = (v[..., channels] for v in (lr_l, lr_r, hr_l, hr_r))
         views = (lr_l, lr_r, hr_l, hr_r) + (() if hints is None else (hints,))
         return tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in views)
 
