@@ -105,6 +105,18 @@ def test_hint_loss_is_lowest_at_the_hinted_column_and_ignores_unknown_hints():
     assert float(hint_loss(_peaked_maps(width, 5), unknown)) == 0.0
 
 
+@pytest.mark.parametrize("view", [0, 1])
+def test_an_uneven_fractional_hint_splits_its_target_on_each_view(view):
+    """Hint 3.25 with the peak 3 columns away: 3/4 of the target on the peak, 1/4 on the next
+    column, each view alone (the other's hints unknown). A 50/50 split, the floor column alone
+    or the wrong neighbour each give another value."""
+    width = 20
+    hints = torch.full((1, 2, 1, width), float("nan"))
+    hints[:, view] = 3.25
+    expected = -(0.75 * np.log(0.9) + 0.25 * np.log(0.1 / 19))
+    assert float(hint_loss(_peaked_maps(width, 3), hints)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_ipassr_loss_adds_the_weighted_hint_term_only_when_asked():
     torch.manual_seed(0)
     lr = [torch.rand(1, 3, 2, 20) for _ in range(2)]

@@ -121,6 +121,19 @@ def test_cli_folder_skips_pairs_already_done(tmp_path, small_pair, x2_weights, c
     assert read_image(tmp_path / "out" / "0001_L.png").shape == (80, 128, 3)
 
 
+def test_cli_folder_redoes_a_pair_with_only_one_output(tmp_path, small_pair, x2_weights, capsys):
+    """What an interrupted run leaves: 0001_L.png written, 0001_R.png not. The pair is not done."""
+    shutil.copy(small_pair[0], tmp_path / "0001_L.png")
+    shutil.copy(small_pair[1], tmp_path / "0001_R.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "0001_L.png").write_bytes(b"interrupted")
+    assert main(["infer", "--input-dir", str(tmp_path), "--weights", str(x2_weights),
+                 "--output-dir", str(tmp_path / "out")]) == 0
+    assert "already in" not in capsys.readouterr().out
+    for side in ("L", "R"):
+        assert read_image(tmp_path / "out" / f"0001_{side}.png").shape == (80, 128, 3)
+
+
 def test_cli_folder_refuses_outputs_onto_its_inputs(tmp_path, small_pair, x2_weights, capsys):
     shutil.copy(small_pair[0], tmp_path / "a_L.png")
     shutil.copy(small_pair[1], tmp_path / "a_R.png")

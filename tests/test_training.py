@@ -101,6 +101,20 @@ def test_resume_gives_the_same_weights_as_training_straight(tmp_path, cones_x2):
     assert steps == [1, 2, 3]
 
 
+def test_resume_restores_the_checkpoints_rng_state(tmp_path, cones_x2):
+    """Training draws nothing from the global RNG after its start today; a draw added later (here
+    by hand, before the checkpoint) must come back on resume, not the fresh run's seeded state."""
+    source = tiny_source(cones_x2, count=4)
+    first = Trainer(tiny_config(), tmp_path / "run", source=source, progress=False)
+    seeded = torch.get_rng_state()  # what a new Trainer leaves, resumed or not, before restoring
+    torch.rand(5)
+    first.save_checkpoint()
+    saved = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["rng"]["torch"]
+    assert not torch.equal(saved, seeded)
+    Trainer(tiny_config(), tmp_path / "run", source=source, resume=True, progress=False)
+    assert torch.equal(torch.get_rng_state(), saved)
+
+
 def test_checkpoint_is_weights_only_and_exports_load_for_inference(tmp_path, cones_x2):
     source = tiny_source(cones_x2, count=4)
     trainer = Trainer(tiny_config(epochs=1, keep_checkpoints=1), tmp_path / "run", source=source,

@@ -20,8 +20,9 @@ from ipassr.models.nafssr import local_average
 
 # Float32 against float64 of the same network, measured (AMD EPYC, 1 and 2 threads), plus the
 # official outputs against float64: NAFSSR-T 3.4e-6 + 3.4e-6, NAFSSR-S 7.5e-6 + 6.8e-6,
-# PASSRnet 1.7e-5 + 1.5e-5; tolerances ~1.5x the sum. A wrong mask pixel or pooling window moves
-# outputs by 1e-2 or more.
+# PASSRnet 1.7e-5 + 1.5e-5; tolerances ~1.5x the sum. With the fixtures' random weights a pooling
+# window one row too tall moves NAFSSR's outputs by only 1.0e-5 (inside the tolerance): the window
+# is checked on a network whose pooling carries signal (test_tlc_pooling_is_the_official_window).
 FIXTURES = {"nafssr_t_x4": (NAFSSR, 1e-5), "nafssr_s_x2": (NAFSSR, 2e-5),
             "passrnet_x4": (PASSRnet, 5e-5)}
 
@@ -227,6 +228,42 @@ def test_local_pooling_is_what_runs_past_the_window(monkeypatch):
     torch.testing.assert_close(local_small[0], global_small[0], rtol=0, atol=1e-5)  # inside it
 
 
+def official_tlc_pooling(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """The official TLC pooling, written as its code does it: valid box means of
+    min(size, window), replicate-padded back to size; the global mean when the box is the image."""
+    height, width = x.shape[-2:]
+    box = (min(height, window[0]), min(width, window[1]))
+    if box == (height, width):
+        return x.mean(dim=(2, 3), keepdim=True)
+    means = torch.nn.functional.avg_pool2d(x.double(), box, stride=1)
+    rows, cols = height - means.shape[-2], width - means.shape[-1]
+    padding = (cols // 2, (cols + 1) // 2, rows // 2, (rows + 1) // 2)
+    return torch.nn.functional.pad(means, padding, mode="replicate").to(x.dtype)
+
+
+def test_tlc_pooling_is_the_official_window(monkeypatch):
+    """Every block pools over (45, 135), 1.5x the (30, 90) training crop, and on a 48x140 input
+    with a vertical ramp the output is the official pooling's; there one row or column more or
+    less moves the output by 2.8e-3 to 2.0e-2 (measured), so an off-by-one window shows."""
+    import ipassr.models.nafssr as nafssr
+
+    assert all(block.block.sca.window == (45, 135) for block in NAFSSR(4, 48, 16).blocks)
+    network = pooling_matters()
+    torch.manual_seed(1)
+    views = [torch.rand(1, 3, 48, 140) + 2 * torch.linspace(0, 1, 48)[:, None] for _ in range(2)]
+    outputs = {}
+    with torch.no_grad():
+        ours = network(*views)
+        for window in ((45, 135), (44, 135), (46, 135), (45, 134), (45, 136)):
+            monkeypatch.setattr(nafssr, "local_average",
+                                lambda x, _, window=window: official_tlc_pooling(x, window))
+            outputs[window] = network(*views)
+    official = outputs.pop((45, 135))
+    gap = lambda a, b: max((x - y).abs().max().item() for x, y in zip(a, b))  # noqa: E731
+    assert gap(ours, official) <= 1e-5
+    assert min(gap(other, official) for other in outputs.values()) > 1e-3
+
+
 def test_an_export_that_bakes_the_pooling_branch_is_refused(tmp_path, monkeypatch):
     """The size check past the window catches a size-dependent Python branch in the graph."""
     import ipassr.models.nafssr as nafssr
@@ -296,3 +333,33 @@ def test_the_graph_morphology_is_scipys_pixel_for_pixel():
     assert torch.equal(scripted_cleaner()(batch), clean_valid_mask(batch))
 
 
+
+
+def _thresholds_masks() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(valid mask, what the official cleaning makes of it): invalid regions of 19, 20 and 21
+    pixels on a valid image (only the 19 goes), and valid holes of 9, 10 and 11 pixels along the
+    top edge of an invalid image (only the 9 goes; the closing keeps edge pixels it can reach
+    from outside). Rectangles and lines, which the disk(3) closing leaves as they are."""
+    objects = torch.ones(1, 1, 16, 48, dtype=torch.bool)
+    objects[..., 3, 2:21] = False  # 19 pixels
+    objects[..., 8:12, 2:7] = False  # 20
+    objects[..., 8:11, 12:19] = False  # 21
+    objects_cleaned = objects.clone()
+    objects_cleaned[..., 3, 2:21] = True
+    holes = torch.zeros(1, 1, 12, 48, dtype=torch.bool)
+    holes[..., 0, 2:11] = True  # 9
+    holes[..., 0, 14:24] = True  # 10
+    holes[..., 0, 27:38] = True  # 11
+    holes_cleaned = holes.clone()
+    holes_cleaned[..., 0, 2:11] = False
+    return [(objects, objects_cleaned), (holes, holes_cleaned)]
+
+
+@pytest.mark.parametrize("cleaner", ["scipy", "torchscript"])
+def test_the_morphology_thresholds_are_20_and_10_pixels(cleaner):
+    from ipassr.models.morphology import scripted_cleaner
+    from ipassr.models.passrnet import clean_valid_mask
+
+    clean = clean_valid_mask if cleaner == "scipy" else scripted_cleaner()
+    for valid, expected in _thresholds_masks():
+        assert torch.equal(clean(valid), expected.float())
