@@ -105,6 +105,12 @@ def test_plan_refuses_what_cannot_fit_even_tiled():
         plan_inference(network, 1, 1080, 1920, max_memory=2 ** 20)
 
 
+def test_a_plan_without_rows_is_refused():
+    for band_rows, attention_rows in ((0, 2), (8, 0)):
+        with pytest.raises(ValueError, match="at least 1 row per band and per attention chunk"):
+            InferencePlan(True, band_rows, attention_rows, 0)
+
+
 def test_training_mode_is_refused():
     network = IPASSR(2)
     with pytest.raises(ValueError, match="eval"):

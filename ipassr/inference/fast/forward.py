@@ -7,6 +7,7 @@ biPAM's per-view BatchNorm statistics (pass 1) and the channel attention's globa
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable, Sequence
 
 import torch
@@ -150,21 +151,27 @@ def _tiled_attention(network: IPASSR, views: torch.Tensor, fusion_buffer: torch.
 
 def _tiled_fusion(network: IPASSR, fusion_buffer: torch.Tensor, plan: InferencePlan, halo: int
                   ) -> torch.Tensor:
-    """Pass 3: fusion RDB band by band, written back in place; returns the global pool (N, C)."""
+    """Pass 3: fusion RDB band by band, written back in place; returns the global pool (N, C).
+
+    A band's output overwrites its input rows only once no later band reads them as halo: after
+    the next band when bands are at least ``halo`` rows, after several when they are narrower.
+    """
     height = fusion_buffer.shape[2]
     channels = network.fusion.dense.fuse.out_channels
     fused_input = fusion_buffer[:, :channels]
     total = torch.zeros(fusion_buffer.shape[0], channels, dtype=torch.float64,
                         device=fusion_buffer.device)
-    pending = None  # a band's output is written once the next band has read its halo rows
+    pending: deque[tuple[slice, torch.Tensor]] = deque()  # outputs whose rows are still read
     for start, stop in _row_bands(height, plan.band_rows):
         fused = _with_halo(lambda x: dense_block(network.fusion.dense, x), fused_input, start,
                            stop, halo)
         total += fused.double().sum(dim=(2, 3))
-        if pending is not None:
-            fused_input[:, :, pending[0]] = pending[1]
-        pending = (slice(start, stop), fused)
-    fused_input[:, :, pending[0]] = pending[1]
+        while pending and pending[0][0].stop <= stop - halo:  # the next band reads from there
+            rows, done = pending.popleft()
+            fused_input[:, :, rows] = done
+        pending.append((slice(start, stop), fused))
+    for rows, done in pending:
+        fused_input[:, :, rows] = done
     return total / (height * fusion_buffer.shape[3])
 
 

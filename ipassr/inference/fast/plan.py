@@ -37,6 +37,12 @@ class InferencePlan:
     budget: int = 0  # the activation budget the plan was made for
     plain_fits: bool = False  # whether IPASSR.forward, full (H, W, W) maps at once, fits it too
 
+    def __post_init__(self) -> None:
+        if self.band_rows < 1 or self.attention_rows < 1:
+            raise ValueError(f"an inference plan needs at least 1 row per band and per attention "
+                             f"chunk, got band_rows={self.band_rows}, "
+                             f"attention_rows={self.attention_rows}")
+
 
 def receptive_radius(module: nn.Module) -> int:
     """Rows of context a chain of convolutions needs on each side (sum of kernel half-widths)."""
