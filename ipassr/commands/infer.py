@@ -15,10 +15,10 @@ from . import add_weights_arguments, network_options
 from ..data.datasets import IMAGE_SUFFIXES
 from ..errors import IpassrError
 from ..inference.api import PRECISIONS, StereoSR, load_model
-from ..data.io import check_writable_folder, image_to_tensor, tensor_to_image, write_image
+from ..data.io import check_writable_folder, image_to_tensor, tensor_to_image
 from ..data.layouts import layout_names
-from ..data.media import (JPS_SUFFIXES, StereoImage, StereoTarget, plan_target, read_stereo,
-                          read_views, write_stereo)
+from ..data.media import (JPS_SUFFIXES, PHOTO_SUFFIXES, StereoImage, StereoTarget, plan_target,
+                          read_stereo, read_views, write_stereo)
 from .visualize import memory_size
 
 LEFT_NAME, RIGHT_NAME = "lr0.png", "lr1.png"
@@ -159,7 +159,8 @@ def check_outputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 @dataclass(frozen=True)
 class Pair:
-    """One LR pair of a folder and the names of its outputs."""
+    """One LR pair of a folder (two view files, or one stereo photo: left == right) and the
+    names of its outputs."""
 
     name: str
     left: Path
@@ -168,13 +169,17 @@ class Pair:
     def outputs(self, folder: Path) -> tuple[Path, Path]:
         return folder / f"{self.name}_L.png", folder / f"{self.name}_R.png"
 
+    def read(self) -> StereoImage:
+        """Both views, through the same reader as --left/--right and --input."""
+        return read_stereo(self.left) if self.left == self.right else read_views(self.left, self.right)
+
 
 def find_pairs(root: Path) -> tuple[list[Pair], list[str]]:
     """The pairs of an input folder, and what is wrong with the rest.
 
-    Two layouts: scene subfolders ``<scene>/lr0.png, lr1.png`` (what ``prepare testset``
-    writes), and flat ``<name>_L.png, <name>_R.png`` files (Flickr1024's, which ``prepare``
-    reads); both at once are taken too. Incomplete scenes and unpaired files are returned as
+    Three kinds: scene subfolders ``<scene>/lr0.png, lr1.png`` (what ``prepare testset``
+    writes), flat ``<name>_L.png, <name>_R.png`` files (Flickr1024's, which ``prepare``
+    reads), and stereo photos ``<name>.mpo``, ``.jps``, ``.heic``; all at once are taken too. Incomplete scenes and unpaired files are returned as
     problems, not raised, so that the rest of the batch can run.
     """
     if not root.is_dir():
@@ -199,13 +204,16 @@ def find_pairs(root: Path) -> tuple[list[Pair], list[str]]:
             (side, path), = views.items()
             problems.append(f"{path.name}: no {'right' if side == 'L' else 'left'} view "
                             f"({stem}_{'R' if side == 'L' else 'L'}.png)")
+    pairs += [Pair(path.stem, path, path) for path in sorted(root.iterdir())
+              if path.is_file() and path.suffix.lower() in PHOTO_SUFFIXES]
     names = [p.name for p in pairs]
     problems += [f"{name}: found both as a scene folder and as {name}_L/_R files"
                  for name in sorted({n for n in names if names.count(n) > 1})]
     pairs = [p for p in pairs if names.count(p.name) == 1]
     if not pairs and not problems:
         raise IpassrError(f"{root}: no pairs found (expected <scene>/{LEFT_NAME}, {RIGHT_NAME} "
-                          "subfolders or <name>_L.png, <name>_R.png files)")
+                          "subfolders, <name>_L.png, <name>_R.png files or .mpo, .jps, .heic "
+                          "stereo photos)")
     return pairs, problems
 
 
@@ -286,22 +294,25 @@ def batches_of_equal_size(pairs: list[Pair], batch_size: int) -> list[list[Pair]
 def super_resolve_group(model: StereoSR, group: list[Pair], output_dir: Path) -> None:
     """Super-resolve pairs of equal size as one batch and write <name>_L.png / _R.png."""
     if len(group) == 1:
-        model.super_resolve_files(group[0].left, group[0].right, *group[0].outputs(output_dir))
+        left, right = group[0].outputs(output_dir)
+        write_stereo(plan_target(output_left=left, output_right=right),
+                     model.super_resolve_photo(group[0].read()))
         return
-    views = [(photo.left, photo.right) for photo in (read_views(p.left, p.right) for p in group)]
-    if len({left.shape for left, _ in views}) > 1:  # headers lied or unreadable: one at a time
+    photos = [pair.read() for pair in group]
+    if len({photo.left.shape for photo in photos}) > 1:  # headers lied or unreadable: one at a time
         for pair in group:
             super_resolve_group(model, [pair], output_dir)
         return
     import torch
 
-    left = torch.cat([image_to_tensor(view[0]) for view in views])
-    right = torch.cat([image_to_tensor(view[1]) for view in views])
+    left = torch.cat([image_to_tensor(photo.left) for photo in photos])
+    right = torch.cat([image_to_tensor(photo.right) for photo in photos])
     try:
         sr_left, sr_right = model.super_resolve_tensors(left, right)
     except IpassrError as error:
         raise IpassrError(f"pairs {', '.join(pair.name for pair in group)}: {error}") from None
-    for i, pair in enumerate(group):
+    for i, (pair, photo) in enumerate(zip(group, photos)):
         output_left, output_right = pair.outputs(output_dir)
-        write_image(output_left, tensor_to_image(sr_left[i:i + 1].clamp(0, 1)))
-        write_image(output_right, tensor_to_image(sr_right[i:i + 1].clamp(0, 1)))
+        sr = photo.with_views(tensor_to_image(sr_left[i:i + 1].clamp(0, 1)),
+                              tensor_to_image(sr_right[i:i + 1].clamp(0, 1)))
+        write_stereo(plan_target(output_left=output_left, output_right=output_right), sr)

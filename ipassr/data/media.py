@@ -22,6 +22,7 @@ from .io import PathLike, atomic_path, check_same_size, pil_to_rgb_array, too_la
 from .layouts import ANAGLYPH, Layout
 
 MPO_SUFFIXES, JPS_SUFFIXES, HEIC_SUFFIXES = {".mpo"}, {".jps"}, {".heic", ".heif"}
+PHOTO_SUFFIXES = MPO_SUFFIXES | JPS_SUFFIXES | HEIC_SUFFIXES  # files that hold a whole stereo photo
 DEFAULT_IMAGE_LAYOUT = "sbsl"  # one picture made from views that came without a layout
 
 
