@@ -40,3 +40,11 @@ def forward_out_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:
                            "allocate memory: you tried to allocate 8589934592 bytes.")
 
     monkeypatch.setattr(StereoSR, "fast_forward", staticmethod(no_memory))
+
+
+@pytest.fixture(scope="session")
+def spatial_photo():
+    """The real Apple spatial photo (tests/assets/media), its two 2560x2560 views decoded once."""
+    from ipassr.data.media import read_stereo
+
+    return read_stereo(ASSETS / "media" / "spatial_photo.heic")

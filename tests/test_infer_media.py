@@ -19,7 +19,6 @@ from conftest import ASSETS
 from test_infer_cli import run_cli_error
 
 MPO = ASSETS / "media" / "sugarshack.mpo"
-HEIC = ASSETS / "media" / "spatial_photo.heic"
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +115,10 @@ def test_an_mpo_and_a_jps_in_give_what_their_views_give(tmp_path, views, expecte
     assert out.layout.name == "sbsr" and out.left.shape == (40, 48, 3)
 
 
-def test_the_api_takes_a_spatial_heic_in_the_order_of_its_ster_group(views, weights):
+def test_the_api_takes_a_spatial_heic_in_the_order_of_its_ster_group(weights, spatial_photo):
     """The 2560x2560 views of the real Apple photo, super-resolved as a small crop."""
     model = ipassr.load_model(weights)  # the API's own path; the CLI is tested above
-    photo = media.read_stereo(HEIC)
+    photo = spatial_photo
     crop = photo.with_views(photo.left[1200:1232, 1200:1248], photo.right[1200:1232, 1200:1248])
     result = model.super_resolve_photo(crop)
     want_left, want_right = model.super_resolve(crop.left, crop.right)

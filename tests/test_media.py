@@ -122,10 +122,10 @@ def test_a_jps_output_inherits_the_input_layout_else_is_cross_eyed(tmp_path):
         media.plan_target(tmp_path / "a.jps", output_layout="anaglyph")
 
 
-def test_heic_views_follow_the_ster_group_not_the_frame_order(monkeypatch):
+def test_heic_views_follow_the_ster_group_not_the_frame_order(monkeypatch, spatial_photo):
     import pillow_heif
 
-    photo = media.read_stereo(HEIC)
+    photo = spatial_photo
     assert (photo.kind, photo.left.shape, photo.right.shape) == ("heic", (2560, 2560, 3), (2560, 2560, 3))
     heif = pillow_heif.open_heif(HEIC)
     assert heif.info["entity_groups"][0]["images"] == [0, 1]
@@ -180,6 +180,10 @@ def test_a_stereo_photo_is_not_one_view(tmp_path):
     for path, what in ((MPO, "an MPO stereo photo"), (HEIC, "a HEIC with 2 images")):
         with pytest.raises(IpassrError, match=f"{what}, not one view; pass the whole file as --input"):
             media.read_views(path, path)
+    frames = [Image.new("RGB", (8, 4), colour) for colour in ("red", "blue")]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(IpassrError, match=r"moving\.gif: a GIF with 2 frames, not one picture"):
+        media.read_view(tmp_path / "moving.gif")
     picture = tmp_path / "sbs.png"
     write_image(picture, np.zeros((4, 8, 3), np.uint8))
     with pytest.raises(IpassrError, match=r"sbs\.png: given as both the left and the right view.*"

@@ -63,16 +63,19 @@ def read_stereo(path: PathLike, layout: str | Layout | None = None) -> StereoIma
         if chosen is None:
             left, right = containers.read_heic(path, name)
             return _photo(left, right, None, "heic", name)
-        return _split(pixels(containers.read_heic(path, name, whole_image=True)[0], name), chosen, "heic", name)
+        whole = containers.read_heic(path, name, whole_image=True)[0]
+        return _split(pixels(whole, name), chosen, "heic", name)
     with _opened(path) as image:
-        if image.format == "MPO" or (image.format == "JPEG" and path.suffix.lower() in MPO_SUFFIXES):
+        named_mpo = image.format == "JPEG" and path.suffix.lower() in MPO_SUFFIXES
+        if image.format == "MPO" or named_mpo:
             if _is_stereo_mpo(image) and chosen is not None:
                 raise IpassrError(f"{name}: an MPO stereo photo holds its views as frames; drop "
                                   f"--layout {chosen.name} (it is for one picture holding both views)")
             if chosen is None:  # refused unless two frames are marked as views
                 left, right = containers.read_mpo(image, name)
                 return _photo(left, right, None, "mpo", name)
-        is_jps = image.format == "JPEG" and (path.suffix.lower() in JPS_SUFFIXES or _has_jps_block(image))
+        is_jps = image.format == "JPEG" and (path.suffix.lower() in JPS_SUFFIXES
+                                             or _has_jps_block(image))
         if chosen is None and is_jps:
             chosen = layouts.get_layout(containers.jps_layout(image, name))
         if chosen is None:
@@ -108,8 +111,9 @@ def read_view(path: PathLike) -> np.ndarray:
         frames = getattr(image, "n_frames", 1)
         if _is_stereo_mpo(image):
             raise _holds_both(name, "an MPO stereo photo")
-        if frames > 1 and image.format != "MPO":
-            raise _holds_both(name, f"a {image.format} with {frames} frames")
+        if frames > 1 and image.format != "MPO":  # an animation or a multi-page TIFF
+            raise IpassrError(f"{name}: a {image.format} with {frames} frames, not one picture; "
+                              "save each view as a single picture")
         return pixels(_loaded(image, name), name)
 
 
