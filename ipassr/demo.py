@@ -20,7 +20,7 @@ from .data.io import PathLike, atomic_path, write_image
 from .data.media import read_views
 from .evaluation.metrics import score_pair
 from .data.resize import degrade, imresize, mod_crop
-from .visualize import comparison, visualize_pair
+from .visualize import comparison, comparison_title, valid_masks_figure, visualize_pair
 
 
 @dataclass
@@ -77,14 +77,16 @@ def run_demo(model: StereoSR, pair: DemoPair, output_dir: PathLike, weights_labe
         seconds = time.perf_counter() - started
         panels = {"bicubic": bicubic_left, label: sr_left}
         if pair.hr_left is not None:
-            panels["HR"] = pair.hr_left
-        extra = {"comparison": comparison(panels)}
+            panels["ground truth"] = pair.hr_left
+        extra = {"comparison": comparison(panels, title=comparison_title(
+            label, model.scale, pair.hr_left is not None))}
     else:  # one forward pass gives the SR pair and the masks
         pictures = visualize_pair(model, pair.lr_left, pair.lr_right, hr_left=pair.hr_left)
         sr_left, sr_right, seconds = pictures.sr_left, pictures.sr_right, pictures.seconds
         extra = {"comparison": pictures.images["comparison_left"],
-                 "valid_masks": side_by_side(pictures.images["valid_left"],
-                                             pictures.images["valid_right"])}
+                 "valid_masks": valid_masks_figure(pair.lr_left, pair.lr_right,
+                                                   pictures.maps["valid_left"],
+                                                   pictures.maps["valid_right"], label)}
     result = DemoResult(pair.name, model.scale, weights_label, seconds)
     if pair.hr_left is not None:
         bicubic = (bicubic_left, imresize(pair.lr_right, model.scale))
@@ -101,12 +103,6 @@ def run_demo(model: StereoSR, pair: DemoPair, output_dir: PathLike, weights_labe
     write_text(result.files["report_json"], json.dumps(result.to_dict(), indent=1) + "\n")
     write_text(result.files["report"], format_report(result))
     return result
-
-
-def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:
-    """Two images of the same height next to each other with a white gap (uint8 (H, W, 3))."""
-    spacer = np.full((left.shape[0], gap, 3), 255, dtype=np.uint8)
-    return np.concatenate([left, spacer, right], axis=1)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -11,7 +11,9 @@
 * ``comparison``: bicubic (MATLAB-exact ``imresize``), SR and optionally HR side by side, each
   with a zoomed crop underneath.
 
-All images are uint8 RGB arrays (H, W, 3); ``save_visualizations`` writes them atomically.
+Each picture is a figure (``ipassr.figures``): a title, labels sized to the picture, and a
+colour bar with units where colour is a value. All images are uint8 RGB arrays (H, W, 3);
+``Visualization.save`` writes them atomically.
 """
 
 from __future__ import annotations
@@ -30,24 +32,9 @@ from .inference.fast.attention import RowAttention
 from .inference.api import StereoSR, check_finite, to_batch_tensor
 from .data.io import PathLike, tensor_to_image, write_image
 from .data.resize import imresize
+from .figures import (ColourScale, beside, colormap, enlarge, figure, panels, stack, text_band,
+                      text_size, with_axes)
 from .models.zoo import PASSRnet
-
-# Viridis-like colour map: anchors at 0, 0.25, 0.5, 0.75, 1 (dark purple -> teal -> yellow).
-_ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
-                    dtype=np.float64)
-
-
-def colormap(values: np.ndarray, low: float | None = None, high: float | None = None
-             ) -> np.ndarray:
-    """Map a 2-D array to RGB uint8 (H, W, 3); ``low``/``high`` default to its min and max."""
-    values = np.asarray(values, dtype=np.float64)
-    low = float(np.nanmin(values)) if low is None else low
-    high = float(np.nanmax(values)) if high is None else high
-    scaled = np.clip((values - low) / max(high - low, 1e-12), 0, 1) * (len(_ANCHORS) - 1)
-    index = np.minimum(scaled.astype(np.int64), len(_ANCHORS) - 2)
-    fraction = (scaled - index)[..., None]
-    rgb = _ANCHORS[index] * (1 - fraction) + _ANCHORS[index + 1] * fraction
-    return np.round(rgb).astype(np.uint8)
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.ndarray:
@@ -61,22 +48,76 @@ def mask_heatmap(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return overlay(image, colormap(mask, 0.0, 1.0))
 
 
-def attention_row_image(maps: np.ndarray, gamma: float = 0.5) -> np.ndarray:
+ATTENTION_GAMMA = 0.5  # < 1 shows the faint mass of an attention map
+
+
+def attention_row_image(maps: np.ndarray, gamma: float = ATTENTION_GAMMA) -> np.ndarray:
     """One row's attention map (W_target, W_source) as an image; gamma < 1 shows faint mass."""
     peak = max(float(maps.max()), 1e-12)
     return colormap(np.power(maps / peak, gamma), 0.0, 1.0)
 
 
 def mark_row(image: np.ndarray, row: int) -> np.ndarray:
-    """The image with the visualised row drawn as a line."""
+    """The image with the visualised row drawn as a red line (thicker on large images)."""
     marked = Image.fromarray(image)
-    ImageDraw.Draw(marked).line([(0, row), (image.shape[1] - 1, row)], fill=(255, 0, 0))
+    ImageDraw.Draw(marked).line([(0, row), (image.shape[1] - 1, row)], fill=(255, 0, 0),
+                                width=max(1, image.shape[1] // 400))
     return np.asarray(marked)
+
+
+VIEWS = {"left": ("V_L", "left", "right"), "right": ("V_R", "right", "left")}
+MASK_SCALE = ColourScale(0.0, 1.0, "valid mask V: 1 = matched in the other view, 0 = occluded "
+                                   "(over the grey view)", ticks=(0, 0.25, 0.5, 0.75, 1))
+
+
+def valid_mask_figure(image: np.ndarray, mask: np.ndarray, view: str, network: str = "iPASSR"
+                      ) -> np.ndarray:
+    """One view's valid mask over the view, titled, with its colour bar."""
+    name, this, other = VIEWS[view]
+    return figure(mask_heatmap(image, mask), f"{network} {name}: which {this}-view pixels the "
+                  f"{other} view sees", MASK_SCALE)
+
+
+def valid_masks_figure(left: np.ndarray, right: np.ndarray, mask_left: np.ndarray,
+                       mask_right: np.ndarray, network: str = "iPASSR") -> np.ndarray:
+    """Both views' valid masks side by side under one title and one colour bar."""
+    return panels({"V_L (left view)": mask_heatmap(left, mask_left),
+                   "V_R (right view)": mask_heatmap(right, mask_right)},
+                  f"{network} valid masks: where each view's pixels are seen in the other view",
+                  MASK_SCALE)
+
+
+def disparity_figure(disparity: np.ndarray, view: str, low: float, high: float) -> np.ndarray:
+    """The disparity read off the attention (LR px), titled, with its colour bar."""
+    return figure(colormap(disparity, low, high),
+                  f"Disparity of the {view} view, read off biPAM's attention",
+                  ColourScale(low, high, "disparity (LR pixels): expected match column offset"))
+
+
+def attention_row_figure(maps: np.ndarray, row: int, direction: str, network: str = "iPASSR"
+                         ) -> np.ndarray:
+    """One row's (W_target, W_source) attention map with axes, title and colour bar."""
+    target, source = ("left", "right") if direction == "right_to_left" else ("right", "left")
+    width = maps.shape[0]
+    body = with_axes(enlarge(attention_row_image(maps)), f"{source}-view column (LR px)",
+                     f"{target}-view column (LR px)", maps.shape[1], width)
+    ticks = (0, 0.05, 0.25, 0.5, 1)
+    scale = ColourScale(0.0, 1.0, f"attention weight / the map's largest (gamma {ATTENTION_GAMMA})",
+                        ticks=ticks, position=lambda v: v ** ATTENTION_GAMMA)
+    arrow = "R->L" if direction == "right_to_left" else "L->R"
+    return figure(body, f"{network} M_{arrow}, row {row}: where each {target}-view pixel looks "
+                  f"in the {source} view", scale)
+
+
+def marked_row_figure(image: np.ndarray, row: int) -> np.ndarray:
+    """The left view with the row whose attention maps are drawn marked in red."""
+    return figure(mark_row(image, row), f"Left view (LR), row {row} marked: the row of the "
+                  "attention maps")
 
 
 @dataclass
 class Visualization:
-    """Everything ``visualize_pair`` computed, as uint8 RGB images keyed by output name.
+    """Everything ``visualize_pair`` computed: labelled figures (uint8 RGB) keyed by output name.
 
     ``sr_left``/``sr_right`` are the SR views (uint8 (sH, sW, 3)) of the same forward pass, and
     ``seconds`` its time, so a caller that also wants the SR pair need not run the network again.
@@ -87,6 +128,7 @@ class Visualization:
     sr_left: np.ndarray
     sr_right: np.ndarray
     seconds: float
+    maps: dict[str, np.ndarray]  # the drawn values (H, W) float: valid_*, disparity_* (LR px)
 
     def save(self, folder: PathLike) -> list[Path]:
         """Write every image as ``<folder>/<name>.png`` (atomically); return the paths."""
@@ -119,8 +161,9 @@ def crop_box(height: int, width: int, crop: tuple[int, int, int, int] | None
 
 
 def comparison(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int] | None = None,
-               zoom_width: int | None = None) -> np.ndarray:
-    """Side-by-side panels (same size) with labels, a crop box, and the zoomed crop below."""
+               zoom_width: int | None = None, title: str | None = None) -> np.ndarray:
+    """Side-by-side panels (same size) under their names, a red crop box, the zoomed crop below,
+    and an optional title; labels are sized to the whole picture's width."""
     first = next(iter(panels.values()))
     height, width = first.shape[:2]
     for name, panel in panels.items():
@@ -130,20 +173,29 @@ def comparison(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int] | 
     x, y, w, h = crop_box(height, width, crop)
     zoom_width = width if zoom_width is None else zoom_width
     zoom_height = max(1, round(h * zoom_width / w))
-    gap, label = 4, 14
-    canvas = Image.new("RGB", (len(panels) * (width + gap) - gap,
-                               label + height + gap + zoom_height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for i, (name, panel) in enumerate(panels.items()):
-        left = i * (width + gap)
-        draw.text((left + 2, 1), name, fill=(0, 0, 0))
-        canvas.paste(Image.fromarray(panel), (left, label))
-        draw.rectangle([left + x, label + y, left + x + w - 1, label + y + h - 1],
-                       outline=(255, 0, 0))
+    gap = 4
+    total = len(panels) * (width + gap) - gap
+    size = text_size(total)
+    columns = []
+    for name, panel in panels.items():
+        boxed = Image.fromarray(panel)
+        ImageDraw.Draw(boxed).rectangle([x, y, x + w - 1, y + h - 1], outline=(255, 0, 0),
+                                        width=max(1, round(total / 800)))
         zoomed = Image.fromarray(panel[y:y + h, x:x + w]).resize((zoom_width, zoom_height),
                                                                   Image.NEAREST)
-        canvas.paste(zoomed, (left, label + height + gap))
-    return np.asarray(canvas)
+        columns.append(stack([text_band(name, width, size), np.asarray(boxed),
+                              np.asarray(zoomed)], gap))
+    picture = beside(columns, gap)
+    if title is None:
+        return picture
+    return stack([text_band(title, total, round(size * 1.25)), picture,
+                  text_band("red box: the region enlarged below", total, round(size * 0.8),
+                            (110, 110, 110))])
+
+
+def comparison_title(network: str, scale: int, with_hr: bool) -> str:
+    """The comparison picture's title: what is compared, at which scale."""
+    return (f"Left view x{scale}: bicubic vs {network}" + (" vs ground truth" if with_hr else ""))
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:
@@ -183,23 +235,27 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
     low = min(disparity_left.min(), disparity_right.min())
     high = max(disparity_left.max(), disparity_right.max())
     right_to_left, left_to_right = (_array(m[0]) for m in details.rows[row])
+    maps = {"valid_left": valid_left, "valid_right": valid_right,
+            "disparity_left": disparity_left, "disparity_right": disparity_right}
     images = {
-        "valid_left": mask_heatmap(lr_left, valid_left),
-        "valid_right": mask_heatmap(lr_right, valid_right),
-        "disparity_left": colormap(disparity_left, low, high),
-        "disparity_right": colormap(disparity_right, low, high),
-        f"attention_row{row}_right_to_left": attention_row_image(right_to_left),
-        f"attention_row{row}_left_to_right": attention_row_image(left_to_right),
-        f"row{row}_marked_left": mark_row(lr_left, row),
+        "valid_left": valid_mask_figure(lr_left, valid_left, "left"),
+        "valid_right": valid_mask_figure(lr_right, valid_right, "right"),
+        "disparity_left": disparity_figure(disparity_left, "left", low, high),
+        "disparity_right": disparity_figure(disparity_right, "right", low, high),
+        f"attention_row{row}_right_to_left": attention_row_figure(right_to_left, row,
+                                                                  "right_to_left"),
+        f"attention_row{row}_left_to_right": attention_row_figure(left_to_right, row,
+                                                                  "left_to_right"),
+        f"row{row}_marked_left": marked_row_figure(lr_left, row),
     }
     panels = {"bicubic": bicubic_upscale(lr_left, model.scale),
               "iPASSR": sr_left}
-    images["comparison_left"] = _comparison(panels, hr_left, crop)
-    return Visualization(images, details, sr_left, sr_right, seconds)
+    images["comparison_left"] = _comparison(panels, hr_left, crop, model)
+    return Visualization(images, details, sr_left, sr_right, seconds, maps)
 
 
 def _comparison(panels: dict[str, np.ndarray], hr_left: Any,
-                crop: tuple[int, int, int, int] | None) -> np.ndarray:
+                crop: tuple[int, int, int, int] | None, model: StereoSR) -> np.ndarray:
     """Bicubic / SR (/ HR) side by side; the HR panel must be the SR image's size."""
     if hr_left is not None:
         sr = list(panels.values())[-1]
@@ -208,8 +264,9 @@ def _comparison(panels: dict[str, np.ndarray], hr_left: Any,
         if hr_image.shape != sr.shape:
             raise IpassrError(f"HR left is {hr_image.shape[1]}x{hr_image.shape[0]}, but the SR "
                               f"image is {sr.shape[1]}x{sr.shape[0]}")
-        panels["HR"] = hr_image
-    return comparison(panels, crop)
+        panels["ground truth"] = hr_image
+    return comparison(panels, crop, title=comparison_title(model.label, model.scale,
+                                                           hr_left is not None))
 
 
 def _visualize_other(model: StereoSR, left: torch.Tensor, right: torch.Tensor, row: int,
@@ -232,15 +289,19 @@ def _visualize_other(model: StereoSR, left: torch.Tensor, right: torch.Tensor, r
             mirrored = network.valid_mask(inputs[1].flip(-1), inputs[0].flip(-1))
             masks["valid_right"] = _array(mirrored.flip(-1)[0, 0])
     name = model.label
-    images = {f"attention_row{row}_right_to_left": attention_row_image(right_to_left),
-              f"attention_row{row}_left_to_right": attention_row_image(left_to_right),
-              f"row{row}_marked_left": mark_row(lr_left, row)}
+    images = {f"attention_row{row}_right_to_left": attention_row_figure(
+                  right_to_left, row, "right_to_left", name),
+              f"attention_row{row}_left_to_right": attention_row_figure(
+                  left_to_right, row, "left_to_right", name),
+              f"row{row}_marked_left": marked_row_figure(lr_left, row)}
     for key, mask in masks.items():
-        images[key] = mask_heatmap(lr_left if key == "valid_left" else lr_right, mask)
+        view = key.removeprefix("valid_")
+        images[key] = valid_mask_figure(lr_left if view == "left" else lr_right, mask, view, name)
     panels = {"bicubic": bicubic_upscale(lr_left, model.scale), name: sr_left}
-    images["comparison_left"] = _comparison(panels, hr_left, crop)
-    return Visualization(images, None, sr_left, sr_right, seconds)
+    images["comparison_left"] = _comparison(panels, hr_left, crop, model)
+    return Visualization(images, None, sr_left, sr_right, seconds, masks)
 
 
 __all__ = ["Visualization", "visualize_pair", "colormap", "overlay", "mask_heatmap",
-           "attention_row_image", "comparison", "bicubic_upscale"]
+           "attention_row_image", "comparison", "bicubic_upscale", "valid_mask_figure",
+           "valid_masks_figure", "disparity_figure", "attention_row_figure", "marked_row_figure"]

@@ -14,7 +14,9 @@ from ipassr.inference.api import StereoSR
 from ipassr.data.io import image_to_tensor, read_image, write_image
 from ipassr.models.ipassr import IPASSR
 from ipassr.data.resize import imresize
-from ipassr.visualize import colormap, comparison, visualize_pair
+from ipassr.figures import MIN_WIDTH, enlarge
+from ipassr.visualize import colormap, comparison, mask_heatmap, visualize_pair
+from test_figures import find_rows
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +37,12 @@ def test_visualize_pair_draws_the_network_quantities(model, lr_pair):
     assert {"valid_left", "valid_right", "disparity_left", "disparity_right",
             "attention_row7_right_to_left", "attention_row7_left_to_right",
             "row7_marked_left", "comparison_left"} == set(images)
-    assert images["valid_left"].shape == (20, 36, 3)
-    assert images["attention_row7_right_to_left"].shape == (36, 36, 3)
-    assert all(im.dtype == np.uint8 for im in images.values())
+    assert result.maps["valid_left"].shape == result.maps["disparity_right"].shape == (20, 36)
+    assert all(im.dtype == np.uint8 and im.shape[1] >= MIN_WIDTH for im in images.values()
+               if not im is images["comparison_left"])
+    # each figure shows its map, enlarged and exact, under a title (test_figures.py)
+    heat = enlarge(mask_heatmap(left, result.maps["valid_left"]))
+    assert len(find_rows(images["valid_left"], heat)) == 1
     with torch.no_grad():
         *_, maps = model.network(image_to_tensor(left), image_to_tensor(right),
                                  return_attention=True)
@@ -47,10 +52,11 @@ def test_visualize_pair_draws_the_network_quantities(model, lr_pair):
     torch.testing.assert_close(details.valid_left, maps.valid_left, rtol=0, atol=1e-3)
     torch.testing.assert_close(details.rows[7][0], maps.right_to_left[:, 7], rtol=0, atol=1e-3)
     torch.testing.assert_close(details.rows[7][1], maps.left_to_right[:, 7], rtol=0, atol=1e-3)
-    # the comparison's first panel is the MATLAB-exact bicubic upscale
+    # the comparison's first panel is the MATLAB-exact bicubic upscale (left of the crop box)
     bicubic = imresize(left, 2)
-    panel = images["comparison_left"][14:14 + 40, :72]
-    assert np.array_equal(panel[:, :5], bicubic[:, :5])  # left of the default crop box
+    columns = images["comparison_left"][:, :5]
+    assert any(np.array_equal(columns[top:top + 40], bicubic[:, :5])
+               for top in range(columns.shape[0] - 40))
 
 
 def test_colormap_spans_the_range():
@@ -63,8 +69,8 @@ def test_comparison_places_panels_side_by_side_with_zoom():
     a = np.zeros((8, 10, 3), np.uint8)
     b = np.full((8, 10, 3), 200, np.uint8)
     image = comparison({"a": a, "b": b}, crop=(2, 2, 4, 4))
-    assert image.shape == (14 + 8 + 4 + 10, 24, 3)
-    assert (image[14 + 8 + 4:, 14:] == 200).all()  # zoomed crop of b under b
+    assert image.shape[1] == 24
+    assert (image[-10:, 14:] == 200).all() and (image[-10:, :10] == 0).all()  # zoomed crops
 
 
 def test_cli_writes_pngs_and_checks_input(tmp_path, conformance_dir, lr_pair, capsys):
@@ -102,7 +108,7 @@ def test_half_precision_model_and_running_out_of_memory(conformance_dir, lr_pair
     """A bf16 model gets inputs of its own precision; the allocator failing mid-pass is an
     IpassrError with the pair's size and what to do, not a RuntimeError traceback."""
     half = ipassr.load_model(conformance_dir / "x2.pth.tar", dtype="bfloat16")
-    assert visualize_pair(half, *lr_pair).images["valid_left"].shape == (20, 36, 3)
+    assert visualize_pair(half, *lr_pair).maps["valid_left"].shape == (20, 36)
 
     request.getfixturevalue("forward_out_of_memory")
     with pytest.raises(IpassrError, match=r"out of CPU memory .* 36x20 pair .* lower --max-memory"):
