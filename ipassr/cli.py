@@ -20,7 +20,7 @@ import warnings
 from .errors import IpassrError
 from .startup import use_huge_pages_for_large_tensors
 
-COMMANDS = ("demo", "infer", "evaluate", "prepare", "train", "visualize", "export")
+COMMANDS = ("demo", "infer", "evaluate", "prepare", "train", "report", "visualize", "export")
 
 
 class ArgumentParser(argparse.ArgumentParser):

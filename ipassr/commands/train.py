@@ -33,7 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="config file (.toml or .yaml)")
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="smoke: a couple of minutes on a CPU (without --patches it uses "
-                             "scikit-image's Motorcycle pair)")
+                             "scikit-image's Motorcycle pair; without --validate it validates on "
+                             "a crop of it each epoch, so best.safetensors is the run's best)")
     parser.add_argument("--resume", action="store_true",
                         help="continue OUT's last checkpoint (options given override the saved config)")
     parser.add_argument("--auto-resume", action="store_true",
@@ -89,10 +90,28 @@ def run(args: argparse.Namespace) -> int:
               "pair (the smoke preset's data)", file=sys.stderr)
     if args.max_steps is not None and args.max_steps < 0:
         raise IpassrError(f"--max-steps must be >= 0 (got {args.max_steps})")
+    if args.preset == "smoke" and config.validate is None and not resume:
+        config = _with_smoke_validation(config, explicit, args.out)
     try:
         return _train(args, config, explicit, source, resume)
     finally:
         shutdown_distributed()
+
+
+def _with_smoke_validation(config: TrainConfig, explicit: set[str], out: Path) -> TrainConfig:
+    """The smoke preset validates on a crop of Motorcycle written into the run folder (without
+    the correspondence score unless asked for: it needs the whole pair, and time)."""
+    from ..train.smoke import smoke_validation_root
+
+    try:
+        root = smoke_validation_root(out / "smoke-validation")
+    except IpassrError as exc:  # scikit-image missing
+        print(f"ipassr: no smoke validation: {exc}", file=sys.stderr)
+        return config
+    values = {"validate": str(root)}
+    if "validate_correspondence" not in explicit:
+        values["validate_correspondence"] = False
+    return apply_overrides(config, values, "the smoke preset")
 
 
 def _saved_config(run: Path) -> dict:
@@ -113,6 +132,7 @@ def _saved_scale(run: Path) -> int | None:
 def _train(args: argparse.Namespace, config: TrainConfig, explicit: set[str], source,
            resume: bool) -> int:
     """Build (or resume) the run, fit it within the budget, report where things are."""
+    from ..train.report import CURVES
     from ..train.trainer import Trainer, summary
 
     trainer = Trainer(config, args.out, source=source, resume=resume, overrides=explicit,
@@ -124,6 +144,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, explicit: set[str], so
     result = trainer.fit(max_steps=args.max_steps, time_limit=args.time_limit)
     if trainer.env.is_main:
         where = trainer.paths.last_checkpoint
+        print(f"ipassr: training curves in {trainer.paths.root / CURVES} (losses and validation "
+              f"scores; `ipassr report {trainer.paths.root}` redraws them)", file=sys.stderr)
         if result.status == "finished":
             print(f"ipassr: finished {result.epoch} epochs ({result.global_step} steps); weights in "
                   f"{trainer.paths.weights}", file=sys.stderr)

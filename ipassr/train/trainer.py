@@ -30,6 +30,7 @@ from .distributed import DistEnv, agree, barrier, init_distributed
 from .interrupts import StopRequest, interrupts_blocked_while_workers_start
 from .setup import (absolute_paths, build_network, check_data, configure_backends,
                     file_sha256, open_source, resolve_scale, resumed_config, wrap)
+from .report import REDRAW_EVENTS, redraw
 from .run import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunLog, RunPaths, is_out_of_space,
                   link_or_copy, rng_state, set_rng_state, read_checkpoint, write_checkpoint)
 from .step import LOSS_KEYS, compute_losses, learning_rate, resolve_device
@@ -422,6 +423,8 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         record.setdefault("time", time.time())
         self.log.write(record)
+        if self.env.is_main and record["event"] in REDRAW_EVENTS:
+            redraw(self.paths.root)  # RUN/curves.png (ipassr.train.report)
 
     def _log_event(self, event: str, **extra: Any) -> None:
         record = {"event": event, "epochs_done": self.epoch, "global_step": self.global_step, **extra}
