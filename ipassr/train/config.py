@@ -24,8 +24,7 @@ else:  # Python 3.10: the same parser, published as tomli
 
 from ..errors import IpassrError
 from ..data.io import PathLike, atomic_path
-from ..models.losses import LossConfig
-from ..models.ipassr import ModelConfig
+from ..models.configs import LossConfig, ModelConfig  # torch-free: `ipassr train --help`
 
 # Keys that define the network's shape or forward pass: a resumed run must not change them.
 ARCHITECTURE_KEYS = ("scale", "attention", "whitening", "valid_mask")
