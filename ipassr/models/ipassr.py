@@ -20,7 +20,7 @@ from ..errors import CheckpointError
 from .bipam import LEAKY_SLOPE, AttentionMaps, BiPAM, export_bipam
 from .configs import ModelConfig
 from .names import IPASSR_ARCHITECTURE as ARCHITECTURE
-from .names import is_ipassr_reference
+from .names import is_ipassr_reference, renamed
 
 
 class DenseLayer(nn.Module):
@@ -225,11 +225,7 @@ _REFERENCE_TO_OURS = [(re.compile(pattern), repl) for pattern, repl in [
 
 def reference_to_ours(name: str) -> str:
     """Translate one reference parameter name (e.g. ``pam.bq.weight``) to this package's name."""
-    for pattern, repl in _REFERENCE_TO_OURS:
-        new, count = pattern.subn(repl, name)
-        if count:
-            return new
-    return name
+    return renamed(name, _REFERENCE_TO_OURS)
 
 
 def translate_reference(state: Mapping[str, Any]) -> dict[str, Any]:

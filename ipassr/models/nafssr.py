@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from .names import NAFSSR_SIZES as SIZES  # width, blocks of T, S, B, L
-from .names import is_nafssr
+from .names import is_nafssr, renamed
 from .training import TrainingObjective, pixel_error
 
 ARCHITECTURE = "nafssr"
@@ -347,11 +347,7 @@ _OFFICIAL = [(re.compile(p), r) for p, r in [
 
 def official_to_ours(name: str) -> str:
     """One official NAFSSR parameter name (``body.3.module.fusion.l_proj1.weight``) in ours."""
-    for pattern, replacement in _OFFICIAL:
-        new, count = pattern.subn(replacement, name)
-        if count:
-            return new
-    return name
+    return renamed(name, _OFFICIAL)
 
 
 def is_official(state: Mapping[str, torch.Tensor]) -> bool:

@@ -7,7 +7,8 @@ that holds the parameter names (a state dict, or the strings of a checkpoint's p
 
 from __future__ import annotations
 
-from typing import Collection
+import re
+from typing import Collection, Sequence
 
 IPASSR_ARCHITECTURE = "ipassr-v1"  # the metadata name of iPASSR weights (versioned: v1 = the paper)
 NAFSSR_SIZES = {"T": (48, 16), "S": (64, 32), "B": (96, 64), "L": (128, 128)}  # width, blocks
@@ -37,5 +38,15 @@ def is_nafssr(names: Collection[str]) -> bool:
         name.startswith(NAFSSR_BLOCK_PREFIXES) for name in names)
 
 
-__all__ = ["is_ipassr", "is_ipassr_reference", "is_passrnet", "is_nafssr", "IPASSR_ARCHITECTURE",
-           "NAFSSR_SIZES"]
+def renamed(name: str, rules: Sequence[tuple[re.Pattern, str]]) -> str:
+    """``name`` rewritten by the first rule (compiled pattern, replacement) that matches it: how
+    an official parameter name becomes ours."""
+    for pattern, replacement in rules:
+        new, count = pattern.subn(replacement, name)
+        if count:
+            return new
+    return name
+
+
+__all__ = ["renamed", "is_ipassr", "is_ipassr_reference", "is_passrnet", "is_nafssr",
+           "IPASSR_ARCHITECTURE", "NAFSSR_SIZES"]
