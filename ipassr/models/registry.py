@@ -62,7 +62,7 @@ class NetworkSpec:
     # (network, batch, height, width) -> peak activation bytes of one untiled forward (None: unknown)
     memory: Callable[..., int] | None = None
     recipe: str | None = None       # file under recipes/ with its published training defaults
-    # (config) -> loss function (sr, hr, lr, extras) -> (total, {term: value}); None: plain L1
+    # (training config) -> its TrainingObjective (models/training.py); None: plain L1 / MSE
     loss: Callable[..., Any] | None = None
 
     @property

@@ -40,6 +40,7 @@ IPASSR_SPEC = register_network(NetworkSpec(
     from_state=lazy("ipassr.models.ipassr:from_state"),
     attention_maps=_has_bipam, banded=True, huge_pages=True,
     export_forward=lazy("ipassr.models.ipassr:ExportForward"),
+    loss=lazy("ipassr.models.losses:training_objective"),
 ))
 
 NAFSSR_SPEC = register_network(NetworkSpec(
@@ -54,6 +55,7 @@ NAFSSR_SPEC = register_network(NetworkSpec(
     attention_rows=True,
     memory=lambda network, batch, height, width: untiled_bytes(
         network, batch, height, width, network.config.width),
+    loss=lazy("ipassr.models.nafssr:training_objective"),
 ))
 
 PASSRNET_SPEC = register_network(NetworkSpec(
@@ -65,6 +67,7 @@ PASSRNET_SPEC = register_network(NetworkSpec(
     batch_independent=False,  # the official mask cleaning links the pairs of a batch
     memory=lambda network, batch, height, width: untiled_bytes(
         network, batch, height, width, 64),
+    loss=lazy("ipassr.models.passrnet:training_objective"),
 ))
 
 __all__ = ["IPASSR_SPEC", "NAFSSR_SPEC", "PASSRNET_SPEC", "untiled_bytes"]
