@@ -61,7 +61,8 @@ class NetworkSpec:
     huge_pages: bool = False        # CPU tensors on transparent huge pages help it (ipassr.startup)
     # (network, batch, height, width) -> peak activation bytes of one untiled forward (None: unknown)
     memory: Callable[..., int] | None = None
-    recipe: str | None = None       # file under recipes/ with its published training defaults
+    # its published training defaults: a file in recipes/, {size} standing for the size
+    recipe: str | None = None
     # (training config) -> its TrainingObjective (models/training.py); None: plain L1 / MSE
     loss: Callable[..., Any] | None = None
 

@@ -55,7 +55,7 @@ NAFSSR_SPEC = register_network(NetworkSpec(
     attention_rows=True,
     memory=lambda network, batch, height, width: untiled_bytes(
         network, batch, height, width, network.config.width),
-    loss=lazy("ipassr.models.nafssr:training_objective"),
+    loss=lazy("ipassr.models.nafssr:training_objective"), recipe="nafssr-{size}.toml",
 ))
 
 PASSRNET_SPEC = register_network(NetworkSpec(
@@ -67,7 +67,7 @@ PASSRNET_SPEC = register_network(NetworkSpec(
     batch_independent=False,  # the official mask cleaning links the pairs of a batch
     memory=lambda network, batch, height, width: untiled_bytes(
         network, batch, height, width, 64),
-    loss=lazy("ipassr.models.passrnet:training_objective"),
+    loss=lazy("ipassr.models.passrnet:training_objective"), recipe="passrnet.toml",
 ))
 
 __all__ = ["IPASSR_SPEC", "NAFSSR_SPEC", "PASSRNET_SPEC", "untiled_bytes"]
