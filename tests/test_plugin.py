@@ -20,6 +20,8 @@ from ipassr.data.io import write_image
 from ipassr.errors import CheckpointError
 from ipassr.models.checkpoint import load_network
 
+from training_helpers import cones_patches, write_patch_file
+
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 2
 
@@ -75,13 +77,6 @@ class TinySR(nn.Module):
         return self.view(left, right), self.view(right, left)
 '''
 
-SAVE_WEIGHTS = """\
-import sys
-import ipassr
-network = ipassr.build_network("tinysr", int(sys.argv[2]))
-ipassr.save_weights(network, sys.argv[1])
-"""
-
 
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory) -> dict[str, str]:
@@ -114,14 +109,17 @@ def _dataset(root: Path, rng: np.random.Generator) -> Path:
     return root
 
 
-def test_a_network_registered_by_entry_point_infers_and_evaluates(plugin, tmp_path):
+def test_a_network_registered_by_entry_point_trains_infers_and_evaluates(plugin, tmp_path):
     rng = np.random.default_rng(0)
-    weights = tmp_path / "tinysr.safetensors"
-    # TRAIN STEP (trainzoo): once `ipassr train --arch tinysr` works for plugins, make the
-    # weights with it here (e.g. `--preset smoke --max-steps 2`) instead of saving them untrained.
-    done = subprocess.run([sys.executable, "-c", SAVE_WEIGHTS, str(weights), str(SCALE)],
-                          env=plugin, capture_output=True, text=True)
+    patches = write_patch_file(tmp_path / "cones.safetensors", cones_patches(SCALE), SCALE, count=4)
+    run = tmp_path / "run"
+    done = _ipassr(plugin, "train", "--arch", "tinysr", "--patches", str(patches), "--out",
+                   str(run), "--preset", "smoke", "--batch-size", "2", "--lr-crop", "10x20",
+                   "--max-steps", "2", "--no-progress", "--no-tensorboard")
     assert done.returncode == 0, done.stderr
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [set(r["loss"]) for r in log if r["event"] == "step"] == [{"total", "sr"}] * 2  # L1
+    weights = run / "weights" / "last.safetensors"  # names its network: no --arch below
 
     left, right = tmp_path / "l.png", tmp_path / "r.png"
     for path in (left, right):
@@ -141,6 +139,12 @@ def test_a_network_registered_by_entry_point_infers_and_evaluates(plugin, tmp_pa
     methods = json.loads(report.read_text())["methods"]
     assert set(methods) == {"Bicubic", "tiny"}
     assert methods["tiny"]["Tiny"]["stereo_psnr"] != methods["Bicubic"]["Tiny"]["stereo_psnr"]
+
+    exported = tmp_path / "tinysr.pt"
+    done = _ipassr(plugin, "export", "--weights", str(weights), "--format", "torchscript",
+                   "--output", str(exported))
+    assert done.returncode == 0, done.stderr
+    assert exported.is_file()
 
     # the CLI offers it by name; here, without the plugin installed, the same file is refused
     assert "tinysr" in _ipassr(plugin, "infer", "--help").stdout
