@@ -33,8 +33,10 @@ from pathlib import Path
 import torch
 import ipassr
 package = Path(ipassr.__file__).parent
-if (package / "fast").is_dir():
+if (package / "inference" / "fast").is_dir():
     from ipassr.inference.fast.attention import subnormals_flushed
+elif (package / "fast").is_dir():  # before the subpackages
+    from ipassr.fast.attention import subnormals_flushed
 else:  # before the fast path became a subpackage
     from ipassr.chunked import subnormals_flushed
 width, height, scale, passes, threads = map(int, sys.argv[1:6])

@@ -43,20 +43,14 @@ DEFAULT_SIZES = "310x93:4,621x187:2"
 
 
 def build(name: str, scale: int):
-    """A random-weight network of this name and scale, in eval mode."""
+    """A random-weight network of this name ('nafssr-t': NAFSSR-T) and scale, in eval mode."""
     import torch
 
-    from ipassr.models.ipassr import IPASSR
-    from ipassr.models.zoo import NAFSSR, PASSRnet
-    from ipassr.models.nafssr import SIZES
+    from ipassr.models.registry import build_network
 
     torch.manual_seed(0)
-    if name == "ipassr":
-        return IPASSR(scale).eval()
-    if name == "passrnet":
-        return PASSRnet(scale).eval()
-    width, blocks = SIZES[name.split("-")[1].upper()]
-    return NAFSSR(scale, width, blocks).eval()
+    network, _, size = name.partition("-")
+    return build_network(network, scale, size.upper() or None).eval()
 
 
 def count_flops(network, width: int, height: int) -> float:

@@ -3,6 +3,7 @@
 >>> import ipassr
 >>> model = ipassr.load_model("weights.pth.tar")          # or load_model(scale=4): shipped weights
 >>> sr_left, sr_right = model.super_resolve(left, right)    # PIL images, arrays or tensors
+>>> ipassr.register_network(ipassr.NetworkSpec(name="mine", build=build))  # docs/networks.md
 
 The names below are imported on first use, so ``import ipassr`` (and the CLI's start) does not
 import torch: the ``ipassr`` command sets torch's allocator options before torch loads.
@@ -27,7 +28,9 @@ _EXPORTS = {
     "count_parameters": "models.ipassr", "PatchFile": "data.patches", "imresize": "data.resize",
     "imresize_tensor": "data.resize", "plan_inference": "inference.fast",
     "stereo_forward": "inference.fast", "TrainConfig": "train", "Trainer": "train",
-    "visualize_pair": "visualize",
+    "visualize_pair": "visualize", "NetworkSpec": "models.registry",
+    "register_network": "models.registry", "registered_networks": "models.registry",
+    "build_network": "models.registry",
 }
 _SUBMODULES = {
     "cli", "commands", "data", "demo", "devices", "errors", "evaluation", "inference", "models",
@@ -68,3 +71,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .inference.fast import plan_inference, stereo_forward
     from .train import TrainConfig, Trainer
     from .visualize import visualize_pair
+    from .models.registry import (NetworkSpec, build_network, register_network,
+                                  registered_networks)

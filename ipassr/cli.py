@@ -55,13 +55,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ipassr`` console script."""
+    warnings.showwarning = _show_warning  # from the start: a broken network plugin warns here
     use_huge_pages_for_large_tensors(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    warnings.showwarning = _show_warning
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         # before torch starts its worker threads, so that they flush subnormals too (faster

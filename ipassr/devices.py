@@ -1,12 +1,20 @@
-"""Choosing the torch device from what a user typed, with one clear error when it cannot be used."""
+"""Choosing the torch device from what a user typed, with one clear error when it cannot be used.
+
+Torch is imported when a device is parsed, not before: the CLI's parser lists the precisions.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import IpassrError
 
-__all__ = ["parse_device"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["parse_device", "PRECISION_NAMES"]
+
+PRECISION_NAMES = ("float32", "bfloat16", "float16")  # the network precisions ipassr runs in
 
 
 def parse_device(name: str | torch.device, local_rank: int = 0) -> torch.device:
@@ -15,6 +23,8 @@ def parse_device(name: str | torch.device, local_rank: int = 0) -> torch.device:
     Plain 'cuda' means this process's GPU (``local_rank`` under torchrun). IpassrError for an
     unknown name, a PyTorch without CUDA, no GPU, or a GPU index that does not exist.
     """
+    import torch
+
     if isinstance(name, torch.device):
         name = str(name)
     text = str(name).strip().lower()

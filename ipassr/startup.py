@@ -3,10 +3,11 @@
 Torch reads ``THP_MEM_ALLOC_ENABLE`` at its first allocation, so the choice is made from the
 command line alone, without torch: the networks named by ``--weights`` (and ``--arch``) are read
 off the files' headers (safetensors metadata, or the parameter names in a torch zip's pickle,
-judged by ``ipassr.models.names`` as ``ipassr.models.zoo`` judges a loaded state dict).
-Huge pages cut iPASSR's page faults (about a third of a KITTI pass, docs/inference.md) but made
-PASSRnet and NAFSSR slower (bench/README.md, "Other networks"), so they are asked for unless every
-network named is one of those two.
+judged by the registered networks' torch-free recognisers, as ``ipassr.models.checkpoint`` judges
+a loaded state dict). Huge pages cut iPASSR's page faults (about a third of a KITTI pass,
+docs/inference.md) but made PASSRnet and NAFSSR slower (bench/README.md, "Other networks"), so
+they are asked for unless every network named is one whose spec says they do not help
+(``NetworkSpec.huge_pages``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .models.names import is_nafssr, is_passrnet
-
-OTHER_NETWORKS = ("nafssr", "passrnet")
+from .models.registry import get_network, recognize, spec_for_architecture
+from .errors import IpassrError
 
 
 def option_values(argv: list[str], option: str) -> list[str]:
@@ -37,8 +37,9 @@ def option_values(argv: list[str], option: str) -> list[str]:
 
 
 def network_in(path: str | Path) -> str | None:
-    """'ipassr', 'nafssr' or 'passrnet' from a weights file's header, without torch; None when the
-    file cannot be read this way (the loader will say what is wrong with it)."""
+    """The registered name of the network in a weights file ('ipassr', 'nafssr', ...), from its
+    header, without torch; None when the file cannot be read this way or holds no registered
+    network (the loader will say what is wrong with it)."""
     path = Path(path)
     if not path.exists() and "=" in str(path):  # evaluate's LABEL=FILE
         path = Path(str(path).split("=", 1)[1])
@@ -58,9 +59,8 @@ def _safetensors_network(path: Path) -> str | None:
         if length > 100_000_000:
             return None
         metadata = json.loads(file.read(length)).get("__metadata__") or {}
-    architecture = str(metadata.get("architecture", ""))
-    return next((name for name in OTHER_NETWORKS if architecture.startswith(name)),
-                "ipassr" if architecture.startswith("ipassr") else None)
+    spec = spec_for_architecture(str(metadata.get("architecture", "")))
+    return None if spec is None else spec.name
 
 
 def _pickle_network(path: Path) -> str | None:
@@ -70,17 +70,26 @@ def _pickle_network(path: Path) -> str | None:
             return None
         strings = [arg for _, arg, _ in pickletools.genops(archive.read(pickles[0]))
                    if isinstance(arg, str)]
-    names = set(strings)  # the parameter names are among the pickle's strings
-    return "passrnet" if is_passrnet(names) else "nafssr" if is_nafssr(names) else "ipassr"
+    spec = recognize(set(strings))  # the parameter names are among the pickle's strings
+    return None if spec is None else spec.name
 
 
 def huge_pages_help(argv: list[str]) -> bool:
-    """False when every network the command names (``--arch``, or ``--weights`` files) is NAFSSR
-    or PASSRnet; True otherwise (iPASSR, the shipped weights, or nothing known)."""
+    """False when every network the command names (``--arch``, or ``--weights`` files) is one
+    that huge pages do not help (NAFSSR, PASSRnet); True otherwise (iPASSR, the shipped weights,
+    or nothing known)."""
     named = option_values(argv, "--arch")
     if not named:
         named = [network_in(value) for value in option_values(argv, "--weights")]
-    return not named or any(name not in OTHER_NETWORKS for name in named)
+    return not named or any(name is None or _helped(name) for name in named)
+
+
+def _helped(name: str) -> bool:
+    """Whether huge pages help the registered network ``name`` (unknown names: yes)."""
+    try:
+        return get_network(name).huge_pages
+    except IpassrError:
+        return True
 
 
 def use_huge_pages_for_large_tensors(argv: list[str] | None = None) -> None:

@@ -34,7 +34,6 @@ from .data.io import PathLike, tensor_to_image, write_image
 from .data.resize import imresize
 from .figures import (ColourScale, beside, colormap, enlarge, figure, panels, stack, text_band,
                       text_size, with_axes)
-from .models.zoo import PASSRnet
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.ndarray:
@@ -221,7 +220,7 @@ def visualize_pair(model: StereoSR, left: Any, right: Any, *, row: int | None = 
     row = height // 2 if row is None else row
     if not 0 <= row < height:
         raise IpassrError(f"row {row} is outside the image (0..{height - 1})")
-    if not model.is_ipassr:
+    if not (model.spec.banded and model.spec.attention_maps):  # biPAM's details: iPASSR's kind
         return _visualize_other(model, left_t, right_t, row, hr_left, crop)
     started = time.perf_counter()
     sr_left, sr_right, details = model.forward_with_details(left_t, right_t, keep_rows=[row])
@@ -271,8 +270,9 @@ def _comparison(panels: dict[str, np.ndarray], hr_left: Any,
 
 def _visualize_other(model: StereoSR, left: torch.Tensor, right: torch.Tensor, row: int,
                      hr_left: Any, crop: tuple[int, int, int, int] | None) -> Visualization:
-    """NAFSSR: its last SCAM's attention maps of one row; PASSRnet: its PAM maps of that row and
-    the valid masks its fusion receives (V_L; V_R from the mirrored pair). Both: the comparison.
+    """Networks without biPAM-style details: the attention maps of one row where the spec offers
+    them (NAFSSR: its last SCAM's; PASSRnet: its PAM's), the valid masks where it offers them
+    (PASSRnet: V_L, and V_R from the mirrored pair), and always the comparison.
     """
     network = model.network
     started = time.perf_counter()
@@ -281,19 +281,20 @@ def _visualize_other(model: StereoSR, left: torch.Tensor, right: torch.Tensor, r
     sr_left, sr_right = (tensor_to_image(v.clamp(0, 1)) for v in (sr_left, sr_right))
     lr_left, lr_right = tensor_to_image(left), tensor_to_image(right)
     inputs = left.to(model.device, model.dtype), right.to(model.device, model.dtype)
+    rows, masks = {}, {}
     with torch.inference_mode(), model.out_of_memory_explained(left):
-        right_to_left, left_to_right = (_array(m[0]) for m in network.attention_row(*inputs, row))
-        masks = {}
-        if isinstance(network, PASSRnet):
+        if model.spec.attention_rows:
+            rows = dict(zip(("right_to_left", "left_to_right"),
+                            (_array(m[0]) for m in network.attention_row(*inputs, row))))
+        if model.spec.valid_masks:
             masks["valid_left"] = _array(network.valid_mask(*inputs)[0, 0])
             mirrored = network.valid_mask(inputs[1].flip(-1), inputs[0].flip(-1))
             masks["valid_right"] = _array(mirrored.flip(-1)[0, 0])
     name = model.label
-    images = {f"attention_row{row}_right_to_left": attention_row_figure(
-                  right_to_left, row, "right_to_left", name),
-              f"attention_row{row}_left_to_right": attention_row_figure(
-                  left_to_right, row, "left_to_right", name),
-              f"row{row}_marked_left": marked_row_figure(lr_left, row)}
+    images = {f"attention_row{row}_{key}": attention_row_figure(maps, row, key, name)
+              for key, maps in rows.items()}
+    if rows:
+        images[f"row{row}_marked_left"] = marked_row_figure(lr_left, row)
     for key, mask in masks.items():
         view = key.removeprefix("valid_")
         images[key] = valid_mask_figure(lr_left if view == "left" else lr_right, mask, view, name)

@@ -53,7 +53,7 @@ def test_single_view_variant_detected_without_metadata(tmp_path):
 
 
 def test_wrong_scale_is_a_clear_error(conformance_dir):
-    with pytest.raises(CheckpointError, match=r"x2 weights but x4 was requested"):
+    with pytest.raises(CheckpointError, match=r"x2 iPASSR weights but x4 was requested"):
         load_network(conformance_dir / "x2.pth.tar", scale=4)
 
 

@@ -9,8 +9,8 @@ import torch
 from ipassr.models.checkpoint import load_network
 from ipassr.cli import main
 from ipassr.errors import IpassrError
-from ipassr.inference.export import ExportForward, export_model, run_onnx, run_torchscript
-from ipassr.models.ipassr import IPASSR
+from ipassr.inference.export import export_model, run_onnx, run_torchscript
+from ipassr.models.ipassr import IPASSR, ExportForward
 
 
 def test_export_forward_equals_the_network_in_eval_mode(conformance_dir):

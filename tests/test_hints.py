@@ -222,7 +222,7 @@ def test_training_with_hints_logs_the_term_and_refuses_what_cannot_use_them(tmp_
     logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     steps = [entry for entry in logged if entry["event"] == "step"]
     assert steps and steps[0]["loss"]["hint"] > 0
-    for bad, message in (({"attention": False}, "single-view"), ({"replicate_left": True}, "replicate-left"),
+    for bad, message in (({"use_attention": False}, "single-view"), ({"replicate_left": True}, "replicate-left"),
                          ({"hint_weight": -1.0}, "must be 0")):
         with pytest.raises(IpassrError, match=message):
             Trainer(TrainConfig(patches=str(hinted_patches), **{**TINY, "hint_weight": 0.01, **bad}),

@@ -62,7 +62,7 @@ def test_huge_pages_only_for_ipassr_read_off_the_weights_without_torch(conforman
 
     from ipassr.models.checkpoint import save_weights
     from ipassr.startup import huge_pages_help, network_in
-    from ipassr.models.zoo import NAFSSR
+    from ipassr.models.nafssr import NAFSSR
 
     ours = tmp_path / "nafssr.safetensors"
     save_weights(NAFSSR(4, 8, 1), ours)
@@ -75,3 +75,21 @@ def test_huge_pages_only_for_ipassr_read_off_the_weights_without_torch(conforman
     assert huge_pages_help(["evaluate", "--weights", f"a={passrnet}", "--weights", str(shipped)])
     assert not huge_pages_help(["evaluate", "--weights", f"a={passrnet}", "--weights", nafssr])
     assert huge_pages_help(["infer", "--weights", str(tmp_path / "missing.pth")])
+
+
+def test_help_and_argument_errors_answer_without_torch():
+    """`ipassr --help`, every command's --help and a usage error do not import torch (seconds on
+    a busy machine); the --arch / --model-size choices come from the registry, torch-free."""
+    code = ("import sys\n"
+            "from ipassr.cli import build_parser\n"
+            "parser = build_parser()\n"
+            "for argv in (['--help'], *([c, '--help'] for c in ipassr.cli.COMMANDS),\n"
+            "             ['infer', '--arch', 'nope']):\n"
+            "    try:\n"
+            "        parser.parse_args(argv)\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print('torch' in sys.modules)\n")
+    lines = _run("import ipassr.cli\n" + code).splitlines()
+    assert lines[-1] == "False"
+    assert any("--arch {ipassr,nafssr,passrnet}" in line for line in lines)

@@ -43,9 +43,19 @@ def test_shipped_x2_weights_beat_bicubic_on_a_real_pair(cones_pair):
 
 def test_every_recipe_is_a_valid_training_config():
     paths = sorted(RECIPES.glob("*.toml"))
-    assert len(paths) >= 18, paths
+    assert len(paths) >= 23, paths
     for path in paths:
         load_config(path)  # unknown keys and bad values raise, naming the file
+    # every network's published recipe, at every size, is one of them and names its network
+    from ipassr.models.registry import registered_networks
+    from ipassr.train.recipes import recipe_config, recipe_path
+
+    for name, spec in registered_networks().items():
+        for size in spec.sizes or [None]:
+            path = recipe_path(name, size)
+            assert path is None or path.resolve().parent == RECIPES.resolve(), path
+            config = recipe_config(name, size)
+            assert (config.arch, config.model_size) == (name, size)
 
 
 @pytest.mark.parametrize("scale", [2, 4])

@@ -137,10 +137,10 @@ def test_checkpoint_is_weights_only_and_exports_load_for_inference(tmp_path, con
 # ----------------------------------------------------------------------------- ablations
 
 @pytest.mark.parametrize("changes", [
-    {"attention": False},  # Table 1 single input
+    {"use_attention": False},  # Table 1 single input
     {"views": "left"},  # asymmetric
     {"replicate_left": True},  # Table 1 replicated inputs
-    {"whitening": False, "valid_mask": False},  # Table 3
+    {"use_whitening": False, "use_valid_mask": False},  # Table 3
     {"residual_photo": False, "residual_cycle": False, "residual_cons": False},  # Table 2
     {"loss_photo": False, "loss_smooth": False, "loss_cycle": False, "loss_cons": False},
 ], ids=["single-view", "asymmetric", "replicated", "no-whitening-no-mask", "plain-losses", "sr-only"])
@@ -151,13 +151,13 @@ def test_each_ablation_trains_and_its_weights_load_and_infer(tmp_path, cones_x2,
     trainer.fit()
     network = load_network(tmp_path / "run" / "weights" / "last.safetensors")
     assert network.config == trainer.network.config
-    assert (network.attention is None) == (changes.get("attention") is False)
+    assert (network.attention is None) == (changes.get("use_attention") is False)
     sr_left, sr_right = StereoSR(network).super_resolve(cones_x2[0][0][:12, :24],
                                                         cones_x2[1][0][:12, :24])
     assert sr_left.shape == sr_right.shape == (24, 48, 3)
     terms = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     logged = next(r["loss"] for r in terms if r["event"] == "step")
-    if changes.get("attention") is False or "loss_photo" in changes:
+    if changes.get("use_attention") is False or "loss_photo" in changes:
         assert set(logged) == {"total", "sr"}
 
 
@@ -291,9 +291,9 @@ def test_fewer_patches_than_a_batch_is_refused(tmp_path, cones_x2):
 
 def test_resume_with_a_different_network_is_refused(tmp_path, cones_x2):
     Trainer(tiny_config(), tmp_path / "run", source=tiny_source(cones_x2), progress=False).fit(max_steps=1)
-    with pytest.raises(IpassrError, match=r"different network \(attention: True -> False\)"):
-        Trainer(tiny_config(attention=False), tmp_path / "run", source=tiny_source(cones_x2),
-                resume=True, overrides={"attention"})
+    with pytest.raises(IpassrError, match=r"different network \(use_attention: True -> False\)"):
+        Trainer(tiny_config(use_attention=False), tmp_path / "run", source=tiny_source(cones_x2),
+                resume=True, overrides={"use_attention"})
     with pytest.raises(IpassrError, match=r"scale: 2 -> 4"):
         Trainer(tiny_config(scale=4), tmp_path / "run", source=tiny_source(cones_x2),
                 resume=True, overrides={"scale"})

@@ -15,7 +15,8 @@ from ipassr.cli import main
 from ipassr.errors import CheckpointError, IpassrError
 from ipassr.data.io import read_image, write_image
 from ipassr.models.ipassr import count_parameters
-from ipassr.models.zoo import NAFSSR, PASSRnet
+from ipassr.models.nafssr import NAFSSR
+from ipassr.models.passrnet import PASSRnet
 from ipassr.models.nafssr import local_average
 
 # Float32 against float64 of the same network, measured (AMD EPYC, 1 and 2 threads), plus the

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import IpassrError
+from ..models.registry import network_names, registered_networks, size_names
 
 
 def option_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -23,16 +24,20 @@ def option_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--weights`` and ``--scale``: a weights file, or the shipped weights for a scale."""
+    """``--weights``, ``--scale``, ``--arch`` and ``--model-size``: a weights file, or the shipped
+    weights for a scale; the network and size choices are the registry's."""
+    labels = [spec.display_name for spec in registered_networks().values()]
+    sized = [spec.display_name for spec in registered_networks().values() if spec.sizes]
     parser.add_argument("--weights", type=Path,
-                        help="weights file (.pth.tar, .pth or .safetensors) of iPASSR, NAFSSR or "
-                             "PASSRnet, or x2 / x4 for the shipped ones (default: the shipped "
+                        help=f"weights file (.pth.tar, .pth or .safetensors) of {', '.join(labels)}, "
+                             "or x2 / x4 for the shipped ones (default: the shipped "
                              "weights for --scale)")
     parser.add_argument("--scale", type=int, help="upscaling factor (checked against --weights)")
-    parser.add_argument("--arch", choices=("ipassr", "nafssr", "passrnet"),
+    parser.add_argument("--arch", choices=network_names(),
                         help="the network in --weights (default: read off the file; checked)")
-    parser.add_argument("--model-size", choices=("T", "S", "B", "L"),
-                        help="NAFSSR's size (default: read off the file; checked)")
+    parser.add_argument("--model-size", choices=size_names(),
+                        help=f"the size of {', '.join(sized)} (default: read off the file; "
+                             "checked)")
 
 
 def network_options(args: argparse.Namespace) -> dict:

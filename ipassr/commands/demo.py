@@ -7,7 +7,6 @@ from pathlib import Path
 
 from . import add_weights_arguments, network_options
 from ..errors import IpassrError
-from ..inference.api import load_model, resolve_weights
 
 
 def add_parser(subparsers) -> None:
@@ -27,6 +26,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import motorcycle_pair, own_pair, run_demo
+    from ..inference.api import load_model, resolve_weights
 
     if (args.left is None) != (args.right is None):
         raise IpassrError("give both --left and --right, or neither for the built-in pair")

@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from tqdm import tqdm
 
-from ..evaluation.correspondence import evaluate_attention, format_attention_markdown, format_attention_table
 from ..errors import IpassrError
-from ..evaluation.disparity_benefit import (MOTORCYCLE, check_ground_truth_sizes, disparity_cases,
-                                 evaluate_disparity, format_disparity_markdown,
-                                 format_disparity_table, motorcycle_case)
-from ..evaluation.protocol import (BicubicMethod, Method, SrDirMethod, WeightsMethod, evaluate,
-                          find_datasets, format_markdown, format_table, write_json, write_text)
-from ..inference.api import resolve_weights, shipped_name_scale
+
+if TYPE_CHECKING:  # torch: imported when a command runs, not for --help
+    from ..evaluation.protocol import Method, WeightsMethod
 
 
 def add_parser(subparsers) -> None:
@@ -59,6 +57,9 @@ def _split_label(value: str) -> tuple[str, Path]:
 
 def _methods(args: argparse.Namespace) -> list[Method]:
     """The methods to score, in command-line order: bicubic, weights, SR folders."""
+    from ..evaluation.protocol import BicubicMethod, SrDirMethod, WeightsMethod
+    from ..inference.api import resolve_weights, shipped_name_scale
+
     methods: list[Method] = [BicubicMethod(args.scale)] if args.bicubic else []
     for value in args.weights:
         label, path = _split_label(value)
@@ -76,13 +77,15 @@ def _methods(args: argparse.Namespace) -> list[Method]:
 
 def _attention_networks(methods: list[Method]) -> list[WeightsMethod]:
     """The --weights methods whose network has biPAM (``--attention`` scores only those)."""
+    from ..evaluation.protocol import WeightsMethod
+
     networks = [m for m in methods if isinstance(m, WeightsMethod)]
     if not networks:
         raise IpassrError("--attention scores a network's attention maps: give --weights")
-    others = [m.label for m in networks if not m.model.is_ipassr]
+    others = [m.label for m in networks if not m.model.spec.attention_maps]
     if others:
-        raise IpassrError(f"--attention scores iPASSR's biPAM; {', '.join(others)} is another "
-                          "network")
+        raise IpassrError(f"--attention scores biPAM-style attention maps (iPASSR's); "
+                          f"{', '.join(others)} gives none")
     without = [m.label for m in networks if not m.model.has_attention]
     if without:
         raise IpassrError(f"--attention: {', '.join(without)} has no parallax attention "
@@ -103,6 +106,15 @@ def _progress(unit: str):
 
 def run(args: argparse.Namespace) -> int:
     """Score, print the table(s), write --json / --markdown."""
+    from ..evaluation.correspondence import (evaluate_attention, format_attention_markdown,
+                                             format_attention_table)
+    from ..evaluation.disparity_benefit import (MOTORCYCLE, check_ground_truth_sizes,
+                                                disparity_cases, evaluate_disparity,
+                                                format_disparity_markdown, format_disparity_table,
+                                                motorcycle_case)
+    from ..evaluation.protocol import (WeightsMethod, evaluate, find_datasets, format_markdown,
+                                       format_table, write_json, write_text)
+
     if args.scale < 1:
         raise IpassrError(f"--scale must be a positive integer, got {args.scale}")
     if args.dataset_root is None and not (args.disparity or args.attention):

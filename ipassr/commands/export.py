@@ -5,18 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_weights_arguments
-from ..models.checkpoint import load_network
+from . import add_weights_arguments, network_options
 from ..errors import IpassrError
-from ..inference.export import FORMATS, export_model
-from ..inference.api import resolve_weights
 from ..data.io import check_writable_folder
+from ..inference import EXPORT_FORMATS as FORMATS
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "export", help="export the network to ONNX or TorchScript",
-        description="Export iPASSR (eval mode) with dynamic batch, height and width, then check "
+        description="Export the network (eval mode) with dynamic batch, height and width, then check "
                     "that the exported file reproduces PyTorch at another size (ONNX needs "
                     "onnx and onnxruntime: pip install 'ipassr[export]').")
     add_weights_arguments(parser)
@@ -34,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.overwrite:
         raise IpassrError(f"--output {args.output}: already exists (use --overwrite to replace it)")
     check_writable_folder(args.output.parent)
-    network = load_network(resolve_weights(args.weights, args.scale), scale=args.scale)
+    from ..inference.api import resolve_weights  # torch: not for --help
+    from ..inference.export import export_model
+    from ..models.checkpoint import load_network
+
+    network = load_network(resolve_weights(args.weights, args.scale), scale=args.scale,
+                           **network_options(args))
     error = export_model(network, args.output, args.format, check=not args.no_check)
     checked = "" if error is None else f"; matches PyTorch to {error:.1e}"
     print(f"wrote {args.output} ({args.format}, x{network.scale}, inputs left/right "

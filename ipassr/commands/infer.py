@@ -8,18 +8,22 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from . import add_weights_arguments, network_options
 from ..data.datasets import IMAGE_SUFFIXES
 from ..errors import IpassrError
-from ..inference.api import PRECISIONS, StereoSR, load_model
-from ..data.io import check_writable_folder, image_to_tensor, tensor_to_image
+from ..devices import PRECISION_NAMES
+from ..data.io import check_writable_folder, image_to_tensor, tensor_to_image, write_image
 from ..data.layouts import layout_names
 from ..data.media import (JPS_SUFFIXES, PHOTO_SUFFIXES, StereoImage, StereoTarget, plan_target,
                           read_stereo, read_views, write_stereo)
 from .visualize import memory_size
+
+if TYPE_CHECKING:  # torch: not for --help
+    from ..inference.api import StereoSR
 
 LEFT_NAME, RIGHT_NAME = "lr0.png", "lr1.png"
 SIDE_NAME = re.compile(r"^(?P<stem>.+)_(?P<side>[LR])$")
@@ -62,7 +66,7 @@ def add_parser(subparsers) -> None:
                         help="activation memory budget per forward pass, e.g. 2G or 512M "
                              "(default 4G on the CPU, half the available memory on a GPU); larger "
                              "images run in chunks, same results")
-    parser.add_argument("--dtype", choices=tuple(PRECISIONS), default="float32",
+    parser.add_argument("--dtype", choices=PRECISION_NAMES, default="float32",
                         help="network precision: bfloat16 or float16 for speed on a GPU (the "
                              "attention softmax and valid masks stay float32; default float32)")
     parser.add_argument("--compile", action="store_true",
@@ -92,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     photo, inputs = read_input(args)
     target = plan_output(args, photo)
     check_outputs(inputs, target.paths)
+    from ..inference.api import load_model  # torch: not for --help
+
     model = load_model(args.weights, scale=args.scale, device=args.device,
                        max_memory=args.max_memory, dtype=args.dtype, compile=args.compile,
                        **network_options(args))
@@ -248,6 +254,8 @@ def run_folder(args: argparse.Namespace) -> int:
     if todo:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local_rank}" if args.device == "cuda" and world > 1 else args.device
+        from ..inference.api import load_model
+
         model = load_model(args.weights, scale=args.scale, device=device,
                            max_memory=args.max_memory, dtype=args.dtype, compile=args.compile,
                            **network_options(args))

@@ -11,12 +11,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.datasets import LAYOUTS, StereoDataset, check_pairs, image_files, open_dataset, read_pair
-from ..data.disparity import read_disparity, require_opencv, write_pfm
 from ..errors import IpassrError
 from ..data.io import check_writable_folder, read_image, write_image
-from ..data.patches import plan_patches, write_patch_file
-from ..data.resize import degrade, mod_crop
-from ..data.synthetic import synthetic_pair, too_narrow
 
 TESTSET_MOD = 4  # HR mod-crop shared by x2 and x4
 
@@ -128,6 +124,9 @@ def run_testset(args: argparse.Namespace) -> int:
 
 def _write_testset(dataset: StereoDataset, target: Path, scales: list[int], name: str) -> list[str]:
     """Write hr/, lr_x{s}/ (and GT disp0.pfm) of every pair under ``target``; return too-narrow scenes."""
+    from ..data.disparity import read_disparity, write_pfm  # torch: not for --help
+    from ..data.resize import degrade, mod_crop
+
     small = []
     for pair in tqdm(dataset.pairs, desc=f"preparing {name}", unit="pair"):
         left, right = read_pair(pair)
@@ -160,6 +159,9 @@ def _source_name(path: Path, taken: set[str]) -> str:
 
 def run_patches(args: argparse.Namespace) -> int:
     """Plan patch counts from headers, then stream every pair's patches into the output file."""
+    from ..data.disparity import require_opencv  # torch: not for --help
+    from ..data.patches import plan_patches, write_patch_file
+
     if args.scale < 1:
         raise IpassrError(f"--scale must be a positive integer, got {args.scale}")
     if args.output.exists() and not args.overwrite:
@@ -222,6 +224,8 @@ def _single_images(sources: list[Path]) -> list[Path]:
 
 def run_synthetic(args: argparse.Namespace) -> int:
     """Write one synthetic pair per single image; each pair's seed derives from --seed and its index."""
+    from ..data.synthetic import synthetic_pair, too_narrow  # torch: not for --help
+
     files = _single_images(args.sources)
     if args.max_disparity < 1:
         raise IpassrError(f"--max-disparity {args.max_disparity}: must be at least 1 pixel")

@@ -1,8 +1,9 @@
-"""``ipassr train``: train iPASSR from a patch file, by default exactly as the paper did.
+"""``ipassr train``: train a network from a patch file, by default by its published recipe.
 
 Every TrainConfig key is an option (``lr_step_epochs`` -> ``--lr-step-epochs``; booleans also as
-``--no-...``). Precedence: defaults < ``--preset`` < ``--config FILE`` < options. Multi-GPU or
-multi-process: ``torchrun --nproc_per_node=K -m ipassr train ...``.
+``--no-...``). Precedence: defaults < the network's recipe (``--arch``, ``--model-size``) <
+``--preset`` < ``--config FILE`` < options. Multi-GPU or multi-process:
+``torchrun --nproc_per_node=K -m ipassr train ...``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 from . import option_type
 from ..errors import IpassrError
-from ..train.config import (FIELDS, PRESETS, TrainConfig, apply_overrides, parse_duration,
-                            preset_config, read_config_file)
+from ..train.config import (FIELDS, PRESETS, RENAMED, TrainConfig, apply_overrides,
+                            parse_duration, read_config_file)
 
 
 
@@ -24,8 +25,9 @@ def _option(name: str) -> str:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "train", help="train iPASSR from a patch file (paper recipe by default)",
-        description="Train iPASSR. Defaults reproduce the paper; every key of the config can be "
+        "train", help="train a network from a patch file (its published recipe by default)",
+        description="Train iPASSR (the default), NAFSSR, PASSRnet or a plugin's network (--arch). "
+                    "Defaults reproduce its paper (recipes/); every key of the config can be "
                     "given as an option or in --config FILE (TOML or YAML). Run directory: "
                     "OUT/config.toml, OUT/checkpoints/, OUT/weights/{last,best}.safetensors, "
                     "OUT/log.jsonl.")
@@ -44,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--time-limit", type=option_type(parse_duration),
                         help="stop (with a checkpoint) before this much time is spent: 600, 10m, 1.5h")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = parser.add_argument_group("recipe (defaults: the paper)")
+    group = parser.add_argument_group("recipe (defaults: iPASSR's paper, or --arch's recipe)")
     for name, field in FIELDS.items():
         kind = str(field.type)
         help_text = field.metadata["help"] + f" (default: {getattr(TrainConfig(), name)})"
@@ -54,7 +56,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         else:
             group.add_argument(_option(name), default=argparse.SUPPRESS, metavar=name.upper(),
                                help=help_text)
-    group.add_argument("--single-view", dest="attention", action="store_false",
+    for old, new in RENAMED.items():  # the names of earlier versions
+        group.add_argument(_option(old), dest=new, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=f"= {_option(new)}")
+    group.add_argument("--single-view", dest="use_attention", action="store_false",
                        default=argparse.SUPPRESS, help="= --no-attention (Table 1 single input)")
     group.add_argument("--asymmetric", dest="views", action="store_const", const="left",
                        default=argparse.SUPPRESS, help="= --views left")
@@ -63,16 +68,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
-    """The run's config from preset, file and options; and the keys set explicitly (for --resume)."""
-    config = preset_config(args.preset) if args.preset else TrainConfig()
-    explicit: set[str] = set(PRESETS[args.preset]) if args.preset else set()
+    """The run's config from the network's recipe, preset, file and options; and the keys set
+    explicitly (for --resume: the recipe's are defaults, not changes)."""
+    from ..train.recipes import recipe_config
+
+    layers = [(PRESETS[args.preset] if args.preset else {}, f"preset {args.preset}")]
     if args.config is not None:
         values = read_config_file(args.config)
-        config = apply_overrides(config, values, str(args.config))
-        explicit |= set(values)
-    options = {k: v for k, v in vars(args).items() if k in FIELDS}
-    config = apply_overrides(config, options, "command line")
-    return config, explicit | set(options)
+        layers.append(({RENAMED.get(k, k): v for k, v in values.items()}, str(args.config)))
+    layers.append(({k: v for k, v in vars(args).items() if k in FIELDS}, "command line"))
+    chosen = {k: v for values, _ in layers for k, v in values.items()}
+    config = recipe_config(chosen.get("arch", TrainConfig.arch), chosen.get("model_size"))
+    for values, origin in layers:
+        config = apply_overrides(config, values, origin)
+    return config, {k for values, _ in layers for k in values}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,7 +142,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, explicit: set[str], so
            resume: bool) -> int:
     """Build (or resume) the run, fit it within the budget, report where things are."""
     from ..train.report import CURVES
-    from ..train.trainer import Trainer, summary
+    from ..train.trainer import Trainer
 
     trainer = Trainer(config, args.out, source=source, resume=resume, overrides=explicit,
                       progress=not args.no_progress)
@@ -157,3 +166,19 @@ def _train(args: argparse.Namespace, config: TrainConfig, explicit: set[str], so
     if result.status == "interrupted":
         return 128 + int(result.signal or 2)
     return 0
+
+
+def summary(trainer) -> str:
+    """One line describing a prepared run."""
+    c = trainer.config
+    variant = [n for n, on in (("single-view", not c.use_attention), ("asymmetric", c.views == "left"),
+                               ("replicated-left", c.replicate_left),
+                               ("no-whitening", not c.use_whitening),
+                               ("no-valid-mask", not c.use_valid_mask)) if on]
+    name = trainer.spec.display_name + (f"-{c.model_size}" if c.model_size else "")
+    length = (f"{trainer.total_steps} steps" if c.total_steps else
+              f"{trainer.steps_per_epoch} steps/epoch x {c.epochs} epochs")
+    return (f"x{c.scale} {name}{' (' + ', '.join(variant) + ')' if variant else ''}: "
+            f"{len(trainer.source)} patches, {length}, "
+            f"batch {c.batch_size} over {trainer.env.world_size} process(es) on {trainer.device}, "
+            f"from epoch {trainer.epoch + 1} step {trainer.step_in_epoch} (global {trainer.global_step})")

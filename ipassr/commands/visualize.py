@@ -7,10 +7,7 @@ from pathlib import Path
 
 from . import add_weights_arguments, network_options, option_type
 from ..errors import IpassrError
-from ..inference.api import load_model
-from ..data.io import read_image, read_stereo_pair
 from ..sizes import parse_memory_size
-from ..visualize import visualize_pair
 
 
 memory_size = option_type(parse_memory_size)  # --max-memory: '4G', '512M' or bytes
@@ -51,6 +48,10 @@ def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.io import read_image, read_stereo_pair
+    from ..inference.api import load_model  # torch: not for --help
+    from ..visualize import visualize_pair
+
     crop = parse_crop(args.crop)
     left, right = read_stereo_pair(args.left, args.right)
     hr_left = read_image(args.hr_left) if args.hr_left is not None else None

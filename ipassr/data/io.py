@@ -13,13 +13,15 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageReadError, IpassrError
+
+if TYPE_CHECKING:  # torch only once images become tensors: the CLI parses without it
+    import torch
 
 PathLike = str | os.PathLike
 
@@ -148,11 +150,15 @@ def write_image(path: PathLike, image: np.ndarray) -> None:
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> float32 tensor (1, 3, H, W) in [0, 1]."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
 def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
     """Float tensor (3, H, W) or (1, 3, H, W) -> RGB uint8 (H, W, 3): clamped to [0, 1], rounded."""
+    import torch
+
     if tensor.dim() == 4:
         if tensor.shape[0] != 1:
             raise ValueError("tensor_to_image takes a single image, not a batch")

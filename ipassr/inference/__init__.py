@@ -6,3 +6,5 @@
 | ``fast`` | iPASSR's memory-bounded fast forward (plan, stages, chunked attention, fusion) |
 | ``export`` | ONNX and TorchScript export |
 """
+
+EXPORT_FORMATS = ("onnx", "torchscript")  # ``export``'s formats, here for the CLI's parser (no torch)

@@ -18,15 +18,14 @@ import torch
 from PIL import Image
 
 from ..models.checkpoint import load_network
-from ..devices import parse_device
+from ..models.registry import spec_of
+from ..devices import PRECISION_NAMES, parse_device
 from ..errors import CheckpointError, IpassrError
 from .fast import attention_chunk_cap, memory_budget, plan_inference, stereo_forward
 from .fast.attention import RowAttention
 from ..data.io import PathLike, image_to_tensor, pil_to_rgb_array, tensor_to_image
 from ..data.media import StereoImage, StereoTarget, plan_target, read_stereo, read_views, write_stereo
-from ..models.ipassr import IPASSR
 from ..sizes import format_bytes
-from ..models.zoo import PASSRnet
 
 SHIPPED_SCALES = (2, 4)
 
@@ -74,27 +73,30 @@ FastForward = Callable[..., tuple]  # the signature of ``ipassr.inference.fast.s
 
 
 class StereoSR:
-    """A loaded network (iPASSR, NAFSSR or PASSRnet) ready to super-resolve stereo pairs.
+    """A loaded network (any registered one: iPASSR, NAFSSR, PASSRnet, plugins) ready to
+    super-resolve stereo pairs.
 
-    The one place that picks how a pair runs: the plain forward (full attention maps asked
-    for), the compiled plain forward (``compile`` and the full maps fit the budget), or the fast
-    path (``fast_forward``, default ``ipassr.inference.fast.stereo_forward``: untiled or banded as its
-    planner decides); NAFSSR and PASSRnet run their own forward.
+    The one place that picks how a pair runs, from what the network's spec offers
+    (``ipassr.models.registry``): the plain forward (full attention maps asked for), and for a
+    banded network (iPASSR) the compiled plain forward (``compile`` and the full maps fit the
+    budget) or the fast path (``fast_forward``, default ``ipassr.inference.fast.stereo_forward``:
+    untiled or banded as its planner decides); other networks run their own forward, untiled.
     """
 
     fast_forward: FastForward = staticmethod(stereo_forward)
 
-    def __init__(self, network: IPASSR, device: str | torch.device = "cpu", *,
+    def __init__(self, network: torch.nn.Module, device: str | torch.device = "cpu", *,
                  max_memory: int | None = None, dtype: torch.dtype = torch.float32,
                  compile: bool = False, fast_forward: FastForward | None = None) -> None:
         if fast_forward is not None:
             self.fast_forward = fast_forward
         self.device = parse_device(device)
+        self.spec = spec_of(network)  # what the network offers
         self.network = network.to(self.device, dtype).eval()
         self.max_memory = max_memory  # bytes of activations per forward pass (None: default)
         # torch.compile of the plain forward, for pairs whose full maps fit the budget (lazy:
         # it compiles on the first such pair, and again for each new size)
-        self.compiled = torch.compile(self.network) if compile else None
+        self.compiled = torch.compile(self.network) if compile and self.spec.banded else None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -131,21 +133,17 @@ class StereoSR:
                 raise
             raise IpassrError(self._out_of_memory_message(left)) from None
 
-    @property
-    def is_ipassr(self) -> bool:
-        """Whether the network is iPASSR (its fast path, attention maps and tiling apply)."""
-        return isinstance(self.network, IPASSR)
-
     def _forward(self, left: torch.Tensor, right: torch.Tensor, return_attention: bool):
         left, right = left.to(self.device, self.dtype), right.to(self.device, self.dtype)
-        if not self.is_ipassr:
-            if return_attention:
-                raise IpassrError("full attention maps are returned for iPASSR networks only")
-            return self._forward_other(left, right)
         if return_attention:
+            if not self.spec.attention_maps:
+                raise IpassrError(f"{self.label} does not return attention maps (the networks "
+                                  "with biPAM-style maps do, such as iPASSR)")
             with torch.inference_mode():
                 sr_left, sr_right, maps = self.network(left, right, return_attention=True)
             return sr_left.float(), sr_right.float(), maps
+        if not self.spec.banded:
+            return self._forward_untiled(left, right)
         if self.compiled is not None and self._plain_fits(left):
             with torch.inference_mode():
                 sr_left, sr_right = self.compiled(left, right)
@@ -156,13 +154,14 @@ class StereoSR:
 
     @property
     def label(self) -> str:
-        """The network's name for reports: iPASSR, NAFSSR or PASSRnet."""
-        return "iPASSR" if self.is_ipassr else type(self.network).__name__
+        """The network's name for reports: iPASSR, NAFSSR, PASSRnet, a plugin's label."""
+        return self.spec.display_name
 
     @property
     def has_attention(self) -> bool:
-        """Whether the network is iPASSR with biPAM (valid masks and attention to show)."""
-        return self.is_ipassr and self.network.attention is not None
+        """Whether the network gives biPAM-style attention maps and valid masks (iPASSR with
+        biPAM), the memory-bounded way (``forward_with_details``)."""
+        return self.spec.banded and self.spec.offers_attention_maps(self.network)
 
     def forward_with_details(self, left: torch.Tensor, right: torch.Tensor,
                              keep_rows: Sequence[int] = ()
@@ -178,28 +177,29 @@ class StereoSR:
                                      max_memory=self.max_memory, return_details=True,
                                      keep_rows=keep_rows)
 
-    def _forward_other(self, left: torch.Tensor, right: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """NAFSSR / PASSRnet: their own forward, untiled, the attention in chunks of rows.
+    def _forward_untiled(self, left: torch.Tensor, right: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A network without bands (NAFSSR, PASSRnet, plugins): its own forward, untiled, its
+        attention in chunks of rows where it offers that (``set_attention_memory``).
 
-        PASSRnet runs one pair at a time: its valid-mask morphology links the pairs of a batch.
+        A network whose pairs depend on their batch neighbours (PASSRnet: its valid-mask
+        morphology links the pairs of a batch) runs one pair at a time.
         """
-
         batch, _, height, width = left.shape
-        needed = other_network_bytes(self.network, 1 if isinstance(self.network, PASSRnet)
-                                     else batch, height, width)
+        alone = not self.spec.batch_independent
         budget = self._budget()
-        if needed > budget:
-            why = ("its valid-mask morphology is global" if isinstance(self.network, PASSRnet)
-                   else "its pooling windows and convolutions would make bands inexact")
-            raise IpassrError(
-                f"a {width}x{height} pair (batch {batch}) needs about {format_bytes(needed)} with "
-                f"{type(self.network).__name__}, which runs untiled ({why}; docs/zoo.md), but "
-                f"the memory budget is {format_bytes(budget)}: raise --max-memory or use smaller "
-                "images")
-        self.network.set_attention_memory(min(attention_chunk_cap(self.device), budget // 4))
+        if self.spec.memory is not None:
+            needed = self.spec.memory(self.network, 1 if alone else batch, height, width)
+            if needed > budget:
+                raise IpassrError(
+                    f"a {width}x{height} pair (batch {batch}) needs about {format_bytes(needed)} "
+                    f"with {self.label}, which runs untiled (no exact bands; docs/networks.md), "
+                    f"but the memory budget is {format_bytes(budget)}: raise --max-memory or use "
+                    "smaller images")
+        if hasattr(self.network, "set_attention_memory"):
+            self.network.set_attention_memory(min(attention_chunk_cap(self.device), budget // 4))
         with torch.inference_mode():
-            if isinstance(self.network, PASSRnet):
+            if alone:
                 pairs = [self.network(left[i:i + 1], right[i:i + 1]) for i in range(batch)]
                 return (torch.cat([p[0] for p in pairs]).float(),
                         torch.cat([p[1] for p in pairs]).float())
@@ -269,19 +269,6 @@ class StereoSR:
         return photo.with_views(sr_left, sr_right)
 
 
-def other_network_bytes(network: torch.nn.Module, batch: int, height: int, width: int) -> int:
-    """Peak activation bytes of NAFSSR or PASSRnet on (batch, 3, height, width) pairs, untiled.
-
-    About ten feature maps of the network's width per view are alive inside a block (a
-    conservative count, docs/zoo.md), plus both HR outputs.
-    """
-    channels = getattr(network.config, "width", 64)
-    element = next(network.parameters()).element_size()
-    features = 2 * batch * height * width * 10 * channels * element
-    outputs = 2 * batch * 3 * height * width * network.scale ** 2 * 4
-    return features + outputs
-
-
 def load_model(weights: PathLike | None = None, *, scale: int | None = None,
                device: str | torch.device = "cpu", max_memory: int | None = None,
                dtype: torch.dtype | str = torch.float32, compile: bool = False,
@@ -298,18 +285,18 @@ def load_model(weights: PathLike | None = None, *, scale: int | None = None,
     ``compile`` runs pairs whose full attention maps fit ``max_memory`` through
     ``torch.compile`` of the plain forward (compiled once per image size; other pairs take the
     fast path). Equal to float32 rounding; measured slower than the fast path on a CPU
-    (bench/README.md), so meant for trying on a GPU (iPASSR only).
-    The file may hold NAFSSR or PASSRnet weights too (``ipassr.models.zoo``): ``architecture``
-    ('ipassr', 'nafssr', 'passrnet') and ``size`` (NAFSSR's 'T', 'S', 'B', 'L') are then
-    checked against what the file holds.
+    (bench/README.md), so meant for trying on a GPU (banded networks: iPASSR).
+    The file may hold the weights of any registered network (NAFSSR, PASSRnet, plugins:
+    ``ipassr.models.registry``): ``architecture`` (a registered name such as 'nafssr') and
+    ``size`` (e.g. NAFSSR's 'T', 'S', 'B', 'L') are then checked against what the file holds.
     """
     path = resolve_weights(weights, scale)
     network = load_network(path, scale=scale, architecture=architecture, size=size)
     return StereoSR(network, device=device, max_memory=max_memory, dtype=parse_dtype(dtype),
-                    compile=compile and isinstance(network, IPASSR))
+                    compile=compile)
 
 
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PRECISIONS = {name: getattr(torch, name) for name in PRECISION_NAMES}
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:

@@ -1,10 +1,12 @@
-"""Export iPASSR to ONNX or TorchScript, with dynamic batch, height and width, and verify it.
+"""Export any exportable registered network to ONNX or TorchScript, with dynamic batch, height
+and width, and verify it.
 
-The exported graph is the plain eval-mode forward: each view's BatchNorm uses its own
-statistics and the full (B, H, W, W) attention maps are computed (memory grows with H * W^2 in
-the runtime; the row-chunked and tiled paths of ``ipassr.inference.fast`` are Python loops and are not
-part of the graph). Each view goes through the trunk separately, so nothing in the graph depends
-on the batch size.
+The exported graph is the network's plain eval-mode forward, or the export forward its spec names
+(iPASSR's ``ExportForward``: each view's BatchNorm uses its own statistics, each view goes through
+the trunk separately, the full (B, H, W, W) attention maps are computed: memory grows with H * W^2
+in the runtime; the row-chunked and tiled paths of ``ipassr.inference.fast`` are Python loops and
+are not part of the graph). Attention that runs in chunks of rows (``set_attention_memory``) is
+exported unchunked.
 
 After export the file is loaded back (ONNX Runtime or ``torch.jit.load``) and run on inputs of a
 *different* batch, height and width than the tracing example; its output must match PyTorch, so
@@ -21,88 +23,19 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..models.bipam import MASK_SHARPNESS, RELAX_PIXELS, BiPAM
+from . import EXPORT_FORMATS as FORMATS
 from ..errors import IpassrError
 from ..data.io import PathLike, atomic_path
-from ..models.ipassr import IPASSR
+from ..models.registry import network_options, spec_of
 
-FORMATS = ("onnx", "torchscript")
 TRACE_SIZE = (1, 16, 24)  # batch, height, width of the tracing example
 CHECK_SIZE = (2, 13, 30)  # a different batch, height and width for the check
-LARGE_CHECK_SIZE = (1, 50, 150)  # past NAFSSR's (45, 135) pooling window
+LARGE_CHECK_SIZE = (1, 50, 150)  # past a pooling window such as NAFSSR's (45, 135)
 TOLERANCE = 1e-4
 ONNX_OPSET = 17
 INPUT_NAMES, OUTPUT_NAMES = ["left", "right"], ["sr_left", "sr_right"]
-
-
-def _shifted_sum(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS) -> torch.Tensor:
-    """Relaxation as a sum of zero-padded shifted copies (no in-place slice writes, which the
-    ONNX exporter turns into scatters with a fixed batch size). ``dim`` is -2 or -1."""
-    total = maps
-    for shift in range(1, pixels + 1):
-        if dim == -2:
-            total = total + F.pad(maps[..., :-shift, :], (0, 0, shift, 0))
-            total = total + F.pad(maps[..., shift:, :], (0, 0, 0, shift))
-        else:
-            total = total + F.pad(maps[..., :-shift], (shift, 0))
-            total = total + F.pad(maps[..., shift:], (0, shift))
-    return total
-
-
-def _instance_norm(bipam: BiPAM, x: torch.Tensor) -> torch.Tensor:
-    """Each view by its own statistics, spelled out: the exporter's instance_norm fixes the batch."""
-    mean = x.mean(dim=(2, 3), keepdim=True)
-    variance = x.var(dim=(2, 3), unbiased=False, keepdim=True)
-    norm = bipam.norm
-    return ((x - mean) * torch.rsqrt(variance + norm.eps) * norm.weight[:, None, None]
-            + norm.bias[:, None, None])
-
-
-def export_bipam(bipam: BiPAM, feat_left: torch.Tensor, feat_right: torch.Tensor,
-                 hier_left: torch.Tensor, hier_right: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """biPAM's eval-mode output (eq. 5) written with export-friendly operations only."""
-    query = bipam.project(_instance_norm(bipam, hier_left), bipam.query)
-    key = bipam.project(_instance_norm(bipam, hier_right), bipam.key)
-    query, key = query.permute(0, 2, 3, 1), key.permute(0, 2, 1, 3)  # (B, H, Wl, C), (B, H, C, Wr)
-    score = torch.matmul(query, key)
-    right_to_left = torch.softmax(score, dim=-1)
-    left_to_right_t = torch.softmax(score, dim=-2)  # M_L->R transposed: (B, H, Wl, Wr)
-    conv_left = torch.matmul(right_to_left, feat_right.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-    conv_right = torch.matmul(left_to_right_t.transpose(-1, -2),
-                              feat_left.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-    if not bipam.use_valid_mask:
-        return conv_left, conv_right
-    cycle_left = (_shifted_sum(right_to_left, -2) * left_to_right_t).sum(-1)
-    cycle_right = (right_to_left * _shifted_sum(left_to_right_t, -1)).sum(-2)
-    valid_left = torch.tanh(MASK_SHARPNESS * cycle_left).unsqueeze(1)
-    valid_right = torch.tanh(MASK_SHARPNESS * cycle_right).unsqueeze(1)
-    return (feat_left * (1 - valid_left) + conv_left * valid_left,
-            feat_right * (1 - valid_right) + conv_right * valid_right)
-
-
-class ExportForward(nn.Module):
-    """Eval-mode iPASSR on one batch of pairs, each view through the trunk on its own."""
-
-    def __init__(self, network: IPASSR) -> None:
-        super().__init__()
-        self.network = network
-        self.eval()  # the wrapper too: exporters restore its mode, recursively, when they finish
-
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        network = self.network
-        feat_left, hier_left = network.extract(left)
-        feat_right, hier_right = network.extract(right)
-        if network.attention is None:
-            conv_left, conv_right = feat_left, feat_right
-        else:
-            conv_left, conv_right = export_bipam(network.attention, feat_left, feat_right,
-                                                 hier_left, hier_right)
-        return (network.reconstruct(left, feat_left, conv_left),
-                network.reconstruct(right, feat_right, conv_right))
 
 
 def _example(size: tuple[int, int, int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +48,7 @@ def _example(size: tuple[int, int, int], seed: int) -> tuple[torch.Tensor, torch
                  for _ in range(2))
 
 
-def _serialize_onnx(module: ExportForward, example: tuple[torch.Tensor, torch.Tensor]) -> bytes:
+def _serialize_onnx(module: nn.Module, example: tuple[torch.Tensor, torch.Tensor]) -> bytes:
     try:
         import onnx  # noqa: F401
     except ImportError as exc:
@@ -133,7 +66,7 @@ def _serialize_onnx(module: ExportForward, example: tuple[torch.Tensor, torch.Te
     return buffer.getvalue()
 
 
-def _serialize_torchscript(module: ExportForward, example: tuple[torch.Tensor, torch.Tensor]
+def _serialize_torchscript(module: nn.Module, example: tuple[torch.Tensor, torch.Tensor]
                            ) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -167,9 +100,9 @@ def run_torchscript(data: bytes | PathLike, left: torch.Tensor, right: torch.Ten
 
 
 def check_sizes(module: nn.Module) -> list[tuple[int, int, int]]:
-    """Where an export is checked: a new batch/height/width, and for NAFSSR also a size past its
-    pooling window, where the pooling turns local."""
-    return [CHECK_SIZE] + ([LARGE_CHECK_SIZE] if isinstance(module, ZooExportForward) else [])
+    """Where an export is checked: a new batch/height/width, and for a network's own forward
+    also a larger size, past a pooling window that depends on the size (NAFSSR's)."""
+    return [CHECK_SIZE] + ([LARGE_CHECK_SIZE] if isinstance(module, OwnForward) else [])
 
 
 def check_export(data: bytes, fmt: str, module: nn.Module) -> float:
@@ -189,8 +122,9 @@ def check_export(data: bytes, fmt: str, module: nn.Module) -> float:
     return worst
 
 
-def export_model(network: IPASSR, path: PathLike, fmt: Literal["onnx", "torchscript"] = "onnx",
-                 *, check: bool = True) -> float | None:
+def export_model(network: nn.Module, path: PathLike,
+                 fmt: Literal["onnx", "torchscript"] = "onnx", *, check: bool = True
+                 ) -> float | None:
     """Write ``network`` as ONNX or TorchScript to ``path`` (atomically); return the check error.
 
     The check runs the exported file at a batch, height and width other than the tracing
@@ -198,9 +132,12 @@ def export_model(network: IPASSR, path: PathLike, fmt: Literal["onnx", "torchscr
     """
     if fmt not in FORMATS:
         raise IpassrError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    spec = spec_of(network)
+    if not spec.exportable:
+        raise IpassrError(f"{spec.display_name} cannot be exported (its spec says so)")
     network = copy.deepcopy(network).cpu().float()  # the caller's network keeps its device and mode
-    module = (ExportForward(network) if isinstance(network, IPASSR)
-              else zoo_export_module(network))
+    module = (spec.export_forward(network) if spec.export_forward is not None
+              else OwnForward(network))
     example = _example(TRACE_SIZE, seed=0)
     serialize = _serialize_onnx if fmt == "onnx" else _serialize_torchscript
     try:
@@ -224,39 +161,31 @@ def export_model(network: IPASSR, path: PathLike, fmt: Literal["onnx", "torchscr
     return error
 
 
-def zoo_export_module(network: nn.Module) -> nn.Module:
-    """The export forward of NAFSSR or PASSRnet (their plain forward, attention unchunked).
+class OwnForward(nn.Module):
+    """``(left, right) -> (sr_left, sr_right)``: the network's own forward in eval mode, its
+    attention unchunked (NAFSSR, PASSRnet, plugins).
 
-    NAFSSR's test-time pooling depends on the image size, so its check also runs at a size past
-    the pooling window (``check_sizes``). PASSRnet's valid-mask morphology, SciPy at inference,
-    is recorded as TorchScript code in the graph (``ipassr.models.morphology``: connected components
-    by a loop that runs until they settle; ONNX keeps it as a Loop).
+    PASSRnet's valid-mask morphology, SciPy at inference, is recorded as TorchScript code in the
+    graph (``ipassr.models.morphology``: connected components by a loop that runs until they
+    settle; ONNX keeps it as a Loop).
     """
-    return ZooExportForward(network)
-
-
-class ZooExportForward(nn.Module):
-    """``(left, right) -> (sr_left, sr_right)`` of NAFSSR or PASSRnet, attention in one chunk."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
-        self.eval()  # as ExportForward: else the check's reference would run in training mode
-        self.network.set_attention_memory(None)  # whole maps: no Python loop over rows
+        self.eval()  # else the check's reference would run in training mode
+        if hasattr(network, "set_attention_memory"):
+            network.set_attention_memory(None)  # whole maps: no Python loop over rows
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.network(left, right)
 
 
 def _describe(network: nn.Module) -> str:
-    if not isinstance(network, IPASSR):
-        return f"{type(network).__name__} x{network.scale}"
-    config = network.config
-    options = [f"x{config.scale}"] + [name for name in ("use_attention", "use_whitening",
-                                                         "use_valid_mask")
-                                      if not getattr(config, name)]
-    return ", ".join(options[:1] + [f"{name}=False" for name in options[1:]])
+    """'iPASSR x2, use_valid_mask=False': the network, its scale and the options switched off."""
+    options = network_options(network)
+    off = [f"{name}=False" for name, value in options.items() if value is False]
+    return ", ".join([f"{spec_of(network).display_name} x{network.scale}"] + off)
 
 
-__all__ = ["export_model", "check_export", "run_onnx", "run_torchscript", "ExportForward",
-           "FORMATS"]
+__all__ = ["export_model", "check_export", "run_onnx", "run_torchscript", "OwnForward", "FORMATS"]

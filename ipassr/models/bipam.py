@@ -37,7 +37,7 @@ def relax_along(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS,
                 out: torch.Tensor | None = None) -> torch.Tensor:
     """Sum of ``maps`` shifted by -pixels..+pixels along ``dim`` (zero-filled), into ``out``
     (default: a new tensor). The one relaxation of eq. 7, for training and the fast path alike;
-    export writes it out-of-place (``ipassr.inference.export``: in-place writes fix ONNX's batch size)."""
+    export writes it out-of-place (``export_bipam``: in-place writes fix ONNX's batch size)."""
     relaxed = maps.clone() if out is None else out.copy_(maps)
     size = maps.shape[dim]
     for shift in range(1, min(pixels, size - 1) + 1):
@@ -149,3 +149,52 @@ class BiPAM(nn.Module):
         out_left = left * (1 - maps.valid_left) + converted_left * maps.valid_left
         out_right = right * (1 - maps.valid_right) + converted_right * maps.valid_right
         return out_left, out_right, maps
+
+
+# biPAM's eval forward for ONNX / TorchScript export: the same values (eq. 4-8) in operations
+# whose exported graphs keep the batch, height and width dynamic.
+
+def _shifted_sum(maps: torch.Tensor, dim: int, pixels: int = RELAX_PIXELS) -> torch.Tensor:
+    """Relaxation as a sum of zero-padded shifted copies (no in-place slice writes, which the
+    ONNX exporter turns into scatters with a fixed batch size). ``dim`` is -2 or -1."""
+    total = maps
+    for shift in range(1, pixels + 1):
+        if dim == -2:
+            total = total + F.pad(maps[..., :-shift, :], (0, 0, shift, 0))
+            total = total + F.pad(maps[..., shift:, :], (0, 0, 0, shift))
+        else:
+            total = total + F.pad(maps[..., :-shift], (shift, 0))
+            total = total + F.pad(maps[..., shift:], (0, shift))
+    return total
+
+
+def _instance_norm(bipam: BiPAM, x: torch.Tensor) -> torch.Tensor:
+    """Each view by its own statistics, spelled out: the exporter's instance_norm fixes the batch."""
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    variance = x.var(dim=(2, 3), unbiased=False, keepdim=True)
+    norm = bipam.norm
+    return ((x - mean) * torch.rsqrt(variance + norm.eps) * norm.weight[:, None, None]
+            + norm.bias[:, None, None])
+
+
+def export_bipam(bipam: BiPAM, feat_left: torch.Tensor, feat_right: torch.Tensor,
+                 hier_left: torch.Tensor, hier_right: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """biPAM's eval-mode output (eq. 5) written with export-friendly operations only."""
+    query = bipam.project(_instance_norm(bipam, hier_left), bipam.query)
+    key = bipam.project(_instance_norm(bipam, hier_right), bipam.key)
+    query, key = query.permute(0, 2, 3, 1), key.permute(0, 2, 1, 3)  # (B, H, Wl, C), (B, H, C, Wr)
+    score = torch.matmul(query, key)
+    right_to_left = torch.softmax(score, dim=-1)
+    left_to_right_t = torch.softmax(score, dim=-2)  # M_L->R transposed: (B, H, Wl, Wr)
+    conv_left = torch.matmul(right_to_left, feat_right.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    conv_right = torch.matmul(left_to_right_t.transpose(-1, -2),
+                              feat_left.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    if not bipam.use_valid_mask:
+        return conv_left, conv_right
+    cycle_left = (_shifted_sum(right_to_left, -2) * left_to_right_t).sum(-1)
+    cycle_right = (right_to_left * _shifted_sum(left_to_right_t, -1)).sum(-2)
+    valid_left = torch.tanh(MASK_SHARPNESS * cycle_left).unsqueeze(1)
+    valid_right = torch.tanh(MASK_SHARPNESS * cycle_right).unsqueeze(1)
+    return (feat_left * (1 - valid_left) + conv_left * valid_left,
+            feat_right * (1 - valid_right) + conv_right * valid_right)

@@ -1,9 +1,12 @@
-"""Loading and saving weights safely.
+"""Loading and saving the weights of any registered network, safely.
 
-Reads the reference implementation's checkpoints (``{"epoch", "state_dict"}`` with its parameter
-names), plain state dicts, training checkpoints (``{"model": ...}``) and our own safetensors files.
-Nothing is ever unpickled beyond tensors (``torch.load(weights_only=True)``): a checkpoint is
-untrusted input. Loads are strict: a missing, unexpected or misshapen tensor is an error.
+Reads official checkpoints (the reference iPASSR's ``{"epoch", "state_dict"}``, BasicSR's
+``{"params"}``, ...) in their own parameter names, plain state dicts, training checkpoints
+(``{"model": ...}``) and our own safetensors files. The network is the one the metadata names
+(``architecture``), else the registered network whose recogniser accepts the names; its spec
+translates official names and builds it (``ipassr.models.registry``). Nothing is ever unpickled
+beyond tensors (``torch.load(weights_only=True)``): a checkpoint is untrusted input. Loads are
+strict: a missing, unexpected or misshapen tensor is an error.
 """
 
 from __future__ import annotations
@@ -18,53 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, IpassrError
 from ..data.io import PathLike, atomic_path
-from .ipassr import ARCHITECTURE, IPASSR, ModelConfig
-from .zoo import ARCHITECTURES, NAMES, build_network, detect_architecture, to_our_names
+from .ipassr import IPASSR, reference_to_ours  # noqa: F401  (reference_to_ours: its old home)
+from .registry import (NetworkSpec, build_from_spec, get_network, network_options, recognize,
+                       registered_networks, size_options, spec_for_architecture, spec_of)
 
 WEIGHTS_FORMAT = "ipassr-weights"
-
-# Reference parameter names -> ours (prefix rewrites, applied in order, first match wins).
-_REFERENCE_TO_OURS: list[tuple[str, str]] = [
-    (r"^init_feature\.", "feature_conv."),
-    (r"^deep_feature\.RDB\.(\d+)\.conv\.(\d+)\.conv\.", r"feature_group.blocks.\1.layers.\2.conv."),
-    (r"^deep_feature\.RDB\.(\d+)\.LFF\.", r"feature_group.blocks.\1.fuse."),
-    (r"^deep_feature\.conv\.", "feature_group.fuse."),
-    (r"^reconstruct\.RDB\.(\d+)\.conv\.(\d+)\.conv\.",
-     r"reconstruction_group.blocks.\1.layers.\2.conv."),
-    (r"^reconstruct\.RDB\.(\d+)\.LFF\.", r"reconstruction_group.blocks.\1.fuse."),
-    (r"^reconstruct\.conv\.", "reconstruction_group.fuse."),
-    (r"^pam\.bq\.", "attention.query."),
-    (r"^pam\.bs\.", "attention.key."),
-    (r"^pam\.rb\.body\.0\.", "attention.transition.conv1."),
-    (r"^pam\.rb\.body\.2\.", "attention.transition.conv2."),
-    (r"^pam\.bn\.", "attention.norm."),
-    (r"^fusion\.0\.conv\.(\d+)\.conv\.", r"fusion.dense.layers.\1.conv."),
-    (r"^fusion\.0\.LFF\.", "fusion.dense.fuse."),
-    (r"^fusion\.1\.conv_du\.0\.", "fusion.channel_attention.squeeze."),
-    (r"^fusion\.1\.conv_du\.2\.", "fusion.channel_attention.excite."),
-    (r"^fusion\.2\.", "fusion.project."),
-    (r"^upscale\.0\.", "upsampler.expand."),
-    (r"^upscale\.2\.", "upsampler.to_rgb."),
-]
-_COMPILED = [(re.compile(pattern), repl) for pattern, repl in _REFERENCE_TO_OURS]
-
-
-def reference_to_ours(name: str) -> str:
-    """Translate one reference parameter name (e.g. ``pam.bq.weight``) to this package's name."""
-    for pattern, repl in _COMPILED:
-        new, count = pattern.subn(repl, name)
-        if count:
-            return new
-    return name
-
-
-def is_reference_state_dict(state: Mapping[str, Any]) -> bool:
-    """True when the names are those of the reference iPASSR implementation (PASSRnet shares its
-    ``init_feature.`` / ``upscale.`` prefixes, not its residual dense groups)."""
-    return any(k.startswith(("deep_feature.", "pam.bq.")) for k in state)
-
 
 def _strip_wrappers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
@@ -109,6 +72,12 @@ def _is_safetensors(path: Path) -> bool:
 
 def read_state_dict(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read weights from any supported file; returns (state dict in our names, metadata)."""
+    state, metadata, _ = _read(path)
+    return state, metadata
+
+
+def _read(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str], NetworkSpec | None]:
+    """The file's tensors in our names, its metadata, and the network they are (None: unknown)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
@@ -131,9 +100,11 @@ def read_state_dict(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, 
         if isinstance(payload, dict) and isinstance(payload.get("model_config"), dict):
             metadata["model_config"] = json.dumps(payload["model_config"])
     state = _strip_wrappers(state)
-    if is_reference_state_dict(state):
-        state = {reference_to_ours(k): v for k, v in state.items()}
-    return to_our_names(state), metadata
+    spec = (spec_for_architecture(metadata["architecture"]) if "architecture" in metadata
+            else recognize(state))
+    if spec is not None and spec.translate is not None:
+        state = spec.translate(state)
+    return state, metadata, spec
 
 
 def _find_state_dict(payload: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -148,26 +119,8 @@ def _find_state_dict(payload: Any, path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{path}: no state dict of tensors found in this checkpoint")
 
 
-def config_from_state_dict(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
-                           path: PathLike = "weights") -> ModelConfig:
-    """Work out scale and variant from the metadata, or else from the tensors themselves."""
-    if "model_config" in metadata:
-        try:
-            return ModelConfig(**json.loads(metadata["model_config"]))
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: bad model_config metadata ({exc})") from exc
-    expand = state.get("upsampler.expand.weight")
-    if expand is None or expand.dim() != 4 or expand.shape[1] == 0:
-        raise CheckpointError(f"{path}: not iPASSR weights (no upsampler found)")
-    ratio = expand.shape[0] // expand.shape[1]
-    scale = round(ratio ** 0.5)
-    if scale * scale * expand.shape[1] != expand.shape[0]:
-        raise CheckpointError(f"{path}: upsampler of shape {tuple(expand.shape)} fits no scale")
-    return ModelConfig(scale=scale, use_attention="attention.query.weight" in state,
-                       channels=expand.shape[1])
-
-
-def load_into(model: IPASSR, state: Mapping[str, torch.Tensor], path: PathLike = "weights") -> None:
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], path: PathLike = "weights"
+              ) -> None:
     """Copy ``state`` into ``model``, strictly: every tensor present, none extra, shapes equal."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -182,8 +135,8 @@ def load_into(model: IPASSR, state: Mapping[str, torch.Tensor], path: PathLike =
     if mismatched:
         problems.append(f"{len(mismatched)} of the wrong shape (e.g. {'; '.join(mismatched[:2])})")
     if problems:
-        raise CheckpointError(f"{path}: weights do not fit the x{model.scale} network: "
-                              + ", ".join(problems))
+        raise CheckpointError(f"{path}: the weights do not fit the x{model.scale} "
+                              f"{spec_of(model).display_name} network: " + ", ".join(problems))
     model.load_state_dict(dict(state), strict=True)
 
 
@@ -217,45 +170,75 @@ def load_network(path: PathLike, scale: int | None = None, *, architecture: str 
                  size: str | None = None) -> nn.Module:
     """Build the network that ``path`` describes and load its weights (CPU).
 
-    iPASSR (train mode, as before), NAFSSR or PASSRnet (eval mode), detected from the file;
-    ``architecture`` ('ipassr', 'nafssr', 'passrnet'), ``scale`` and ``size`` (NAFSSR's T/S/B/L)
-    are checked against it, with a CheckpointError naming both when they disagree.
+    Any registered network (iPASSR in train mode, as before; NAFSSR and PASSRnet in eval mode),
+    found from the file; ``architecture`` (a registered name), ``scale`` and ``size`` (e.g.
+    NAFSSR's T/S/B/L) are checked against it, with a CheckpointError naming both when they
+    disagree.
     """
-    state, metadata = read_state_dict(path)
-    found = detect_architecture(state, metadata, str(path))
-    if architecture is not None:
-        wanted = ARCHITECTURES.get(architecture.lower())
-        if wanted is None:
-            raise CheckpointError(f"--arch {architecture}: unknown (choose from "
-                                  f"{', '.join(ARCHITECTURES)})")
-        if wanted != found:
-            raise CheckpointError(f"{path}: holds {NAMES.get(found, found)} weights but --arch "
-                                  f"{architecture} was given")
+    state, metadata, spec = _read(path)
+    if spec is None:
+        raise CheckpointError(_unknown_network(state, metadata, path))
+    if architecture is not None and get_network(architecture) is not spec:
+        raise CheckpointError(f"{path}: holds {spec.display_name} weights but --arch "
+                              f"{architecture} was given")
     for name, value in state.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values")
-    if found != ARCHITECTURE:
-        return build_network(found, state, metadata, str(path), scale=scale, size=size)
     if size is not None:
-        raise CheckpointError(f"{path}: --size {size} is for NAFSSR, but these are iPASSR weights")
-    config = config_from_state_dict(state, metadata, path)
-    if scale is not None and scale != config.scale:
-        raise CheckpointError(
-            f"{path}: holds x{config.scale} weights but x{scale} was requested")
-    model = IPASSR.from_config(config)
-    load_into(model, state, path)
-    return model
+        try:
+            size_options(spec, size)  # a size the network has
+        except IpassrError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+    try:
+        network = (spec.from_state(state, metadata, str(path), scale=scale, size=size)
+                   if spec.from_state is not None
+                   else _from_saved_options(spec, metadata, path, scale, size))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read the {spec.display_name} network's shape "
+                              f"({exc.__class__.__name__}: {exc})") from exc
+    if scale is not None and scale != network.scale:
+        raise CheckpointError(f"{path}: holds x{network.scale} {spec.display_name} weights but "
+                              f"x{scale} was requested")
+    load_into(network, state, path)
+    return network
+
+
+def _from_saved_options(spec: NetworkSpec, metadata: Mapping[str, str], path: PathLike,
+                        scale: int | None, size: str | None) -> nn.Module:
+    """A network without ``from_state``: ``build`` with the options saved with its weights (else
+    those of ``size``), at the saved scale (else ``scale``)."""
+    options = (json.loads(metadata["model_config"]) if "model_config" in metadata
+               else size_options(spec, size))
+    saved = options.pop("scale", metadata.get("scale"))
+    if saved is None and scale is None:
+        raise CheckpointError(f"{path}: the {spec.display_name} weights do not say their scale; "
+                              "give --scale")
+    return build_from_spec(spec, int(saved if saved is not None else scale), options)
+
+
+def _unknown_network(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+                     path: PathLike) -> str:
+    """Why no registered network takes these weights, and which ones ipassr runs."""
+    networks = [spec.display_name + (f" ({'/'.join(spec.sizes)})" if spec.sizes else "")
+                for spec in registered_networks().values()]
+    runs = ", ".join(networks[:-1]) + f" and {networks[-1]}" if len(networks) > 1 else networks[0]
+    if "architecture" in metadata:
+        return (f"{path}: holds weights of the network {metadata['architecture']!r}, which is not "
+                f"registered (install the package that provides it); ipassr runs {runs}")
+    seen = ", ".join(sorted(state)[:4]) + (", ..." if len(state) > 4 else "")
+    return (f"{path}: weights of an architecture ipassr does not know ({len(state)} tensors: "
+            f"{seen}); it runs {runs}")
 
 
 def save_weights(model: nn.Module, path: PathLike, extra_metadata: Mapping[str, str] | None = None
                  ) -> None:
-    """Save fp32 weights as safetensors, atomically, with scale and architecture in the metadata
-    (any network ipassr runs: iPASSR, NAFSSR, PASSRnet)."""
+    """Save fp32 weights as safetensors, atomically, with the network's architecture, scale and
+    build options in the metadata (any registered network: ``load_network`` rebuilds it)."""
     metadata = {
         "format": WEIGHTS_FORMAT,
-        "architecture": getattr(model, "architecture", ARCHITECTURE),
+        "architecture": spec_of(model).tag,
         "scale": str(model.scale),
-        "model_config": json.dumps(model.config.to_dict()),
+        "model_config": json.dumps(network_options(model)),
     }
     metadata.update({k: str(v) for k, v in (extra_metadata or {}).items()})
     state = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.cpu()

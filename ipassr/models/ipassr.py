@@ -8,33 +8,19 @@ residual. Shapes: LR views (B, 3, H, W) in [0, 1] -> SR views (B, 3, sH, sW).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+import re
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bipam import LEAKY_SLOPE, AttentionMaps, BiPAM
-
-ARCHITECTURE = "ipassr-v1"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything that changes the network's shape or forward pass (saved with the weights).
-
-    ``use_attention=False`` is the paper's single-input variant (Table 1): no biPAM, each view
-    fused with itself. ``use_whitening`` / ``use_valid_mask`` are the Table 3 ablations.
-    """
-
-    scale: int = 4
-    use_attention: bool = True
-    use_whitening: bool = True
-    use_valid_mask: bool = True
-    channels: int = 64  # C: features per pixel (the paper's 64); biPAM's hierarchy has 4C
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from ..errors import CheckpointError
+from .bipam import LEAKY_SLOPE, AttentionMaps, BiPAM, export_bipam
+from .configs import ModelConfig
+from .names import IPASSR_ARCHITECTURE as ARCHITECTURE
+from .names import is_ipassr_reference, renamed
 
 
 class DenseLayer(nn.Module):
@@ -131,6 +117,8 @@ class IPASSR(nn.Module):
     own statistics, as the published evaluation did (docs/design.md, "BatchNorm at inference").
     """
 
+    architecture = ARCHITECTURE
+
     def __init__(self, scale: int = 4, *, use_attention: bool = True, use_whitening: bool = True,
                  use_valid_mask: bool = True, channels: int = 64) -> None:
         super().__init__()
@@ -187,9 +175,93 @@ class IPASSR(nn.Module):
         return sr_left, sr_right
 
 
+class ExportForward(nn.Module):
+    """Eval-mode iPASSR on one batch of pairs, each view through the trunk on its own."""
+
+    def __init__(self, network: "IPASSR") -> None:
+        super().__init__()
+        self.network = network
+        self.eval()  # the wrapper too: exporters restore its mode, recursively, when they finish
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        network = self.network
+        feat_left, hier_left = network.extract(left)
+        feat_right, hier_right = network.extract(right)
+        if network.attention is None:
+            conv_left, conv_right = feat_left, feat_right
+        else:
+            conv_left, conv_right = export_bipam(network.attention, feat_left, feat_right,
+                                                 hier_left, hier_right)
+        return (network.reconstruct(left, feat_left, conv_left),
+                network.reconstruct(right, feat_right, conv_right))
+
+
+
+
+# Reference parameter names -> ours (prefix rewrites, applied in order, first match wins).
+_REFERENCE_TO_OURS = [(re.compile(pattern), repl) for pattern, repl in [
+    (r"^init_feature\.", "feature_conv."),
+    (r"^deep_feature\.RDB\.(\d+)\.conv\.(\d+)\.conv\.", r"feature_group.blocks.\1.layers.\2.conv."),
+    (r"^deep_feature\.RDB\.(\d+)\.LFF\.", r"feature_group.blocks.\1.fuse."),
+    (r"^deep_feature\.conv\.", "feature_group.fuse."),
+    (r"^reconstruct\.RDB\.(\d+)\.conv\.(\d+)\.conv\.",
+     r"reconstruction_group.blocks.\1.layers.\2.conv."),
+    (r"^reconstruct\.RDB\.(\d+)\.LFF\.", r"reconstruction_group.blocks.\1.fuse."),
+    (r"^reconstruct\.conv\.", "reconstruction_group.fuse."),
+    (r"^pam\.bq\.", "attention.query."),
+    (r"^pam\.bs\.", "attention.key."),
+    (r"^pam\.rb\.body\.0\.", "attention.transition.conv1."),
+    (r"^pam\.rb\.body\.2\.", "attention.transition.conv2."),
+    (r"^pam\.bn\.", "attention.norm."),
+    (r"^fusion\.0\.conv\.(\d+)\.conv\.", r"fusion.dense.layers.\1.conv."),
+    (r"^fusion\.0\.LFF\.", "fusion.dense.fuse."),
+    (r"^fusion\.1\.conv_du\.0\.", "fusion.channel_attention.squeeze."),
+    (r"^fusion\.1\.conv_du\.2\.", "fusion.channel_attention.excite."),
+    (r"^fusion\.2\.", "fusion.project."),
+    (r"^upscale\.0\.", "upsampler.expand."),
+    (r"^upscale\.2\.", "upsampler.to_rgb."),
+]]
+
+
+def reference_to_ours(name: str) -> str:
+    """Translate one reference parameter name (e.g. ``pam.bq.weight``) to this package's name."""
+    return renamed(name, _REFERENCE_TO_OURS)
+
+
+def translate_reference(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The reference implementation's state dict in our names (ours pass unchanged)."""
+    if is_ipassr_reference(state):
+        return {reference_to_ours(k): v for k, v in state.items()}
+    return dict(state)
+
+
+def config_from_state_dict(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+                           path: Any = "weights") -> ModelConfig:
+    """Work out scale and variant from the metadata, or else from the tensors themselves."""
+    if "model_config" in metadata:
+        return ModelConfig(**json.loads(metadata["model_config"]))
+    expand = state.get("upsampler.expand.weight")
+    if expand is None or expand.dim() != 4 or expand.shape[1] == 0:
+        raise CheckpointError(f"{path}: not iPASSR weights (no upsampler found)")
+    ratio = expand.shape[0] // expand.shape[1]
+    scale = round(ratio ** 0.5)
+    if scale * scale * expand.shape[1] != expand.shape[0]:
+        raise CheckpointError(f"{path}: upsampler of shape {tuple(expand.shape)} fits no scale")
+    return ModelConfig(scale=scale, use_attention="attention.query.weight" in state,
+                       channels=expand.shape[1])
+
+
+def from_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+               path: Any = "weights", scale: int | None = None, size: str | None = None
+               ) -> "IPASSR":
+    """The iPASSR network (unloaded, train mode) that these tensors or metadata describe."""
+    return IPASSR.from_config(config_from_state_dict(state, metadata, path))
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of learnable parameters (the paper's #Params)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["IPASSR", "ModelConfig", "AttentionMaps", "count_parameters", "ARCHITECTURE"]
+__all__ = ["IPASSR", "ModelConfig", "AttentionMaps", "ExportForward", "count_parameters",
+           "reference_to_ours", "translate_reference", "from_state", "ARCHITECTURE"]

@@ -8,7 +8,6 @@ and each can be switched off, which is what the paper's Table 2 ablates.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -16,34 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bipam import AttentionMaps, row_transfer
+from .configs import LossConfig
 from .training import TrainingObjective
 
 LOSS_TERMS = ("sr", "photo", "smooth", "cycle", "cons")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Which terms enter the total, in which form, and their weight lambda (0.1 in the paper)."""
-
-    sr: bool = True
-    photo: bool = True
-    smooth: bool = True
-    cycle: bool = True
-    cons: bool = True
-    residual_photo: bool = True
-    residual_cycle: bool = True
-    residual_cons: bool = True
-    weight: float = 0.1
-    hint_weight: float = 0.0  # not in the paper: the attention-hint term (hint_loss); 0 = off
-    views: str = "both"  # "left": asymmetric training, only the left SR view is supervised
-    # (L_cons then drops out: both of its terms need the right SR view, which is not produced)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def needs_attention(self) -> bool:
-        return self.photo or self.smooth or self.cycle or self.cons or self.hint_weight > 0
 
 
 def bicubic(x: torch.Tensor, factor: float) -> torch.Tensor:

@@ -23,6 +23,7 @@ would need its whole image anyway (``docs/zoo.md``).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
@@ -31,11 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .names import is_nafssr
+from ..errors import CheckpointError
+from .names import NAFSSR_SIZES as SIZES  # width, blocks of T, S, B, L
+from .names import is_nafssr, renamed
 from .training import TrainingObjective, pixel_error
 
 ARCHITECTURE = "nafssr"
-SIZES = {"T": (48, 16), "S": (64, 32), "B": (96, 64), "L": (128, 128)}  # width, blocks
 TRAIN_CROP = (30, 90)  # the LR training crop the official test-time pooling is sized from
 DEFAULT_ATTENTION_MEMORY = 32 * 2 ** 20  # bytes of SCAM scores per chunk of rows
 
@@ -345,15 +347,18 @@ _OFFICIAL = [(re.compile(p), r) for p, r in [
 
 def official_to_ours(name: str) -> str:
     """One official NAFSSR parameter name (``body.3.module.fusion.l_proj1.weight``) in ours."""
-    for pattern, replacement in _OFFICIAL:
-        new, count = pattern.subn(replacement, name)
-        if count:
-            return new
-    return name
+    return renamed(name, _OFFICIAL)
 
 
 def is_official(state: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith("body.0.module.") for k in state)
+
+
+def translate_official(state: Mapping[str, Any]) -> dict[str, Any]:
+    """An official (BasicSR) NAFSSR state dict in our names (ours pass unchanged)."""
+    if is_official(state):
+        return {official_to_ours(k): v for k, v in state.items()}
+    return dict(state)
 
 
 def config_from_state(state: Mapping[str, torch.Tensor]) -> NAFSSRConfig:
@@ -367,6 +372,21 @@ def config_from_state(state: Mapping[str, torch.Tensor]) -> NAFSSRConfig:
     return NAFSSRConfig(scale, width, blocks)
 
 
-__all__ = ["NAFSSR", "NAFSSRConfig", "SCAM", "NAFBlock", "SIZES", "local_average", "drop_path_factors",
-           "training_objective",
-           "official_to_ours", "is_nafssr", "is_official", "config_from_state", "ARCHITECTURE"]
+def from_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+               path: Any = "weights", scale: int | None = None, size: str | None = None
+               ) -> NAFSSR:
+    """The NAFSSR network (unloaded) that the metadata or tensors describe; ``size`` ('T', 'S',
+    'B', 'L') is checked against them."""
+    config = (NAFSSRConfig(**json.loads(metadata["model_config"])) if "model_config" in metadata
+              else config_from_state(state))
+    if size is not None and SIZES[size.upper()] != (config.width, config.blocks):
+        wanted = SIZES[size.upper()]
+        raise CheckpointError(f"{path}: holds NAFSSR-{config.size_name} (width {config.width}, "
+                              f"{config.blocks} blocks) but NAFSSR-{size.upper()} (width "
+                              f"{wanted[0]}, {wanted[1]} blocks) was requested")
+    return NAFSSR.from_config(config)
+
+
+__all__ = ["NAFSSR", "NAFSSRConfig", "SCAM", "NAFBlock", "SIZES", "local_average",
+           "drop_path_factors", "training_objective", "official_to_ours", "translate_official",
+           "is_nafssr", "is_official", "config_from_state", "from_state", "ARCHITECTURE"]

@@ -25,6 +25,7 @@ checkpoints load as they are.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
@@ -315,6 +316,14 @@ def config_from_state(state: Mapping[str, torch.Tensor]) -> PASSRnetConfig:
     return PASSRnetConfig(scale)
 
 
+def from_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+               path: Any = "weights", scale: int | None = None, size: str | None = None
+               ) -> PASSRnet:
+    """The PASSRnet network (unloaded) that the metadata or tensors describe."""
+    config = (PASSRnetConfig(**json.loads(metadata["model_config"])) if "model_config" in metadata
+              else config_from_state(state))
+    return PASSRnet.from_config(config)
+
+
 __all__ = ["PASSRnet", "PASSRnetConfig", "ParallaxAttention", "clean_valid_mask", "is_passrnet",
-           "training_objective", "cycle_loss",
-           "config_from_state", "ARCHITECTURE"]
+           "training_objective", "cycle_loss", "config_from_state", "from_state", "ARCHITECTURE"]

@@ -14,7 +14,24 @@
 
 from __future__ import annotations
 
-from .config import TrainConfig, load_config
-from .trainer import FitResult, Trainer, TrainingDiverged
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["TrainConfig", "Trainer", "FitResult", "TrainingDiverged", "load_config"]
+_EXPORTS = {"TrainConfig": "config", "load_config": "config", "Trainer": "trainer",
+            "FitResult": "trainer", "TrainingDiverged": "trainer"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use: ``train.config`` stays torch-free for the CLI's parser."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from .config import TrainConfig, load_config
+    from .trainer import FitResult, Trainer, TrainingDiverged

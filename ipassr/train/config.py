@@ -1,10 +1,12 @@
 """The training recipe as one flat, typed configuration, saved next to the checkpoints.
 
-Defaults are the paper's recipe (Sec. 4.1): all five losses with lambda 0.1, Adam (0.9, 0.999),
+Defaults are iPASSR's paper recipe (Sec. 4.1): all five losses with lambda 0.1, Adam (0.9, 0.999),
 lr 2e-4 halved every 30 epochs, 80 epochs, batch 36, random horizontal flip with view swap and
-vertical flip. Every field can be set from a config file (TOML or YAML, flat ``key = value``) and
-from the command line (``--key-name``); precedence: defaults < preset < file < command line.
-The resolved configuration is written to ``RUN/config.toml`` so any run can be repeated exactly.
+vertical flip; another network starts from its published recipe (``ipassr.train.recipes``).
+Every field can be set from a config file (TOML or YAML, flat ``key = value``) and from the
+command line (``--key-name``); precedence: defaults < network recipe < preset < file < command
+line. The network's options carry ``ModelConfig``'s names (``use_attention``, ...). The resolved
+configuration is written to ``RUN/config.toml`` so any run can be repeated exactly.
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ else:  # Python 3.10: the same parser, published as tomli
 
 from ..errors import IpassrError
 from ..data.io import PathLike, atomic_path
-from ..models.losses import LossConfig
-from ..models.ipassr import ModelConfig
+from ..models.configs import ModelConfig  # torch-free: `ipassr train --help`
 
+# ModelConfig's fields a TrainConfig sets, under the same names (passed to the network's build)
+MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "scale")
 # Keys that define the network's shape or forward pass: a resumed run must not change them.
-ARCHITECTURE_KEYS = ("scale", "attention", "whitening", "valid_mask")
+ARCHITECTURE_KEYS = ("arch", "model_size", "scale") + MODEL_OPTIONS
+# Loss options: each network's training objective reads some (TrainingObjective.options)
+LOSS_OPTIONS = ("loss", "loss_sr", "loss_photo", "loss_smooth", "loss_cycle", "loss_cons",
+                "residual_photo", "residual_cycle", "residual_cons", "loss_weight", "hint_weight",
+                "views", "drop_path_rate")
+# Names of earlier versions, still read from config files and checkpoints
+RENAMED = {"attention": "use_attention", "whitening": "use_whitening", "valid_mask": "use_valid_mask"}
 # --amp spellings -> whether the steps run under bfloat16 autocast (inference's --dtype names too)
 AUTOCAST = {"off": False, "float32": False, "bf16": True, "bfloat16": True}
 
@@ -40,15 +49,24 @@ def option(default: Any, help: str) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every choice of a training run; the defaults reproduce the paper."""
+    """Every choice of a training run; the defaults reproduce iPASSR's paper."""
 
+    # network
+    arch: str = option("ipassr", "the network: ipassr, nafssr, passrnet or a plugin's name; its "
+                                 "published recipe is the default (recipes/)")
+    model_size: str | None = option(None, "the network's size (NAFSSR: T, S, B or L; default: "
+                                          "the network's)")
     # data
     patches: str | None = option(None, "patch file (.safetensors) made by `ipassr prepare patches`")
     scale: int | None = option(None, "upscaling factor (default: the patch file's)")
     lr_crop: tuple[int, int] | None = option(
         None, "train on random HxW crops of the LR patches, e.g. 24x48 (not in the paper)")
     hflip: bool = option(True, "p=0.5: flip both views horizontally and swap them (paper: on)")
+    hflip_swap: bool = option(True, "swap the views when flipping (iPASSR, NAFSSR); PASSRnet's "
+                                    "recipe flips without swapping")
     vflip: bool = option(True, "p=0.5: flip both views vertically (paper: on)")
+    channel_shuffle: bool = option(False, "a random order of the RGB channels, the same for "
+                                          "every view (NAFSSR's recipe)")
     replicate_left: bool = option(False, "Table 1 'replicated inputs': the left view fed as both "
                                          "views")
     workers: int = option(2, "DataLoader worker processes (0: load in the training process)")
@@ -58,11 +76,16 @@ class TrainConfig:
     freeze: str = option(
         "", "comma-separated parts of the network not to train, e.g. feature_conv,feature_group,"
             "attention (keeps a correspondence learned elsewhere; not in the paper)")
-    # network (Table 1 / Table 3 ablations)
-    attention: bool = option(True, "biPAM; --no-attention = single-input variant (Table 1)")
-    whitening: bool = option(True, "whitening of Q and K (Table 3)")
-    valid_mask: bool = option(True, "valid masks in the network and losses (Table 3)")
+    # iPASSR's variants (Table 1 / Table 3 ablations): ModelConfig's fields
+    use_attention: bool = option(True, "biPAM; --no-attention = single-input variant (Table 1)")
+    use_whitening: bool = option(True, "whitening of Q and K (Table 3)")
+    use_valid_mask: bool = option(True, "valid masks in the network and losses (Table 3)")
+    channels: int = option(64, "features per pixel (the paper's 64)")
+    drop_path_rate: float = option(0.0, "NAFSSR: skip each block with this probability in "
+                                        "training (its recipes: T 0, S 0.1, B 0.2, L 0.3)")
     # losses (Table 2 ablations)
+    loss: str = option("l1", "the SR loss of networks other than iPASSR: l1 or mse (the NAFSSR "
+                             "and PASSRnet recipes: mse)")
     loss_sr: bool = option(True, "L_SR (eq. 9)")
     loss_photo: bool = option(True, "L_photo, the photometric loss (eq. 10)")
     loss_smooth: bool = option(True, "L_smooth, the smoothness loss (eq. 11)")
@@ -71,7 +94,7 @@ class TrainConfig:
     residual_photo: bool = option(True, "L_photo on residual images (Table 2)")
     residual_cycle: bool = option(True, "L_cycle on residual images (Table 2)")
     residual_cons: bool = option(True, "L_cons on residual images (Table 2)")
-    loss_weight: float = option(0.1, "weight of the four stereo losses (paper: 0.1)")
+    loss_weight: float = option(0.1, "weight of the stereo losses (paper: 0.1; PASSRnet: 0.005)")
     hint_weight: float = option(
         0.0, "weight of the attention-hint loss: biPAM's maps pulled toward the SGBM disparities "
              "stored by `prepare patches --hints` (not in the paper; 0 = off)")
@@ -79,6 +102,9 @@ class TrainConfig:
                                 "and supervised")
     # optimisation
     epochs: int = option(80, "epochs (paper: 80)")
+    total_steps: int | None = option(None, "the run's length in steps, instead of epochs "
+                                           "(BasicSR's total_iter)")
+    optimizer: str = option("adam", "adam (the paper's) or adamw (NAFSSR's)")
     batch_size: int = option(36, "the global batch, split over processes (paper: 36)")
     lr: float = option(2e-4, "initial learning rate (paper: 2e-4)")
     lr_step_epochs: int = option(30, "step schedule: x lr_gamma every N epochs (paper: 30)")
@@ -91,9 +117,10 @@ class TrainConfig:
     lr_decay_from: int = option(0, "cosine: keep lr constant until this step, then decay "
                                    "(warmup-stable-decay, e.g. on --resume)")
     lr_min: float = option(0.0, "cosine: the final learning rate")
-    adam_beta1: float = option(0.9, "Adam beta1 (paper: 0.9)")
-    adam_beta2: float = option(0.999, "Adam beta2 (paper: 0.999)")
-    adam_eps: float = option(1e-8, "Adam epsilon")
+    adam_beta1: float = option(0.9, "Adam(W) beta1 (paper: 0.9)")
+    adam_beta2: float = option(0.999, "Adam(W) beta2 (paper: 0.999; NAFSSR: 0.9)")
+    adam_eps: float = option(1e-8, "Adam(W) epsilon")
+    weight_decay: float = option(0.0, "weight decay (AdamW's decoupled one; Adam's L2)")
     grad_clip: float | None = option(None, "clip the gradient norm to this (not in the paper)")
     seed: int = option(0, "seed of the initialisation, data order and flips")
     # speed (none of these is on by default: each changes rounding, not the maths)
@@ -126,24 +153,10 @@ class TrainConfig:
         """Whether the steps run under bfloat16 autocast."""
         return AUTOCAST[self.amp]
 
-    def model_config(self) -> ModelConfig:
-        """The network this recipe trains (needs ``scale`` resolved)."""
-        if self.scale is None:
-            raise IpassrError("the scale is not known: give --scale or a patch file")
-        return ModelConfig(scale=self.scale, use_attention=self.attention,
-                           use_whitening=self.whitening, use_valid_mask=self.valid_mask)
-
-    def loss_config(self) -> LossConfig:
-        """The loss terms this recipe uses.
-
-        Asymmetric training (views = left) has no right SR view, and L_cons needs both SR views
-        (Y_R = down(|HR_R - SR_R|) is warped onto the left), so it drops L_cons.
-        """
-        return LossConfig(sr=self.loss_sr, photo=self.loss_photo, smooth=self.loss_smooth,
-                          cycle=self.loss_cycle, cons=self.loss_cons and self.views == "both",
-                          residual_photo=self.residual_photo, residual_cycle=self.residual_cycle,
-                          residual_cons=self.residual_cons, weight=self.loss_weight,
-                          views=self.views, hint_weight=self.hint_weight)
+    def model_options(self) -> dict[str, Any]:
+        """The network options this config sets (``MODEL_OPTIONS`` away from their defaults),
+        for the network's build."""
+        return {k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) != FIELDS[k].default}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists), suitable for JSON, TOML and ``torch.save``."""
@@ -154,8 +167,10 @@ FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A couple of minutes on 2 CPU cores: small crops, small batch, a few epochs, visible progress.
+    # Any network: its recipe's length in steps and schedule end give way to the 3 epochs.
     "smoke": {"batch_size": 4, "lr_crop": (24, 48), "epochs": 3, "lr": 5e-4, "lr_step_epochs": 2,
-              "workers": 0, "checkpoint_every_steps": 25, "validate_max_scenes": 2},
+              "workers": 0, "checkpoint_every_steps": 25, "validate_max_scenes": 2,
+              "total_steps": None, "lr_total_steps": None},
     "paper": {},
 }
 
@@ -211,7 +226,8 @@ def _check_values(config: TrainConfig, origin: str) -> None:
     problems = []
     if config.scale is not None and config.scale < 1:
         problems.append(f"scale must be >= 1 (got {config.scale})")
-    for name in ("epochs", "batch_size", "lr_step_epochs", "log_every_steps", "validate_every_epochs"):
+    for name in ("epochs", "batch_size", "lr_step_epochs", "log_every_steps", "validate_every_epochs",
+                 "channels"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be >= 1 (got {getattr(config, name)})")
     for name in ("workers", "checkpoint_every_steps", "keep_checkpoints", "validate_every_steps",
@@ -222,6 +238,16 @@ def _check_values(config: TrainConfig, origin: str) -> None:
         problems.append(f"lr must be > 0 (got {config.lr})")
     if not 0 <= config.lr_min <= config.lr:
         problems.append(f"lr_min must be in 0..lr (got {config.lr_min})")
+    if config.total_steps is not None and config.total_steps < 1:
+        problems.append(f"total_steps must be >= 1 (got {config.total_steps})")
+    if not 0 <= config.drop_path_rate < 1:
+        problems.append(f"drop_path_rate must be in [0, 1) (got {config.drop_path_rate})")
+    if config.weight_decay < 0:
+        problems.append(f"weight_decay must be >= 0 (got {config.weight_decay})")
+    for name, choices in (("optimizer", ("adam", "adamw")), ("loss", ("l1", "mse"))):
+        if getattr(config, name) not in choices:
+            problems.append(f"{name} must be {' or '.join(map(repr, choices))} "
+                            f"(got {getattr(config, name)!r})")
     if config.lr_schedule not in ("step", "cosine"):
         problems.append(f"lr_schedule must be 'step' or 'cosine' (got {config.lr_schedule!r})")
     if config.lr_total_steps is not None and config.lr_total_steps <= config.lr_decay_from:
@@ -237,14 +263,17 @@ def _check_values(config: TrainConfig, origin: str) -> None:
         problems.append(f"device must be auto, cpu, cuda or cuda:N (got {config.device!r})")
     if config.replicate_left and config.views == "left":
         problems.append("replicate_left and views='left' exclude each other")
-    if not config.attention and config.views == "left":
-        problems.append("views='left' (asymmetric) needs the attention module (attention = true)")
+    if not config.use_attention and config.views == "left":
+        problems.append("views='left' (asymmetric) needs the attention module "
+                        "(use_attention = true)")
     if problems:
         raise IpassrError(f"{origin}: " + "; ".join(problems))
 
 
 def apply_overrides(config: TrainConfig, values: Mapping[str, Any], origin: str) -> TrainConfig:
-    """``config`` with ``values`` applied; unknown keys and bad values raise IpassrError naming them."""
+    """``config`` with ``values`` applied; unknown keys and bad values raise IpassrError naming
+    them. Keys of earlier versions (``RENAMED``) are read under their new names."""
+    values = {RENAMED.get(k, k): v for k, v in values.items()}
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
         hints = []

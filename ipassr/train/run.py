@@ -20,16 +20,16 @@ import contextlib
 import errno
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from ..errors import CheckpointError, IpassrError
 from ..data.io import PathLike, atomic_path
-from ..models.ipassr import ARCHITECTURE
 
 CHECKPOINT_FORMAT = "ipassr-training-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -91,9 +91,6 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an ipassr training checkpoint")
-    if payload.get("architecture") != ARCHITECTURE:
-        raise CheckpointError(f"{path}: checkpoint of architecture {payload.get('architecture')!r}, "
-                              f"this ipassr trains {ARCHITECTURE!r}")
     return payload
 
 
@@ -125,6 +122,17 @@ def link_or_copy(source: Path, target: Path) -> None:
 
         with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
+
+
+def keep_numbered_copies(paths: RunPaths, global_step: int, keep: int) -> None:
+    """Link last.pt as ``step-XXXXXXXX.pt`` and drop all but the ``keep`` newest such copies."""
+    if keep == 0:
+        return
+    link_or_copy(paths.last_checkpoint, paths.checkpoints / f"step-{global_step:08d}.pt")
+    numbered = sorted(paths.checkpoints.glob("step-*.pt"))
+    for old in numbered[:-keep]:
+        with contextlib.suppress(FileNotFoundError):
+            old.unlink()
 
 
 class RunLog:
@@ -189,6 +197,21 @@ class RunLog:
             self.writer = None
 
 
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int, done: int) -> Iterator[Any]:
+    """A tqdm bar on stderr of ``total`` steps, ``done`` of them done (None when not enabled)."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, file=sys.stderr)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
 def _flatten(values: dict[str, Any], prefix: str) -> dict[str, float]:
     out = {}
     for key, value in values.items():
@@ -200,4 +223,5 @@ def _flatten(values: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 __all__ = ["RunPaths", "RunLog", "read_checkpoint", "write_checkpoint", "CHECKPOINT_FORMAT",
-           "CHECKPOINT_VERSION", "is_out_of_space", "link_or_copy", "rng_state", "set_rng_state"]
+           "CHECKPOINT_VERSION", "is_out_of_space", "link_or_copy", "rng_state", "set_rng_state",
+           "progress_bar", "keep_numbered_copies"]

@@ -1,4 +1,5 @@
-"""Setting a run up: the config of a resumed run, checks of the data, the network and its wrapping.
+"""Setting a run up: the config of a resumed run, checks of the data, the network, its training
+objective and its wrapping; any registered network (``ipassr.models.registry``).
 
 Each check fails before any step runs, with a message that names the file or option at fault.
 """
@@ -14,8 +15,9 @@ from torch import nn
 from ..models.checkpoint import load_into, read_state_dict, transfer_into
 from ..errors import IpassrError
 from ..data.io import PathLike
-from ..models.ipassr import IPASSR
-from .config import TrainConfig, architecture_differences
+from ..models.registry import NetworkSpec, build_from_spec, get_network, size_options
+from ..models.training import TrainingObjective, pixel_objective
+from .config import FIELDS, LOSS_OPTIONS, TrainConfig, architecture_differences
 from .data import PatchSource, open_patches, patch_shape
 from .distributed import DistEnv, convert_batchnorm
 
@@ -38,6 +40,21 @@ def resumed_config(saved: TrainConfig, requested: TrainConfig, overrides: set[st
         raise IpassrError(f"{root}: cannot resume: the run was trained with a different "
                           f"network ({'; '.join(differences)})")
     return merged, sorted(k for k in changed if k != "scale")
+
+
+def replaced_init_weights(requested: TrainConfig, overrides: set[str] | None,
+                          started_from: str | None) -> str | None:
+    """A resumed run continues from its checkpoint, whatever --init-weights says: when that file
+    is no longer the one the run started from, the note that says so (a replaced file is easy
+    to miss)."""
+    path = requested.init_weights
+    if path is None or started_from is None or (overrides is not None
+                                                 and "init_weights" not in overrides):
+        return None
+    if Path(path).is_file() and file_sha256(path) != started_from:
+        return (f"{path}: not the weights this run started from (they have changed since); the "
+                "run continues from its checkpoint: use a new --out to start from this file")
+    return None
 
 
 def file_sha256(path: PathLike) -> str:
@@ -74,6 +91,16 @@ def resolve_scale(config: TrainConfig, source: PatchSource) -> TrainConfig:
     return config
 
 
+def resolve_network(config: TrainConfig) -> TrainConfig:
+    """The config with its network as registered (``arch``) and its size spelled as the spec
+    does, the default size when none is given; IpassrError for an unknown network or size."""
+    from .recipes import network_size
+
+    spec = get_network(config.arch)
+    size = network_size(spec, config.model_size)
+    return config.__class__(**{**config.__dict__, "arch": spec.name, "model_size": size})
+
+
 def check_data(config: TrainConfig, source: PatchSource, world_size: int) -> None:
     """Enough patches for a batch, a crop that fits them, a readable validation root, a batch
     that splits over the processes."""
@@ -102,7 +129,7 @@ def check_data(config: TrainConfig, source: PatchSource, world_size: int) -> Non
     if config.hint_weight > 0 and config.replicate_left:
         raise IpassrError("--hint-weight and --replicate-left do not go together: the hints are "
                           "the real pair's disparities, not a view's against itself")
-    if config.hint_weight > 0 and not config.attention:
+    if config.hint_weight > 0 and not config.use_attention:
         raise IpassrError("--hint-weight needs biPAM's attention maps; the single-view network "
                           "(--no-attention) has none")
 
@@ -130,20 +157,48 @@ def named_parts(network: nn.Module, parts: str, option: str) -> list[str]:
     return names
 
 
-def freeze(network: IPASSR, parts: str) -> None:
+def freeze(network: nn.Module, parts: str) -> None:
     """Stop training the named top-level parts (``config.freeze``): their parameters get no
     gradient, so Adam leaves them as they are (BatchNorm statistics still follow the data)."""
     for name in named_parts(network, parts, "freeze"):
         network.get_submodule(name).requires_grad_(False)
 
 
-def build_network(config: TrainConfig, init_weights: PathLike | None, env: DistEnv,
-                  device: torch.device) -> tuple[IPASSR, list[str]]:
-    """The seeded network, started from ``init_weights`` if given, on ``device``; and the names
-    of the tensors that kept their built values (another scale or variant: the trunk moves, the
-    rest starts as built)."""
+def objective_for(spec: NetworkSpec, config: TrainConfig) -> TrainingObjective:
+    """The network's training objective (its spec's ``loss``; else L1/MSE on both views); a loss
+    option the objective does not read is refused when set, rather than ignored."""
+    objective = spec.loss(config) if spec.loss is not None else pixel_objective(config.loss)
+    unused = [k for k in LOSS_OPTIONS if k not in objective.options
+              and getattr(config, k) != FIELDS[k].default]
+    if unused:
+        raise IpassrError(f"{', '.join('--' + k.replace('_', '-') for k in unused)}: "
+                          f"{spec.display_name}'s training does not use "
+                          f"{'it' if len(unused) == 1 else 'them'}")
+    return objective
+
+
+def new_network(spec: NetworkSpec, config: TrainConfig) -> nn.Module:
+    """The network the config describes, as built (train mode): its size's and the config's
+    network options passed to the spec's build."""
+    options = {**size_options(spec, config.model_size), **config.model_options()}
+    try:
+        network = build_from_spec(spec, config.scale, options)
+    except TypeError as exc:  # an option this network does not take
+        given = ", ".join(f"{k}={v}" for k, v in config.model_options().items())
+        raise IpassrError(f"{spec.display_name} cannot be built with {given or 'these options'} "
+                          f"({exc})") from exc
+    return network.train()
+
+
+def build_network(config: TrainConfig, objective: TrainingObjective, init_weights: PathLike | None,
+                  env: DistEnv, device: torch.device) -> tuple[nn.Module, list[str]]:
+    """The seeded network as its recipe initialises it, started from ``init_weights`` if given,
+    on ``device``; and the names of the tensors that kept their built values (another scale or
+    variant: the trunk moves, the rest starts as built)."""
     torch.manual_seed(config.seed)
-    network = IPASSR.from_config(config.model_config())
+    network = new_network(get_network(config.arch), config)
+    if objective.initialise is not None:
+        objective.initialise(network)
     kept: list[str] = []
     if init_weights is not None:
         state, _ = read_state_dict(init_weights)
@@ -161,7 +216,7 @@ def build_network(config: TrainConfig, init_weights: PathLike | None, env: DistE
     return network, kept
 
 
-def wrap(network: IPASSR, config: TrainConfig, env: DistEnv, device: torch.device) -> nn.Module:
+def wrap(network: nn.Module, config: TrainConfig, env: DistEnv, device: torch.device) -> nn.Module:
     """The module the steps run: DDP under torchrun, ``torch.compile`` if asked."""
     model: nn.Module = network
     if env.distributed:

@@ -1,16 +1,15 @@
-"""The Trainer: the paper's recipe, resumable, observable, and distributed with torchrun.
+"""The Trainer: any registered network by its recipe, resumable, observable, distributed.
 
-``Trainer(config, run_dir)`` builds or resumes a run (its folder: ``ipassr.train.run``);
-``fit`` trains until the last epoch, a step budget or a time limit, checkpointing on the way and
-on SIGINT/SIGTERM.
+``Trainer(config, run_dir)`` builds or resumes a run of the network ``config.arch`` (its folder:
+``ipassr.train.run``); the network's spec gives its training objective (``ipassr.models.training``).
+``fit`` trains until the last epoch (or ``total_steps``), a step budget or a time limit,
+checkpointing on the way and on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +21,21 @@ import torch
 from ..models.checkpoint import load_into, save_weights
 from ..errors import CheckpointError, IpassrError
 from ..data.io import PathLike
-from ..models.ipassr import ARCHITECTURE
+from ..models.registry import get_network, network_options
 from .config import TrainConfig, config_from_dict, save_config
 from .data import (Augmentation, EpochBatches, PatchDataset, PatchSource, epoch_plan,
                    make_loader, patch_shape, to_inputs)
 from .distributed import DistEnv, agree, barrier, init_distributed
 from .interrupts import StopRequest, interrupts_blocked_while_workers_start
-from .setup import (absolute_paths, build_network, check_data, configure_backends,
-                    file_sha256, open_source, resolve_scale, resumed_config, wrap)
+from .setup import (absolute_paths, build_network, check_data, configure_backends, file_sha256,
+                    objective_for, open_source, replaced_init_weights, resolve_network,
+                    resolve_scale, resumed_config, wrap)
 from .report import REDRAW_EVENTS, redraw
 from .run import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunLog, RunPaths, is_out_of_space,
-                  link_or_copy, rng_state, set_rng_state, read_checkpoint, write_checkpoint)
-from .step import LOSS_KEYS, compute_losses, learning_rate, resolve_device
+                  keep_numbered_copies, progress_bar, rng_state, set_rng_state, read_checkpoint,
+                  write_checkpoint)
+from .step import (apply_schedule_config, compute_losses, learning_rate, make_optimizer,
+                   resolve_device, run_length)
 from .validation import validate, validate_correspondence
 
 class TrainingDiverged(IpassrError):
@@ -76,17 +78,17 @@ class Trainer:
         self.env = init_distributed(use_cuda=resolve_device(config.device, DistEnv()).type == "cuda")
         self.device = resolve_device(config.device, self.env)
         self.source = source if source is not None else open_source(config)
-        self.config = absolute_paths(resolve_scale(config, self.source))
+        self.config = absolute_paths(resolve_network(resolve_scale(config, self.source)))
+        self.spec = get_network(self.config.arch)
+        self.objective = objective_for(self.spec, self.config)
         check_data(self.config, self.source, self.env.world_size)
         configure_backends(self.config, self.device)
-        self.network, self.init_kept = build_network(self.config, init_weights, self.env,
-                                                     self.device)
+        self.network, self.init_kept = build_network(self.config, self.objective, init_weights,
+                                                     self.env, self.device)
         self.init_weights = None if init_weights is None else str(Path(init_weights).absolute())
         self.init_sha256 = (checkpoint.get("init_sha256") if checkpoint is not None else
                             None if init_weights is None else file_sha256(init_weights))
-        self.optimizer = torch.optim.Adam(
-            self.network.parameters(), lr=self.config.lr,
-            betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
+        self.optimizer = make_optimizer(self.network.parameters(), self.config)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.config.lr_step_epochs, gamma=self.config.lr_gamma)
         self.epoch = self.step_in_epoch = self.global_step = 0
@@ -95,8 +97,11 @@ class Trainer:
             self._restore(checkpoint)
         self.model = wrap(self.network, self.config, self.env, self.device)
         self.dataset = PatchDataset(self.source, self.config.lr_crop, self.config.replicate_left,
-                                    hints=self.config.hint_weight > 0)
+                                    hints=self.config.hint_weight > 0,
+                                    hflip_swap=self.config.hflip_swap)
         self.steps_per_epoch = len(self.source) // self.config.batch_size
+        self.total_steps = run_length(self.config, self.steps_per_epoch)
+        self.epochs = -(-self.total_steps // self.steps_per_epoch)  # the last may be partial
         self.log = RunLog(self.paths.log, self.paths.tensorboard if self.config.tensorboard else None,
                           enabled=self.env.is_main)
         if self.env.is_main:
@@ -124,21 +129,9 @@ class Trainer:
         saved = config_from_dict(checkpoint["config"], str(path))
         self.config, self.resumed_changes = resumed_config(saved, requested, overrides,
                                                            self.paths.root)
-        self._check_init_weights_unchanged(requested, overrides, checkpoint.get("init_sha256"))
+        note = replaced_init_weights(requested, overrides, checkpoint.get("init_sha256"))
+        self.resume_notes += [note] if note else []
         return checkpoint
-
-    def _check_init_weights_unchanged(self, requested: TrainConfig, overrides: set[str] | None,
-                                      started_from: str | None) -> None:
-        """A resumed run continues from its checkpoint, whatever --init-weights says: when that file
-        is no longer the one the run started from, say so (a replaced file is easy to miss)."""
-        path = requested.init_weights
-        if path is None or started_from is None or (overrides is not None
-                                                     and "init_weights" not in overrides):
-            return
-        if Path(path).is_file() and file_sha256(path) != started_from:
-            self.resume_notes.append(
-                f"{path}: not the weights this run started from (they have changed since); the "
-                f"run continues from its checkpoint: use a new --out to start from this file")
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["model"]
@@ -149,34 +142,21 @@ class Trainer:
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{self.paths.last_checkpoint}: optimizer state does not fit "
                                   f"({exc})") from exc
-        self._apply_schedule_config()
+        apply_schedule_config(self.optimizer, self.scheduler, self.config)
         set_rng_state(checkpoint["rng"])
         self.epoch, self.step_in_epoch = int(checkpoint["epoch"]), int(checkpoint["step_in_epoch"])
         self.global_step = int(checkpoint["global_step"])
         self.best = dict(checkpoint.get("best", {}))
-
-    def _apply_schedule_config(self) -> None:
-        """After a restore, let the config (possibly changed on resume) rule Adam and the schedule."""
-        c, sched = self.config, self.scheduler
-        changed = (sched.step_size, sched.gamma, sched.base_lrs[0]) != (c.lr_step_epochs, c.lr_gamma, c.lr)
-        sched.step_size, sched.gamma = c.lr_step_epochs, c.lr_gamma
-        for group in self.optimizer.param_groups:
-            group["betas"], group["eps"] = (c.adam_beta1, c.adam_beta2), c.adam_eps
-            if changed:  # closed form of StepLR for the new schedule
-                group["initial_lr"] = c.lr
-                group["lr"] = c.lr * c.lr_gamma ** (sched.last_epoch // c.lr_step_epochs)
-        if changed:
-            sched.base_lrs = [c.lr] * len(sched.base_lrs)
-            sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     # --- checkpoints
 
     def checkpoint_payload(self) -> dict[str, Any]:
         """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, counters, config."""
         return {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "architecture": ARCHITECTURE,
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "architecture": self.spec.tag,
             "model": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
-            "model_config": self.network.config.to_dict(),
+            "model_config": network_options(self.network),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step, "best": dict(self.best), "config": self.config.to_dict(),
@@ -189,7 +169,8 @@ class Trainer:
         if self.env.is_main:
             try:
                 write_checkpoint(self.checkpoint_payload(), self.paths.last_checkpoint)
-                self._keep_numbered_copy()
+                keep_numbered_copies(self.paths, self.global_step,
+                                     self.config.keep_checkpoints)
                 save_weights(self.network, self.paths.weights / "last.safetensors",
                              self._weights_metadata())
             except IpassrError as exc:
@@ -199,20 +180,12 @@ class Trainer:
         if agree(failure is not None, self.env, self._flag_device()):
             raise failure or IpassrError("checkpoint write failed on rank 0")
 
-    def _keep_numbered_copy(self) -> None:
-        keep = self.config.keep_checkpoints
-        if keep == 0:
-            return
-        link_or_copy(self.paths.last_checkpoint,
-                      self.paths.checkpoints / f"step-{self.global_step:08d}.pt")
-        numbered = sorted(self.paths.checkpoints.glob("step-*.pt"))
-        for old in numbered[:-keep]:
-            with contextlib.suppress(FileNotFoundError):
-                old.unlink()
-
     def _weights_metadata(self) -> dict[str, str]:
+        """The run's position, config and the network's size (``save_weights`` adds the
+        network and its options), so that ``infer`` / ``evaluate`` / ``export`` find it."""
+        size = {"model_size": self.config.model_size} if self.config.model_size else {}
         return {"epoch": str(self.epoch), "global_step": str(self.global_step),
-                "train_config": json.dumps(self.config.to_dict())}
+                "train_config": json.dumps(self.config.to_dict()), **size}
 
     def _save_best(self, value: float, metric: str, higher_is_better: bool) -> None:
         """Export best.safetensors when ``value`` of ``metric`` beats the best so far."""
@@ -245,7 +218,7 @@ class Trainer:
     def train_step(self, inputs: tuple[torch.Tensor, ...]) -> dict[str, float]:
         """One optimisation step on a batch; returns the loss terms as floats."""
         self._set_learning_rate()
-        terms = compute_losses(self.model, inputs, self.config.scale, self.config.loss_config(),
+        terms = compute_losses(self.model, self.objective, inputs, self.global_step,
                                amp=self.config.autocast)
         total = terms["total"]
         values = dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
@@ -267,7 +240,8 @@ class Trainer:
     def batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
         """The remaining batches of the current epoch, as float inputs on the device."""
         plan = epoch_plan(len(self.source), patch_shape(self.source),
-                          Augmentation(self.config.hflip, self.config.vflip, self.config.lr_crop),
+                          Augmentation(self.config.hflip, self.config.vflip, self.config.lr_crop,
+                                       self.config.channel_shuffle),
                           self.config.seed, self.epoch)
         sampler = EpochBatches(plan, self.config.batch_size, self.env.rank, self.env.world_size,
                                start_step=self.step_in_epoch)
@@ -306,8 +280,13 @@ class Trainer:
         started = time.monotonic()
         self._log_event("resume" if self.global_step else "start")
         status = "error"
+        if self.config.total_steps is not None:  # a run measured in steps ends mid-epoch
+            max_steps = min(max_steps or self.total_steps, self.total_steps)
         try:
-            with self._stop.catching(handle_signals), self._progress_bar(max_steps) as bar:
+            with self._stop.catching(handle_signals), progress_bar(
+                    self.progress and self.env.is_main, min(max_steps or self.total_steps,
+                                                            self.total_steps),
+                    self.global_step) as bar:
                 result = self._run(max_steps, time_limit, started, bar)
             status = result.status
             return result
@@ -318,9 +297,9 @@ class Trainer:
     def _run(self, max_steps: int | None, time_limit: float | None, started: float, bar
              ) -> FitResult:
         step_time = None
-        while self.epoch < self.config.epochs:
+        while self.epoch < self.epochs:
             if self._budget_spent(max_steps, time_limit, started, step_time):
-                return FitResult("budget", self.epoch, self.global_step)
+                return FitResult(self._stopped(), self.epoch, self.global_step)
             tick = time.monotonic()
             stopping = False
             for inputs in self._batches_until_stopped():
@@ -349,9 +328,15 @@ class Trainer:
                     self._validate()
                 self.save_checkpoint()
             if stopping:
-                status = "interrupted" if self._stop.signal is not None else "budget"
-                return FitResult(status, self.epoch, self.global_step, self._stop.signal)
+                return FitResult(self._stopped(), self.epoch, self.global_step, self._stop.signal)
         return FitResult("finished", self.epoch, self.global_step)
+
+    def _stopped(self) -> str:
+        """Why the run stopped before its last epoch's end: a signal, its last step
+        (``total_steps``), or a budget (``max_steps``, a time limit)."""
+        if self._stop.signal is not None:
+            return "interrupted"
+        return "finished" if self.global_step >= self.total_steps else "budget"
 
     def _budget_spent(self, max_steps: int | None, time_limit: float | None, started: float,
                       step_time: float | None) -> bool:
@@ -398,7 +383,7 @@ class Trainer:
                               self.config.validate_max_scenes)
             record = {"event": "validation", "epochs_done": self.epoch,
                       "global_step": self.global_step, "val": scores}
-            if self.config.validate_correspondence and self.network.attention is not None:
+            if self.config.validate_correspondence and self.spec.offers_attention_maps(self.network):
                 record["correspondence"] = validate_correspondence(self.network, self.device)
             self._log(record)
             mean_left = float(np.mean([s["left_psnr"] for s in scores.values()]))
@@ -411,14 +396,14 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         rate = self.config.batch_size / step_time if step_time > 0 else float("nan")
         if bar is not None:
-            bar.set_description(f"epoch {self.epoch + 1}/{self.config.epochs}", refresh=False)
+            bar.set_description(f"epoch {self.epoch + 1}/{self.epochs}", refresh=False)
             bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.2e}",
                             samples_s=f"{rate:.1f}", refresh=False)
             bar.update(1)
         if self.global_step % self.config.log_every_steps == 0:
             self._log({"event": "step", "epoch": self.epoch + 1, "step": self.step_in_epoch,
                        "global_step": self.global_step, "lr": lr, "samples_per_s": rate,
-                       "loss": {k: values[k] for k in LOSS_KEYS if k in values}})
+                       "loss": {"total": values["total"], **values}})
 
     def _log(self, record: dict[str, Any]) -> None:
         record.setdefault("time", time.time())
@@ -440,36 +425,6 @@ class Trainer:
     def _flag_device(self) -> torch.device:
         """Where agreement flags live: NCCL needs the GPU, Gloo the CPU."""
         return self.device if self.device.type == "cuda" else torch.device("cpu")
-
-    @contextlib.contextmanager
-    def _progress_bar(self, max_steps: int | None):
-        if not (self.progress and self.env.is_main):
-            yield None
-            return
-        from tqdm import tqdm
-
-        total = self.config.epochs * self.steps_per_epoch
-        if max_steps is not None:
-            total = min(total, max_steps)
-        bar = tqdm(total=total, initial=self.global_step, unit="step", dynamic_ncols=True,
-                   file=sys.stderr)
-        try:
-            yield bar
-        finally:
-            bar.close()
-
-
-def summary(trainer: Trainer) -> str:
-    """One line describing a prepared run (for the CLI)."""
-    c = trainer.config
-    variant = [n for n, on in (("single-view", not c.attention), ("asymmetric", c.views == "left"),
-                               ("replicated-left", c.replicate_left),
-                               ("no-whitening", not c.whitening), ("no-valid-mask", not c.valid_mask))
-               if on]
-    return (f"x{c.scale} iPASSR{' (' + ', '.join(variant) + ')' if variant else ''}: "
-            f"{len(trainer.source)} patches, {trainer.steps_per_epoch} steps/epoch x {c.epochs} epochs, "
-            f"batch {c.batch_size} over {trainer.env.world_size} process(es) on {trainer.device}, "
-            f"from epoch {trainer.epoch + 1} step {trainer.step_in_epoch} (global {trainer.global_step})")
 
 
 __all__ = ["Trainer", "FitResult", "RunPaths", "TrainingDiverged", "compute_losses", "validate",

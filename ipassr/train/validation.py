@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..data.io import PathLike
-from ..models.ipassr import IPASSR
 
-def validate(network: IPASSR, root: PathLike, scale: int, device: torch.device,
+
+def validate(network: nn.Module, root: PathLike, scale: int, device: torch.device,
              max_scenes: int | None = None) -> dict[str, dict[str, float]]:
     """Mean Left / (Left+Right)/2 PSNR and SSIM per dataset, exactly as ``ipassr evaluate``.
 
@@ -40,7 +41,7 @@ def validate(network: IPASSR, root: PathLike, scale: int, device: torch.device,
     return results
 
 
-def validate_correspondence(network: IPASSR, device: torch.device) -> dict[str, float]:
+def validate_correspondence(network: nn.Module, device: torch.device) -> dict[str, float]:
     """(L+R)/2 correspondence scores of biPAM on scikit-image's Motorcycle pair
     (``ipassr.evaluation.correspondence``), in eval mode; the network is put back in its mode afterwards."""
     from ..evaluation.correspondence import motorcycle_correspondence, summary_row

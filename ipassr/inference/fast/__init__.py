@@ -1,4 +1,5 @@
-"""Fast, memory-bounded inference for any image size, equal to ``IPASSR.forward`` in eval mode.
+"""Fast, memory-bounded inference for any image size, equal to ``IPASSR.forward`` in eval mode:
+the path of the networks whose spec says ``banded`` (iPASSR; ``ipassr.models.registry``).
 
 ``stereo_forward(network, left, right, max_memory=...)`` runs the network's own modules faster
 and leaner than the training-oriented ``forward``: channels_last, no autograd, no concatenation

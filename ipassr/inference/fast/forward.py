@@ -11,9 +11,9 @@ from collections import deque
 from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
 from ...errors import IpassrError
-from ...models.ipassr import IPASSR
 from .attention import PER_PIXEL_DETAILS, RowAttention, chunked_parallax_fusion, subnormals_flushed
 from .plan import InferencePlan, plan_inference, stage_halos
 from .stages import (channel_weights, dense_block, dense_group, empty_channels_last,
@@ -32,7 +32,7 @@ def _with_halo(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, star
     return fn(x[:, :, lo:hi])[:, :, start - lo:stop - lo]
 
 
-def _prepare(network: IPASSR, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+def _prepare(network: nn.Module, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     if network.training:
         raise ValueError("stereo_forward implements eval-mode inference: call network.eval()")
     if left.shape != right.shape:
@@ -44,7 +44,7 @@ def _prepare(network: IPASSR, left: torch.Tensor, right: torch.Tensor) -> torch.
     return torch.cat((left, right), dim=0).contiguous(memory_format=torch.channels_last)
 
 
-def _exchange(network: IPASSR, query: torch.Tensor, key: torch.Tensor, fusion_input: torch.Tensor,
+def _exchange(network: nn.Module, query: torch.Tensor, key: torch.Tensor, fusion_input: torch.Tensor,
               rows: slice, attention_rows: int, details: RowAttention | None,
               keep_rows: Sequence[int] = ()) -> None:
     """biPAM on image rows ``rows``: fills fusion_input[:, 64:128, rows] from [:, :64, rows]."""
@@ -65,7 +65,7 @@ def _exchange(network: IPASSR, query: torch.Tensor, key: torch.Tensor, fusion_in
         details.rows.update({r + rows.start: maps for r, maps in info.rows.items()})
 
 
-def _reconstruct_rows(network: IPASSR, fused: torch.Tensor, weights: torch.Tensor,
+def _reconstruct_rows(network: nn.Module, fused: torch.Tensor, weights: torch.Tensor,
                       views: torch.Tensor, out: torch.Tensor, first: int, last: int,
                       in_place: bool = False) -> None:
     """Channel attention, projection, reconstruction RDG and upsampler for LR rows first:last.
@@ -87,7 +87,7 @@ def _new_details(views: torch.Tensor) -> RowAttention:
                           for _ in range(PER_PIXEL_DETAILS)), {})
 
 
-def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
+def _untiled(network: nn.Module, views: torch.Tensor, plan: InferencePlan,
              details: RowAttention | None, keep_rows: Sequence[int] = ()) -> torch.Tensor:
     """Whole-image forward: every stage at once, attention in chunks of rows."""
     batch, height = views.shape[0] // 2, views.shape[2]
@@ -112,7 +112,7 @@ def _untiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
     return out
 
 
-def _hierarchy_statistics(network: IPASSR, views: torch.Tensor, fusion_buffer: torch.Tensor,
+def _hierarchy_statistics(network: nn.Module, views: torch.Tensor, fusion_buffer: torch.Tensor,
                           plan: InferencePlan, halo: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pass 1: features into the fusion buffer; per-view mean and 1/std of the hierarchy (N, 256)."""
     channels = network.fusion.project.out_channels
@@ -134,7 +134,7 @@ def _hierarchy_statistics(network: IPASSR, views: torch.Tensor, fusion_buffer: t
     return mean, torch.rsqrt(variance + network.attention.norm.eps)
 
 
-def _tiled_attention(network: IPASSR, views: torch.Tensor, fusion_buffer: torch.Tensor,
+def _tiled_attention(network: nn.Module, views: torch.Tensor, fusion_buffer: torch.Tensor,
                      stats: tuple[torch.Tensor, torch.Tensor], plan: InferencePlan, halo: int,
                      details: RowAttention | None, keep_rows: Sequence[int] = ()) -> None:
     """Pass 2: per band, recompute the hierarchy, embed with whole-image statistics, attend."""
@@ -149,7 +149,7 @@ def _tiled_attention(network: IPASSR, views: torch.Tensor, fusion_buffer: torch.
                   details, [r for r in keep_rows if start <= r < stop])
 
 
-def _tiled_fusion(network: IPASSR, fusion_buffer: torch.Tensor, plan: InferencePlan, halo: int
+def _tiled_fusion(network: nn.Module, fusion_buffer: torch.Tensor, plan: InferencePlan, halo: int
                   ) -> torch.Tensor:
     """Pass 3: fusion RDB band by band, written back in place; returns the global pool (N, C).
 
@@ -175,7 +175,7 @@ def _tiled_fusion(network: IPASSR, fusion_buffer: torch.Tensor, plan: InferenceP
     return total / (height * fusion_buffer.shape[3])
 
 
-def _tiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
+def _tiled(network: nn.Module, views: torch.Tensor, plan: InferencePlan,
            details: RowAttention | None, keep_rows: Sequence[int] = ()) -> torch.Tensor:
     """Band-wise forward in four passes; exact thanks to halos and whole-image statistics."""
     height, width, scale = views.shape[2], views.shape[3], network.scale
@@ -205,7 +205,7 @@ def _tiled(network: IPASSR, views: torch.Tensor, plan: InferencePlan,
     return out
 
 
-def stereo_forward(network: IPASSR, left: torch.Tensor, right: torch.Tensor, *,
+def stereo_forward(network: nn.Module, left: torch.Tensor, right: torch.Tensor, *,
                    max_memory: int | None = None, plan: InferencePlan | None = None,
                    return_details: bool = False, keep_rows: Sequence[int] = ()):
     """Super-resolve (B, 3, H, W) pairs within ``max_memory`` bytes of activations.

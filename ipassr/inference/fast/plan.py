@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from ...errors import IpassrError
-from ...models.ipassr import IPASSR
 from ...sizes import FLOAT_BYTES, format_bytes
 from .attention import DEFAULT_ATTENTION_MEMORY, attention_row_bytes
 
@@ -50,7 +49,7 @@ def receptive_radius(module: nn.Module) -> int:
                if isinstance(m, nn.Conv2d))
 
 
-def stage_halos(network: IPASSR) -> dict[str, int]:
+def stage_halos(network: nn.Module) -> dict[str, int]:
     """LR-row halo each tiled pass needs so that its band's central rows are exact."""
     extract = receptive_radius(network.feature_conv) + receptive_radius(network.feature_group)
     transition = receptive_radius(network.attention.transition) if network.attention else 0
@@ -80,19 +79,19 @@ def default_max_memory(device: torch.device) -> int:
 PLAIN_MAPS = 12  # live (H, W, W) float32 maps at the plain forward's peak (its biPAM, measured)
 
 
-def plain_forward_bytes(network: IPASSR, batch: int, height: int, width: int) -> int:
+def plain_forward_bytes(network: nn.Module, batch: int, height: int, width: int) -> int:
     """Rough peak activation bytes of ``IPASSR.forward``, which builds the full (H, W, W)
     attention maps (KITTI x2: 4.2 GB predicted, 4.16 GiB measured on a GPU)."""
     maps = PLAIN_MAPS * batch * height * width * width * FLOAT_BYTES if network.attention else 0
     return maps + _untiled_bytes(network, batch, height, width)
 
 
-def _output_bytes(network: IPASSR, batch: int, height: int, width: int) -> int:
+def _output_bytes(network: nn.Module, batch: int, height: int, width: int) -> int:
     """The SR output of both views of a batch (float32)."""
     return 2 * batch * 3 * network.scale ** 2 * height * width * FLOAT_BYTES
 
 
-def _untiled_bytes(network: IPASSR, batch: int, height: int, width: int) -> int:
+def _untiled_bytes(network: nn.Module, batch: int, height: int, width: int) -> int:
     """Peak activations of the untiled fast pass, attention chunk aside, output included."""
     return (UNTILED_CHANNELS * 2 * batch * height * width * FLOAT_BYTES
             + _output_bytes(network, batch, height, width))
@@ -104,7 +103,7 @@ def attention_chunk_cap(device: torch.device) -> int:
     return CUDA_ATTENTION_MEMORY if device.type == "cuda" else DEFAULT_ATTENTION_MEMORY
 
 
-def plan_inference(network: IPASSR, batch: int, height: int, width: int,
+def plan_inference(network: nn.Module, batch: int, height: int, width: int,
                    max_memory: int | None = None,
                    device: torch.device | None = None) -> InferencePlan:
     """Choose untiled or tiled execution and chunk sizes so the pass fits ``max_memory`` bytes.

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...models.bipam import LEAKY_SLOPE, BiPAM
-from ...models.ipassr import IPASSR, ChannelAttention, ResidualDenseBlock, ResidualDenseGroup
+from ...models.ipassr import ChannelAttention, ResidualDenseBlock, ResidualDenseGroup
 from .fusion import conv, conv_accumulate_, conv_plus
 
 
@@ -100,7 +100,7 @@ def dense_group(group: ResidualDenseGroup, x: torch.Tensor, keep_outputs: bool =
     return fused, outputs
 
 
-def extract(network: IPASSR, views: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def extract(network: nn.Module, views: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Feature extraction of a stack of views: features (N, 64, H, W) and the hierarchy as its
     pieces, the RDB outputs (4 x (N, 64, H, W)): biPAM's grouped layers use each piece alone."""
     first = network.feature_conv
