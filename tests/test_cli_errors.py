@@ -134,12 +134,12 @@ def test_a_full_disk_is_one_line(pair, tmp_path, capsys, monkeypatch):
 
 
 def test_an_internal_error_is_one_line_and_debug_shows_it(pair, tmp_path, capsys, monkeypatch):
-    import ipassr.commands.infer
+    import ipassr.inference.api  # infer imports load_model from here when it runs (lazily)
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(ipassr.commands.infer, "load_model", broken)
+    monkeypatch.setattr(ipassr.inference.api, "load_model", broken)
     message = one_line_error(infer_args(pair, tmp_path, "--scale", "2"), capsys, code=1)
     assert "internal error (ZeroDivisionError: a bug)" in message and "--debug" in message
     with pytest.raises(ZeroDivisionError):
