@@ -165,12 +165,12 @@ def test_torchrun_processes_share_a_folder_without_overlap(tmp_path, small_pair,
 
 def test_outputs_are_checked_before_any_compute(tmp_path, small_pair, x2_weights, capsys,
                                                 monkeypatch):
-    import ipassr.commands.infer
+    import ipassr.inference.api  # infer imports load_model from here when it runs (lazily)
 
     def no_model(*args, **kwargs):
         raise AssertionError("the network was loaded before the outputs were checked")
 
-    monkeypatch.setattr(ipassr.commands.infer, "load_model", no_model)
+    monkeypatch.setattr(ipassr.inference.api, "load_model", no_model)
     left, right = small_pair
     before = left.read_bytes()
     base = ["infer", "--left", str(left), "--right", str(right), "--weights", str(x2_weights)]
@@ -244,7 +244,7 @@ def test_wrong_scale_weights(tmp_path, small_pair, x2_weights, capsys):
                              str(small_pair[1]), "--weights", str(x2_weights), "--scale", "4",
                              "--output-left", str(tmp_path / "a.png"),
                              "--output-right", str(tmp_path / "b.png")], capsys)
-    assert "x2 weights but x4" in message
+    assert "x2 iPASSR weights but x4" in message
 
 
 def test_malicious_checkpoint_via_cli(tmp_path, small_pair, capsys):
@@ -303,11 +303,11 @@ def test_cli_compile_runs_the_compiled_forward_with_the_same_result(tmp_path, sm
                                                                   x2_weights, model, monkeypatch):
     """``--compile``: torch.compile of the plain forward (really compiled here, once), equal to
     the default path to float32 rounding, so the 8-bit outputs agree within one level."""
-    import ipassr.commands.infer as infer_command
+    import ipassr.inference.api as api  # infer imports load_model from here when it runs
 
     loaded = []
-    real_load_model = infer_command.load_model
-    monkeypatch.setattr(infer_command, "load_model",
+    real_load_model = api.load_model
+    monkeypatch.setattr(api, "load_model",
                         lambda *a, **k: loaded.append(real_load_model(*a, **k)) or loaded[-1])
     out_left, out_right = tmp_path / "a.png", tmp_path / "b.png"
     code = main(["infer", "--left", str(small_pair[0]), "--right", str(small_pair[1]),
