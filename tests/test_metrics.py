@@ -86,3 +86,18 @@ def test_bad_inputs():
         psnr(a.astype(np.float32), a.astype(np.float32))
     with pytest.raises(IpassrError, match="smaller than the 11x11 window"):
         ssim(a[:5], a[:5])
+
+
+def test_the_left_crop_needs_one_window_of_columns_past_it():
+    """74 columns leave the cropped 'Left' view 10, under SSIM's 11-column window: refused by
+    name and width; 75 leave exactly one window and are scored."""
+    narrow, fits = np.zeros((20, 74, 3), np.uint8), np.full((20, 75, 3), 7, np.uint8)
+    with pytest.raises(IpassrError, match=r"^pair: image is 74 pixels wide, too small for the "
+                                          r"64-column crop"):
+        score_pair(narrow, narrow, narrow, narrow)
+    assert score_pair(fits, fits, fits, fits).left_ssim == pytest.approx(1.0)
+    wide = np.zeros((20, 100, 3), np.uint8)
+    with pytest.raises(IpassrError, match=r"^pair: SR left view is 99x20 but HR is 100x20$"):
+        score_pair(wide[:, :99], wide, wide, wide)
+    with pytest.raises(IpassrError, match=r"^ssim: image shapes differ"):
+        ssim(fits, fits[:, :74])
