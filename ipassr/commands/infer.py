@@ -20,6 +20,8 @@ from ..data.io import check_writable_folder, image_to_tensor, tensor_to_image, w
 from ..data.layouts import layout_names
 from ..data.media import (JPS_SUFFIXES, PHOTO_SUFFIXES, StereoImage, StereoTarget, plan_target,
                           read_stereo, read_views, write_stereo)
+from ..data.video import is_video_path
+from .infer_video import add_video_arguments, run_video
 from .visualize import memory_size
 
 if TYPE_CHECKING:  # torch: not for --help
@@ -44,16 +46,17 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--left", type=Path, help="left view")
     parser.add_argument("--right", type=Path, help="right view")
     parser.add_argument("--input", type=Path,
-                        help="one file holding both views: an MPO, JPS or spatial HEIC photo, or "
-                             "a picture in --layout")
+                        help="one file holding both views: an MPO, JPS or spatial HEIC photo, a "
+                             "picture in --layout, or a 3D video (.mp4, .mkv, .mov, .webm, ...)")
     parser.add_argument("--layout", metavar="L",
                         help="how --input's views sit: " + layout_names() + " (read from the file "
-                             "for MPO, JPS and HEIC)")
+                             "for MPO, JPS and HEIC, and from a video's container where it says)")
     parser.add_argument("--output-left", type=Path, help="where to write the SR left view")
     parser.add_argument("--output-right", type=Path, help="where to write the SR right view")
     parser.add_argument("--output", type=Path,
-                        help="one file for both SR views: .mpo, .jps, or a picture in "
-                             "--output-layout (default: the input's layout, else sbsl)")
+                        help="one file for both SR views: .mpo, .jps, or a picture or (for a "
+                             "video --input) a video in --output-layout (default: the input's "
+                             "layout, else sbsl)")
     parser.add_argument("--output-layout", metavar="L",
                         help=f"layout of --output: {layout_names()} or anaglyph (red-cyan); a "
                              "full-size layout restores each eye's aspect from a half-size input")
@@ -75,11 +78,14 @@ def add_parser(subparsers) -> None:
                              "default path on a CPU, meant for trying on a GPU)")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="with --input-dir: super-resolve up to this many pairs of equal "
-                             "size together (default 1)")
+                             "size together; with a video, frames (default 1)")
+    add_video_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.input is not None and is_video_path(args.input):
+        return run_video(args)
     single = {"--left": args.left, "--right": args.right, "--input": args.input,
               "--layout": args.layout, "--output-left": args.output_left,
               "--output-right": args.output_right, "--output": args.output,

@@ -4,6 +4,7 @@
 | --- | --- |
 | ``api`` | ``load_model`` and ``StereoSR``: the one place that picks how a pair runs |
 | ``fast`` | iPASSR's memory-bounded fast forward (plan, stages, chunked attention, fusion) |
+| ``video`` | ``super_resolve_video``: a stereo video in resumable segments, split over processes |
 | ``export`` | ONNX and TorchScript export |
 """
 
