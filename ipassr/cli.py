@@ -20,7 +20,8 @@ import warnings
 from .errors import IpassrError
 from .startup import use_huge_pages_for_large_tensors
 
-COMMANDS = ("demo", "infer", "evaluate", "prepare", "train", "report", "visualize", "export")
+COMMANDS = ("demo", "infer", "evaluate", "prepare", "train", "report", "visualize", "export",
+            "serve")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,0 +1,66 @@
+"""Running the page safely: its own temporary folder (removed at exit), no analytics, no share
+link, nothing fetched from the internet, loopback unless told otherwise, one pair at a time with
+a bounded queue (the rest are told the server is busy)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import IpassrError
+from .uploads import Limits
+
+OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+                  "GRADIO_SSR_MODE": "False", "GRADIO_MCP_SERVER": "False"}
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``ipassr serve`` was asked for."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    max_memory: int = 2 * 2 ** 30
+    weights_dir: Path | None = None
+    device: str = "cpu"
+    limits: Limits = Limits()
+    queue_size: int = 4
+
+
+def prepare_environment(temp: Path) -> None:
+    """Point Gradio at ``temp`` for uploads and results and switch off what reaches outside."""
+    os.environ["GRADIO_TEMP_DIR"] = str(temp / "gradio")
+    os.environ.update(OFFLINE)
+
+
+def serve(options: ServeOptions, announce=print) -> None:
+    """Serve the page until interrupted; its temporary folder is removed however it ends."""
+    if importlib.util.find_spec("gradio") is None:  # not imported yet: see prepare_environment
+        raise IpassrError("ipassr serve needs the web extra: pip install 'ipassr[web]'")
+    temp = Path(tempfile.mkdtemp(prefix="ipassr-serve-"))
+    try:
+        prepare_environment(temp)
+        from .app import CSS, build_page
+        from .work import Studio, network_choices
+
+        studio = Studio(network_choices(options.weights_dir), temp, max_memory=options.max_memory,
+                        device=options.device)
+        try:
+            page = build_page(studio, options.limits)
+            page.queue(max_size=options.queue_size, default_concurrency_limit=1)
+            announce(f"ipassr serve: http://{options.host}:{options.port} (Ctrl-C stops it; "
+                     f"temporary files in {temp}, removed then)")
+            page.launch(server_name=options.host, server_port=options.port, share=False,
+                        max_file_size=options.limits.max_bytes, ssr_mode=False, mcp_server=False,
+                        show_error=False, quiet=True, css=CSS, footer_links=[], pwa=False)
+        finally:
+            studio.close()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+__all__ = ["ServeOptions", "serve", "prepare_environment"]
