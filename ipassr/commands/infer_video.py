@@ -10,9 +10,7 @@ import argparse
 
 from . import network_options
 from ..errors import IpassrError
-from ..inference.api import load_model
-from ..inference.video import SEGMENT_FRAMES, prepare_video, run_video_job
-from ..train.distributed import env_from_environment
+from ..data.video_encode import SEGMENT_FRAMES
 
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +31,9 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_video(args: argparse.Namespace) -> int:
     """Super-resolve the video --input into --output."""
+    from ..inference.api import load_model  # torch: not for --help
+    from ..inference.video import prepare_video, run_video_job
+    from ..train.distributed import env_from_environment
     extra = [flag for flag, value in (("--left", args.left), ("--right", args.right),
                                       ("--output-left", args.output_left),
                                       ("--output-right", args.output_right)) if value is not None]

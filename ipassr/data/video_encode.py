@@ -25,6 +25,8 @@ from .io import PathLike, atomic_path
 from .mp4_boxes import add_st3d
 from .video import VideoInfo, open_input, output_format, reason, require_av
 
+SEGMENT_FRAMES = 30  # a segment is the most an interruption loses (and one key frame each)
+
 DEFAULT_CODECS = {"webm": "libvpx-vp9"}  # else libx264
 SEGMENT_FORMAT = "mp4"  # keeps any time base exactly (Matroska rounds to milliseconds)
 MATROSKA_STEREO_MODES = {"sbsl": "left_right", "sbsr": "right_left", "tbl": "top_bottom",

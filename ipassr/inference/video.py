@@ -29,11 +29,10 @@ from tqdm import tqdm
 from ..data.io import PathLike, atomic_path, check_writable_folder
 from ..data.layouts import ANAGLYPH, Layout, anaglyph, convert_views, get_layout, join, layout_names, split
 from ..data.video import VideoInfo, decoded_frames, output_format, probe_video
-from ..data.video_encode import Encoding, choose_encoding, join_segments, write_segment
+from ..data.video_encode import SEGMENT_FRAMES, Encoding, choose_encoding, join_segments, write_segment
 from ..errors import IpassrError
 from .api import StereoSR
 
-SEGMENT_FRAMES = 30  # a segment is the most an interruption loses (and one key frame each)
 WAIT_SECONDS = 2.0  # how often the joining process looks for the other processes' segments
 
 
