@@ -1,15 +1,18 @@
-"""Reading every common image kind as RGB uint8, and writing atomically."""
+"""Reading every common image kind as RGB uint8 or as stored, and writing atomically."""
 
 from __future__ import annotations
 
 import os
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from ipassr.errors import ImageReadError
-from ipassr.data.io import atomic_path, read_image, write_image
+from ipassr.data.io import atomic_path, read_image, read_pixels, write_image
 
 
 def test_real_rgb_png(cones_pair):
@@ -93,3 +96,42 @@ def test_written_files_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "m.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_opaque_alpha_is_dropped_without_a_warning(tmp_path):
+    rgba = np.full((4, 5, 4), 255, dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(tmp_path / "a.png").shape == (4, 5, 3)
+
+
+def test_read_pixels_keeps_channels_and_bit_depth(tmp_path):
+    """What the file stores: grey (H, W), grey + alpha (H, W, 2), RGBA for a transparent palette,
+    uint16 for 16-bit grey, and a 16-bit grey + alpha PNG (which Pillow opens as 8-bit RGBA)."""
+    grey = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    Image.fromarray(grey).save(tmp_path / "l.png")
+    Image.fromarray(np.dstack([grey, grey[::-1]]), "LA").save(tmp_path / "la.png")
+    palette = Image.fromarray(np.dstack([grey] * 3)).convert("P")
+    palette.save(tmp_path / "p.png", transparency=0)
+    Image.fromarray(grey.astype(np.uint16) * 3000).save(tmp_path / "i16.png")
+    assert np.array_equal(read_pixels(tmp_path / "l.png"), grey)
+    assert np.array_equal(read_pixels(tmp_path / "la.png")[:, :, 1], grey[::-1])
+    assert read_pixels(tmp_path / "p.png").shape == (4, 5, 4)
+    assert np.array_equal(read_pixels(tmp_path / "i16.png"), grey.astype(np.uint16) * 3000)
+    la16 = np.dstack([grey.astype(np.uint16) * 3000 + 7, np.full((4, 5), 60000, np.uint16)])
+    (tmp_path / "la16.png").write_bytes(png_bytes(la16, colour_type=4))
+    assert np.array_equal(read_pixels(tmp_path / "la16.png"), la16)
+
+
+def png_bytes(pixels: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit PNG written by hand (unfiltered rows), for kinds neither Pillow nor OpenCV write."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    height, width = pixels.shape[:2]
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))

@@ -16,7 +16,7 @@ from . import add_weights_arguments, network_options
 from ..data.datasets import IMAGE_SUFFIXES
 from ..errors import IpassrError
 from ..devices import PRECISION_NAMES
-from ..data.io import check_writable_folder, image_to_tensor, tensor_to_image, write_image
+from ..data.io import check_writable_folder
 from ..data.layouts import layout_names
 from ..data.media import (JPS_SUFFIXES, PHOTO_SUFFIXES, StereoImage, StereoTarget, plan_target,
                           read_stereo, read_views, write_stereo)
@@ -306,27 +306,13 @@ def batches_of_equal_size(pairs: list[Pair], batch_size: int) -> list[list[Pair]
 
 
 def super_resolve_group(model: StereoSR, group: list[Pair], output_dir: Path) -> None:
-    """Super-resolve pairs of equal size as one batch and write <name>_L.png / _R.png."""
-    if len(group) == 1:
-        left, right = group[0].outputs(output_dir)
-        write_stereo(plan_target(output_left=left, output_right=right),
-                     model.super_resolve_photo(group[0].read()))
-        return
+    """Super-resolve pairs of equal size as one batch (``StereoSR.super_resolve_photos``) and
+    write <name>_L.png / _R.png in their inputs' formats."""
     photos = [pair.read() for pair in group]
-    if len({photo.left.shape for photo in photos}) > 1:  # headers lied or unreadable: one at a time
+    if len({photo.left.shape[:2] for photo in photos}) > 1:  # headers lied: one at a time
         for pair in group:
             super_resolve_group(model, [pair], output_dir)
         return
-    import torch
-
-    left = torch.cat([image_to_tensor(photo.left) for photo in photos])
-    right = torch.cat([image_to_tensor(photo.right) for photo in photos])
-    try:
-        sr_left, sr_right = model.super_resolve_tensors(left, right)
-    except IpassrError as error:
-        raise IpassrError(f"pairs {', '.join(pair.name for pair in group)}: {error}") from None
-    for i, (pair, photo) in enumerate(zip(group, photos)):
+    for pair, sr in zip(group, model.super_resolve_photos(photos)):
         output_left, output_right = pair.outputs(output_dir)
-        sr = photo.with_views(tensor_to_image(sr_left[i:i + 1].clamp(0, 1)),
-                              tensor_to_image(sr_right[i:i + 1].clamp(0, 1)))
         write_stereo(plan_target(output_left=output_left, output_right=output_right), sr)

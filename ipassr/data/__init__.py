@@ -2,7 +2,7 @@
 
 | module | what it holds |
 | --- | --- |
-| ``io`` | reading and writing images (atomically), images <-> tensors |
+| ``io`` | reading and writing images as stored (grey, 16-bit, alpha) or as RGB uint8, atomically; float views |
 | ``layouts`` | stereo layouts (side by side, top-bottom, half size) split and joined; red-cyan anaglyph |
 | ``containers`` | stereo photo files: MPO (Disparity frames), JPS (``_JPSJPS_`` block), spatial HEIC (``ster`` group) |
 | ``media`` | one reader and one writer for every stereo input and output (two files, layouts, containers) |

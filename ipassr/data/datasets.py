@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageReadError, IpassrError
-from .io import PathLike, read_image, too_large
+from .io import GREY_MODES, PathLike, read_image, too_large
 
 __all__ = ["LAYOUTS", "PairFiles", "StereoDataset", "TestScene", "open_dataset", "detect_layout",
            "read_testset", "check_pairs", "read_pair", "probe_image", "image_files", "MIDDLEBURY_LAYOUTS"]
@@ -362,14 +362,11 @@ def read_testset(root: PathLike, scale: int) -> list[TestScene]:
     return _testset_scenes(Path(root), int(scale))
 
 
-_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-
-
 def probe_image(path: Path) -> tuple[tuple[int, int], str]:
     """Size (W, H) and colour kind ('grey'/'colour') from the header only; ImageReadError if unreadable."""
     try:
         with Image.open(path) as image:
-            return image.size, ("grey" if image.mode in _GREY_MODES else "colour")
+            return image.size, ("grey" if image.mode in GREY_MODES else "colour")
     except FileNotFoundError as exc:
         raise ImageReadError(f"{path}: no such file") from exc
     except Image.DecompressionBombError as exc:

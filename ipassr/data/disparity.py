@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import IpassrError
-from .io import PathLike, atomic_path
+from .io import PathLike, atomic_path, require_opencv
 
 __all__ = ["read_pfm", "write_pfm", "read_disparity", "check_disparity_size", "sgbm_disparity",
            "fill_holes", "DisparityScore", "score_disparity", "num_disparities", "require_opencv"]
@@ -102,16 +102,6 @@ def lr_blocks(disparity: np.ndarray, scale: int) -> np.ndarray:
     blocks = disparity[:height * scale, :width * scale].reshape(height, scale, width, scale)
     blocks = np.where(np.isfinite(blocks), blocks, np.nan).transpose(0, 2, 1, 3)
     return blocks.reshape(height, width, scale * scale)
-
-
-def require_opencv(purpose: str = "disparity evaluation"):
-    """Import cv2, or raise IpassrError saying that ``purpose`` needs it and how to install it."""
-    try:
-        import cv2
-    except ImportError as exc:
-        raise IpassrError(f"{purpose} needs OpenCV: pip install 'ipassr[stereo]' "
-                          "(opencv-python-headless)") from exc
-    return cv2
 
 
 def num_disparities(width: int, ground_truth: np.ndarray | None = None) -> int:

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from . import containers, layouts
 from ..errors import ImageReadError, IpassrError
-from .io import PathLike, atomic_path, check_same_size, pil_to_rgb_array, too_large, write_image
+from .io import PathLike, atomic_path, check_same_size, image_pixels, too_large, write_image
 from .layouts import ANAGLYPH, Layout
 
 MPO_SUFFIXES, JPS_SUFFIXES, HEIC_SUFFIXES = {".mpo"}, {".jps"}, {".heic", ".heif"}
@@ -46,8 +46,9 @@ class StereoImage:
 
 
 def pixels(image: Image.Image, name: str) -> np.ndarray:
-    """One decoded picture -> the array the network takes: the io reader's single conversion."""
-    return pil_to_rgb_array(image, name)
+    """One picture (opened, decoded here; ``name`` its file) -> its pixels as stored, the io
+    reader's single conversion (``io.image_pixels``: grey, 16 bits and alpha kept)."""
+    return image_pixels(image, name)
 
 
 def read_stereo(path: PathLike, layout: str | Layout | None = None) -> StereoImage:
@@ -81,7 +82,7 @@ def read_stereo(path: PathLike, layout: str | Layout | None = None) -> StereoIma
         if chosen is None:
             raise IpassrError(f"{name}: one picture; say how its two views sit with --layout "
                               f"(one of: {layouts.layout_names()})")
-        return _split(pixels(_loaded(image, name), name), chosen, "jps" if is_jps else "image", name)
+        return _split(pixels(image, name), chosen, "jps" if is_jps else "image", name)
 
 
 def read_views(left: PathLike, right: PathLike) -> StereoImage:
@@ -114,7 +115,7 @@ def read_view(path: PathLike) -> np.ndarray:
         if frames > 1 and image.format != "MPO":  # an animation or a multi-page TIFF
             raise IpassrError(f"{name}: a {image.format} with {frames} frames, not one picture; "
                               "save each view as a single picture")
-        return pixels(_loaded(image, name), name)
+        return pixels(image, name)
 
 
 def _holds_both(name: str, what: str) -> IpassrError:
@@ -172,11 +173,6 @@ class _opened:
         if isinstance(error, (OSError, SyntaxError, ValueError, EOFError)) and not isinstance(
                 error, IpassrError):
             raise ImageReadError(f"{self.path}: truncated or damaged ({error})") from error
-
-
-def _loaded(image: Image.Image, name: str) -> Image.Image:
-    image.load()
-    return image
 
 
 # --- output ------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Super-resolving stereo pairs: the Python API behind ``ipassr infer``.
 
-``load_model`` gives a ``StereoSR``, whose ``super_resolve(left, right)`` takes PIL images, NumPy
-arrays or tensors and returns the same kind. The network runs in eval mode under
+``load_model`` gives a ``StereoSR``, whose ``super_resolve(left, right)`` takes file paths, PIL
+images, NumPy arrays or tensors and gives the result back as the input came (grey stays grey,
+16 bits stay 16 bits, alpha is kept; ``ipassr.inference.images``). The network runs in eval mode under
 ``torch.inference_mode``: biPAM's BatchNorm normalises each view by its own statistics, so a pair's
 result does not depend on what else is in the batch.
 """
@@ -9,13 +10,12 @@ result does not depend on what else is in the batch.
 from __future__ import annotations
 
 import contextlib
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 
 from ..models.checkpoint import load_network
 from ..models.registry import spec_of
@@ -23,8 +23,10 @@ from ..devices import PRECISION_NAMES, parse_device
 from ..errors import CheckpointError, IpassrError
 from .fast import attention_chunk_cap, memory_budget, plan_inference, stereo_forward
 from .fast.attention import RowAttention
-from ..data.io import PathLike, image_to_tensor, pil_to_rgb_array, tensor_to_image
+from ..data.io import FloatImage, PathLike, check_same_size, float_views
 from ..data.media import StereoImage, StereoTarget, plan_target, read_stereo, read_views, write_stereo
+from .images import (as_view, give_back, grey_pairs, grey_where_grey, result_view,
+                     to_batch_tensor, view_tensor)
 from ..sizes import format_bytes
 
 SHIPPED_SCALES = (2, 4)
@@ -225,27 +227,67 @@ class StereoSR:
                               self.device).plain_fits
 
     def super_resolve(self, left: Any, right: Any) -> tuple[Any, Any]:
-        """Super-resolve one pair (or a batch of tensors); output of the same kind as the input.
+        """Super-resolve one pair (or a batch of tensors); the result comes back as the input came.
 
-        PIL images -> PIL RGB images; uint8 (H, W, 3) arrays -> uint8 arrays; float arrays in
-        [0, 1] -> float32 arrays; tensors (3, H, W) or (B, 3, H, W) -> float tensors. All clamped
-        to [0, 1] (or 0-255).
+        - file paths -> arrays as ``ipassr.data.io.read_pixels`` gives them: the file's channels
+          ((H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB, (H, W, 4) RGBA) and bit depth
+          (uint8, or uint16 for 16-bit PNG/TIFF);
+        - PIL images -> PIL images of the same mode (L, LA, RGB, RGBA, I;16; palettes as RGB or
+          RGBA, other colour modes as RGB);
+        - arrays (H, W[, C]) uint8, uint16 or float in [0, 1] -> arrays of the same dtype and
+          channels ((H, W, 1) as (H, W));
+        - tensors (3, H, W) or (B, 3, H, W) float in [0, 1] -> float tensors.
+
+        All clamped to [0, 1] (or the integer range) and rounded only at the end. Grey in, grey
+        out: a pair whose views are both grey comes back grey. Alpha is upscaled with MATLAB's
+        bicubic and kept.
         """
+        if isinstance(left, torch.Tensor) or isinstance(right, torch.Tensor):
+            return self._super_resolve_batch(left, right)
+        if isinstance(left, (str, os.PathLike)) and isinstance(right, (str, os.PathLike)):
+            photo = read_views(left, right)  # the command line's reader and checks
+            left, right = photo.left, photo.right
+        (left_view, kind), (right_view, _) = as_view(left, "left"), as_view(right, "right")
+        check_same_size(left_view.colour, right_view.colour)
+        (sr_left, sr_right), = self.super_resolve_views([(left_view, right_view)])
+        return give_back(sr_left, kind), give_back(sr_right, kind)
+
+    def _super_resolve_batch(self, left: Any, right: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``super_resolve`` of tensors: (3, H, W) or (B, 3, H, W) in, the same shape out."""
         left_t, kind = to_batch_tensor(left, "left")
         right_t, _ = to_batch_tensor(right, "right")
         if left_t.shape != right_t.shape:
             raise IpassrError(f"left is {_size(left_t)} but right is {_size(right_t)}: "
                               "the two views must have the same size")
         sr_left, sr_right = self.super_resolve_tensors(left_t, right_t)
-        if is_grey(left_t) and is_grey(right_t):  # grey in, grey out (equal channels)
-            sr_left, sr_right = (v.mean(dim=1, keepdim=True).expand_as(v)
-                                 for v in (sr_left, sr_right))
-        return (from_batch_tensor(sr_left.clamp(0, 1), kind),
-                from_batch_tensor(sr_right.clamp(0, 1), kind))
+        grey = grey_pairs(left_t, right_t)
+        sr_left, sr_right = (grey_where_grey(v, grey).clamp(0, 1) for v in (sr_left, sr_right))
+        return (sr_left, sr_right) if kind == "tensor" else (sr_left[0], sr_right[0])
+
+    def super_resolve_views(self, pairs: Sequence[tuple[FloatImage, FloatImage]]
+                            ) -> list[tuple[FloatImage, FloatImage]]:
+        """Pairs of equal size (``FloatImage`` views) as one batch -> their SR views, each in
+        its input's pixel format: the one batched path of the API, the files and the folders.
+
+        A grey view (or a pair of grey views) comes back grey: the channels' mean of the SR view,
+        whatever the batch; alpha is upscaled with MATLAB's bicubic and kept.
+        """
+        left = torch.cat([view_tensor(lr_left) for lr_left, _ in pairs])
+        right = torch.cat([view_tensor(lr_right) for _, lr_right in pairs])
+        sr_left, sr_right = self.super_resolve_tensors(left, right)
+        grey = grey_pairs(left, right)
+        views = []
+        for sr, side in ((sr_left, 0), (sr_right, 1)):
+            own = torch.tensor([pair[side].format.grey for pair in pairs])
+            views.append(grey_where_grey(sr, grey | own))
+        return [(result_view(views[0][i], lr_left, self.scale),
+                 result_view(views[1][i], lr_right, self.scale))
+                for i, (lr_left, lr_right) in enumerate(pairs)]
 
     def super_resolve_files(self, left: PathLike, right: PathLike, output_left: PathLike,
                             output_right: PathLike) -> None:
-        """Read a pair of image files, super-resolve it and write both views."""
+        """Read a pair of image files, super-resolve it and write both views in their inputs'
+        formats (grey stays grey, 16 bits stay 16 bits, alpha is kept)."""
         photo = self.super_resolve_photo(read_views(left, right))
         write_stereo(plan_target(output_left=output_left, output_right=output_right), photo)
 
@@ -262,11 +304,19 @@ class StereoSR:
     def super_resolve_photo(self, photo: StereoImage) -> StereoImage:
         """Both views of a stereo photo super-resolved on their stored pixels (a half-size layout
         stays half-size: ``write_stereo`` restores the aspect where the output asks for it)."""
+        return self.super_resolve_photos([photo])[0]
+
+    def super_resolve_photos(self, photos: Sequence[StereoImage]) -> list[StereoImage]:
+        """Stereo photos whose views have one size, as one batch (``super_resolve_views``): each
+        comes back with SR views in its own pixel format."""
+        views = [(float_views(photo.left, f"{photo.name} (left)"),
+                  float_views(photo.right, f"{photo.name} (right)")) for photo in photos]
         try:
-            sr_left, sr_right = self.super_resolve(photo.left, photo.right)
-        except IpassrError as error:  # say which photo (e.g. too small, too large for memory)
-            raise IpassrError(f"{photo.name}: {error}") from None
-        return photo.with_views(sr_left, sr_right)
+            results = self.super_resolve_views(views)
+        except IpassrError as error:  # say which photos (e.g. too small, too large for memory)
+            raise IpassrError(f"{', '.join(photo.name for photo in photos)}: {error}") from None
+        return [photo.with_views(sr_left.pixels(), sr_right.pixels())
+                for photo, (sr_left, sr_right) in zip(photos, results)]
 
 
 def load_model(weights: PathLike | None = None, *, scale: int | None = None,
@@ -322,87 +372,3 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
 
 def _size(t: torch.Tensor) -> str:
     return f"{t.shape[-1]}x{t.shape[-2]}"
-
-
-FLOAT_RANGE_LIMIT = 1.5  # float inputs above this look like 0..255 values, not 0..1
-
-
-def is_grey(tensor: torch.Tensor) -> bool:
-    """Whether every pixel of a (B, 3, H, W) batch has three equal channels."""
-    return bool(torch.equal(tensor[:, 0], tensor[:, 1]) and torch.equal(tensor[:, 1], tensor[:, 2]))
-
-
-def to_batch_tensor(image: Any, name: str = "image") -> tuple[torch.Tensor, str]:
-    """Any supported image -> float tensor (B, 3, H, W) in [0, 1], plus a tag of the input kind.
-
-    Grey inputs (PIL mode L/I;16, arrays (H, W)) are repeated to three channels and tagged so
-    that ``from_batch_tensor`` gives grey back.
-    """
-    if isinstance(image, Image.Image):
-        grey = image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
-        kind = "pil-grey" if grey else "pil"
-        return image_to_tensor(pil_to_rgb_array(image, name)), kind
-    if isinstance(image, torch.Tensor):
-        tensor = image.unsqueeze(0) if image.dim() == 3 else image
-        if tensor.dim() != 4 or tensor.shape[1] != 3:
-            raise IpassrError(f"{name}: expected a tensor (3, H, W) or (B, 3, H, W), "
-                              f"got shape {tuple(image.shape)}")
-        if not tensor.is_floating_point():
-            raise IpassrError(f"{name}: expected a float tensor in [0, 1], got {tensor.dtype}")
-        _check_unit_range(tensor, name)
-        return tensor, "tensor" if image.dim() == 4 else "tensor3"
-    if isinstance(image, np.ndarray):
-        return _array_to_tensor(image, name)
-    raise IpassrError(f"{name}: unsupported image type {type(image).__name__} "
-                      "(use a PIL image, a NumPy array or a torch tensor)")
-
-
-def _check_unit_range(tensor: torch.Tensor, name: str) -> None:
-    """Refuse float input that looks like 0..255 (it would saturate the output silently)."""
-    top = float(tensor.max()) if tensor.numel() else 0.0
-    if top > FLOAT_RANGE_LIMIT:
-        raise IpassrError(f"{name}: float values must be in [0, 1], but they reach {top:g} "
-                          "(divide by 255, or pass uint8 values)")
-
-
-def _array_to_tensor(array: np.ndarray, name: str) -> tuple[torch.Tensor, str]:
-    grey = array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 1)
-    if grey:
-        array = np.repeat(array.reshape(array.shape[0], array.shape[1], 1), 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise IpassrError(f"{name}: expected an array (H, W, 3) or (H, W), got shape {array.shape}")
-    if array.shape[2] == 4:
-        import warnings
-
-        warnings.warn(f"{name}: alpha channel dropped", stacklevel=4)
-        array = array[:, :, :3]
-    if not array.flags.writeable:  # e.g. np.asarray(pil_image): torch wants memory it may write
-        array = array.copy()
-    if array.dtype == np.uint8:
-        return image_to_tensor(array), "uint8-grey" if grey else "uint8"
-    if array.dtype == np.uint16:
-        tensor = torch.from_numpy(array.astype(np.float32) / 65535.0).permute(2, 0, 1)[None]
-    elif np.issubdtype(array.dtype, np.floating):
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        tensor = tensor.permute(2, 0, 1)[None]
-        _check_unit_range(tensor, name)
-    else:
-        raise IpassrError(f"{name}: unsupported array dtype {array.dtype}")
-    return tensor, "float-grey" if grey else "float"
-
-
-def from_batch_tensor(tensor: torch.Tensor, kind: str) -> Any:
-    """Inverse of ``to_batch_tensor`` for a (B, 3, H, W) result in [0, 1]; grey kinds come back
-    grey (the channels' mean)."""
-    if kind == "tensor":
-        return tensor
-    if kind == "tensor3":
-        return tensor[0]
-    grey = kind.endswith("-grey")
-    if kind.startswith("float"):
-        array = tensor[0].permute(1, 2, 0).float().cpu().numpy()
-        return array.mean(axis=2) if grey else array
-    image = tensor_to_image(tensor.mean(dim=1, keepdim=True).expand_as(tensor) if grey else tensor)
-    if kind.startswith("pil"):
-        return Image.fromarray(image[:, :, 0], mode="L") if grey else Image.fromarray(image)
-    return image[:, :, 0] if grey else image
