@@ -5,12 +5,16 @@ Each revision is checked out (``git worktree``) into a temporary folder; every r
 subprocess per revision, in alternating order (A B, B A, ...), and each subprocess times
 ``--passes`` passes of ``StereoSR.super_resolve_tensors`` (the same weights file for both: revision
 A's shipped weights by default; a random pair; after one untimed pass) with that revision's code, as the CLI runs it (subnormals flushed, huge pages).
+With ``--pair L R`` each pass is ``StereoSR.super_resolve_files`` on those image files instead
+(reading, the network, the grey step, rounding and writing PNGs), and the outputs compared are
+the written images (mode and pixels).
 The report gives each revision's median over rounds of its best pass, the ratio B / A, and
 whether the two revisions' outputs are bit-identical.
 
     python bench/ab.py feb93d2 HEAD                      # KITTI x4 (LR 310x93), 5 rounds
     python bench/ab.py feb93d2 HEAD --size 621x187:2 --rounds 3 --threads 2
     python bench/ab.py feb93d2 HEAD --rounds 1 --max-memory 150000000   # banded passes
+    python bench/ab.py main HEAD --pair left.png right.png               # files in, files out
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = r"""
-import hashlib, json, sys, time
+import hashlib, json, sys, tempfile, time
 from pathlib import Path
+import numpy as np
+from PIL import Image
 import torch
 import ipassr
 package = Path(ipassr.__file__).parent
@@ -47,14 +53,26 @@ from ipassr.inference.api import load_model
 model = load_model(weights, scale=scale, max_memory=max_memory)
 generator = torch.Generator().manual_seed(0)
 left, right = (torch.rand(1, 3, height, width, generator=generator) for _ in range(2))
+folder = Path(tempfile.mkdtemp())
+outputs = [folder / "sr_left.png", folder / "sr_right.png"]
+
+
+def run_pass():
+    if len(sys.argv) > 9:  # --pair: files in, files out
+        model.super_resolve_files(sys.argv[8], sys.argv[9], *outputs)
+        images = [Image.open(path) for path in outputs]
+        return [image.mode.encode() + np.asarray(image).tobytes() for image in images]
+    return [t.contiguous().numpy().tobytes() for t in model.super_resolve_tensors(left, right)]
+
+
 times = []
 with subnormals_flushed():
-    out = model.super_resolve_tensors(left, right)
+    out = run_pass()
     for _ in range(passes):
         started = time.perf_counter()
-        model.super_resolve_tensors(left, right)
+        run_pass()
         times.append(time.perf_counter() - started)
-digest = hashlib.sha256(b"".join(t.contiguous().numpy().tobytes() for t in out)).hexdigest()
+digest = hashlib.sha256(b"".join(out)).hexdigest()
 print(json.dumps({"seconds": min(times), "digest": digest, "package": str(package)}))
 """
 
@@ -79,7 +97,8 @@ def time_once(tree: Path, weights_tree: Path, args: argparse.Namespace) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "THP_MEM_ALLOC_ENABLE": "1"}
     weights = args.weights or weights_tree / "ipassr" / "weights" / f"ipassr_x{scale}.safetensors"
     done = subprocess.run([sys.executable, "-c", WORKER, width, height, scale, str(args.passes),
-                           str(args.threads), str(weights), str(args.max_memory)], env=env, capture_output=True,
+                           str(args.threads), str(weights), str(args.max_memory),
+                           *[str(Path(p).resolve()) for p in args.pair or ()]], env=env, capture_output=True,
                           text=True, cwd=tree)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: worker failed: {done.stderr.strip().splitlines()[-1]}")
@@ -102,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path,
                         help="one weights file for both (default: revision A's shipped ones, which "
                         "newer code reads too)")
+    parser.add_argument("--pair", nargs=2, metavar=("LEFT", "RIGHT"),
+                        help="time super_resolve_files on these image files (--size gives only "
+                        "the scale) and compare the images written")
     args = parser.parse_args(argv)
     with checkout(args.a) as tree_a, checkout(args.b) as tree_b:
         trees = {"A": tree_a, "B": tree_b}
