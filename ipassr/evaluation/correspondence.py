@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..data.disparity import check_disparity_size, lr_blocks
 from ..errors import IpassrError
-from .protocol import plural
+from .study import Column, markdown_tables, plural, score_scenes, text_tables
 from ..inference.api import to_batch_tensor
 from ..data.io import PathLike
 
@@ -215,25 +215,15 @@ def evaluate_attention(cases: Any, methods: list[Any], scale: int, progress: Any
     {dataset: {label: {"left": ..., "right": ..., "mean": ..., "scenes": {scene: ...}}}}}, with
     dataset figures the mean over its scenes.
     """
-    per_scene: dict[str, dict[str, dict[str, dict[str, CorrespondenceScore]]]] = {}
-    iterator = progress(cases, "attention") if progress else cases
-    for case in iterator:
-        where = f"{case.dataset}/{case.scene.name}"
-        check_disparity_size(case.ground_truth, case.hr_left.shape,
-                             str(case.scene.disparity or f"{where} disparity"),
-                             str(case.scene.hr_left if case.scene.hr_left != Path() else where))
-        ground_truth = lr_disparity(case.ground_truth, scale)
-        height, width = case.lr_left.shape[:2]
-        ground_truth = ground_truth[:height, :width]
-        if ground_truth.shape != (height, width):
-            raise IpassrError(f"{where}: the LR pair is {width}x{height}, larger than the HR "
-                              f"disparity / {scale}")
-        for method in methods:
-            details = attention_details(method.model, case.lr_left, case.lr_right)
-            table = per_scene.setdefault(case.dataset, {}).setdefault(method.label, {})
-            table[case.scene.name] = score_correspondence(details, ground_truth)
+    def score(case: Any) -> tuple[str, str, dict[str, dict[str, CorrespondenceScore]]]:
+        ground_truth = _case_ground_truth(case, scale)
+        return case.dataset, case.scene.name, {
+            method.label: score_correspondence(
+                attention_details(method.model, case.lr_left, case.lr_right), ground_truth)
+            for method in methods}
+
     result: dict[str, Any] = {"scale": scale, "datasets": {}}
-    for dataset, table in per_scene.items():
+    for dataset, table in score_scenes(cases, score, progress, "attention").items():
         result["datasets"][dataset] = {}
         for label, scenes in table.items():
             entry: dict[str, Any] = {}
@@ -247,6 +237,21 @@ def evaluate_attention(cases: Any, methods: list[Any], scale: int, progress: Any
     return result
 
 
+def _case_ground_truth(case: Any, scale: int) -> np.ndarray:
+    """A case's GT disparity checked against its HR view and brought to its LR grid (H, W)."""
+    where = f"{case.dataset}/{case.scene.name}"
+    check_disparity_size(case.ground_truth, case.hr_left.shape,
+                         str(case.scene.disparity or f"{where} disparity"),
+                         str(case.scene.hr_left if case.scene.hr_left != Path() else where))
+    ground_truth = lr_disparity(case.ground_truth, scale)
+    height, width = case.lr_left.shape[:2]
+    ground_truth = ground_truth[:height, :width]
+    if ground_truth.shape != (height, width):
+        raise IpassrError(f"{where}: the LR pair is {width}x{height}, larger than the HR "
+                          f"disparity / {scale}")
+    return ground_truth
+
+
 def _mean(values: list) -> Any:
     known = [v for v in values if v is not None]
     if not known:
@@ -255,43 +260,36 @@ def _mean(values: list) -> Any:
     return int(round(mean)) if all(isinstance(v, int) for v in known) else mean
 
 
-ATTENTION_COLUMNS = (("within_1px", "<=1px (%)", 100.0), ("within_2px", "<=2px (%)", 100.0),
-                     ("epe", "EPE (px)", 1.0), ("peak", "peak", 1.0),
-                     ("valid_visible", "V visible", 1.0), ("valid_occluded", "V occluded", 1.0))
+def _column(key: str, factor: float) -> Callable[[str, dict], str]:
+    """A cell of a method's (L+R)/2 figure ``key``: percentages and EPE to 2 decimals, others 3."""
+    def cell(label: str, row: dict) -> str:
+        value = row["mean"][key]
+        if value is None:
+            return "-"
+        return f"{value * factor:.2f}" if factor != 1.0 or key == "epe" else f"{value:.3f}"
+    return cell
 
 
-def _cells(row: dict) -> list[str]:
-    return ["-" if row[key] is None else f"{row[key] * factor:.2f}" if factor != 1.0 or key == "epe"
-            else f"{row[key]:.3f}" for key, _, factor in ATTENTION_COLUMNS]
+ATTENTION_COLUMNS = tuple(Column(heading, 10, _column(key, factor)) for key, heading, factor in (
+    ("within_1px", "<=1px (%)", 100.0), ("within_2px", "<=2px (%)", 100.0),
+    ("epe", "EPE (px)", 1.0), ("peak", "peak", 1.0), ("valid_visible", "V visible", 1.0),
+    ("valid_occluded", "V occluded", 1.0)))
 
 
 def format_attention_table(result: dict) -> str:
     """Plain-text table per dataset: (L+R)/2 correspondence scores of each network."""
-    lines = []
-    for dataset, rows in result["datasets"].items():
-        count = len(next(iter(rows.values()))["scenes"])
-        width = max(len("Method"), *(len(r) for r in rows))
-        lines.append(f"biPAM correspondence on {dataset}, x{result['scale']} "
-                     f"({plural(count, 'scene')} with ground truth; LR pixels)")
-        heads = [head for _, head, _ in ATTENTION_COLUMNS]
-        lines.append(f"{'Method':<{width}}  " + "  ".join(f"{h:>10}" for h in heads))
-        for label, row in rows.items():
-            lines.append(f"{label:<{width}}  " + "  ".join(f"{c:>10}" for c in _cells(row["mean"])))
-        lines.append("")
-    lines.append("(Left+Right)/2 over the pixels visible in both views (occlusions from the ground "
-                 "truth); disparity = the most attended column; V = the valid mask's mean, which "
-                 "should be high on visible and low on occluded pixels.")
-    return "\n".join(lines)
+    return text_tables(
+        result, lambda dataset, count: (
+            f"biPAM correspondence on {dataset}, x{result['scale']} "
+            f"({plural(count, 'scene')} with ground truth; LR pixels)"),
+        ATTENTION_COLUMNS,
+        "(Left+Right)/2 over the pixels visible in both views (occlusions from the ground "
+        "truth); disparity = the most attended column; V = the valid mask's mean, which "
+        "should be high on visible and low on occluded pixels.")
 
 
 def format_attention_markdown(result: dict) -> str:
     """Markdown version of ``format_attention_table``."""
-    text = []
-    for dataset, rows in result["datasets"].items():
-        text += [f"## biPAM correspondence on {dataset}, x{result['scale']}", "",
-                 "| Method | " + " | ".join(h for _, h, _ in ATTENTION_COLUMNS) + " |",
-                 "|---" * (len(ATTENTION_COLUMNS) + 1) + "|"]
-        text += [f"| {label} | " + " | ".join(_cells(row["mean"])) + " |"
-                 for label, row in rows.items()]
-        text.append("")
-    return "\n".join(text)
+    return markdown_tables(
+        result, lambda dataset, count: f"biPAM correspondence on {dataset}, x{result['scale']}",
+        ATTENTION_COLUMNS)

@@ -15,7 +15,8 @@ from ..data.datasets import TestScene, probe_image, stereo_motorcycle
 from ..data.disparity import (check_disparity_size, fill_holes, num_disparities, read_disparity,
                         require_opencv, score_disparity, sgbm_disparity)
 from ..errors import IpassrError
-from .protocol import BicubicMethod, Method, plural
+from .protocol import BicubicMethod, Method
+from .study import Column, Progress, markdown_tables, plural, score_scenes, text_tables
 from ..data.io import read_image
 from ..data.resize import degrade, mod_crop
 
@@ -72,28 +73,30 @@ def disparity_cases(datasets: list[tuple[str, list[TestScene]]]) -> Iterable[Dis
 
 
 def evaluate_disparity(cases: Iterable[DisparityCase], methods: list[Method], scale: int,
-                       progress: Callable[[Iterable, str], Iterable] | None = None) -> dict:
+                       progress: Progress | None = None) -> dict:
     """SGBM on HR, bicubic and every method's SR pair; EPE and >1/2/3 px rates per dataset (mean over scenes)."""
     require_opencv()
     rows = [BicubicMethod(scale)] + [m for m in methods if not isinstance(m, BicubicMethod)]
-    per_scene: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    iterator = progress(cases, "disparity") if progress else cases
-    for case in iterator:
+
+    def score(case: DisparityCase) -> tuple[str, str, dict[str, dict[str, float]]]:
         where = f"{case.dataset}/{case.scene.name}"
         span = num_disparities(case.hr_left.shape[1], case.ground_truth)
         hr_estimate = sgbm_disparity(case.hr_left, case.hr_right, span)
-        table = per_scene.setdefault(case.dataset, {})
-        pairs = [(m.label, m.super_resolve(case.dataset, case.scene, case.lr_left, case.lr_right)) for m in rows]
+        pairs = [(m.label, m.super_resolve(case.dataset, case.scene, case.lr_left, case.lr_right))
+                 for m in rows]
+        figures = {}
         for label, (left, right) in pairs + [("HR", (case.hr_left, case.hr_right))]:
             left, right = np.asarray(left), np.asarray(right)
             if left.shape != case.hr_left.shape:
                 raise IpassrError(f"{where}: {label} result is {left.shape[1]}x{left.shape[0]} but HR is "
                                   f"{case.hr_left.shape[1]}x{case.hr_left.shape[0]}")
             estimate = hr_estimate if label == "HR" else sgbm_disparity(left, right, span)
-            score = score_disparity(estimate, case.ground_truth, where).to_dict()
-            score["epe_vs_hr"] = _epe_between(estimate, hr_estimate)
-            table.setdefault(label, {})[case.scene.name] = score
-    if not per_scene:
+            figures[label] = score_disparity(estimate, case.ground_truth, where).to_dict()
+            figures[label]["epe_vs_hr"] = _epe_between(estimate, hr_estimate)
+        return case.dataset, case.scene.name, figures
+
+    by_scene = score_scenes(cases, score, progress, "disparity")
+    if not by_scene:
         raise IpassrError("no scene with ground-truth disparity (hr/<scene>/disp0.pfm); run "
                           "'ipassr evaluate --disparity' without --dataset-root for the Motorcycle pair")
     result = {"scale": scale,
@@ -102,7 +105,7 @@ def evaluate_disparity(cases: Iterable[DisparityCase], methods: list[Method], sc
               "holes": "Pixels without an SGBM estimate filled KITTI-style (min of nearest valid row "
                        "neighbours); density = share of GT-valid pixels SGBM estimated itself",
               "datasets": {}}
-    for dataset, table in per_scene.items():
+    for dataset, table in by_scene.items():
         result["datasets"][dataset] = {
             label: {**{k: float(np.mean([s[k] for s in scenes.values()])) for k in DISPARITY_KEYS},
                     "scenes": scenes}
@@ -116,37 +119,30 @@ def _epe_between(estimate: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(np.abs(fill_holes(estimate) - fill_holes(reference))))
 
 
+def _figure(key: str, decimals: int) -> Callable[[str, dict], str]:
+    return lambda label, row: f"{row[key]:.{decimals}f}"
+
+
+DISPARITY_COLUMNS = (
+    Column("EPE", 6, _figure("epe", 3)), Column(">1px (%)", 8, _figure("bad1", 2), ">1px(%)"),
+    Column(">2px (%)", 8, _figure("bad2", 2), ">2px(%)"),
+    Column(">3px (%)", 8, _figure("bad3", 2), ">3px(%)"),
+    Column("density (%)", 10, _figure("density", 1), "density(%)"),
+    Column("EPE vs HR", 9, lambda label, row: "-" if label == "HR" else f"{row['epe_vs_hr']:.3f}"))
+
+
 def format_disparity_table(result: dict) -> str:
     """Plain-text Table-5-style table per dataset: EPE, >1px, >2px, >3px, density, EPE vs HR."""
-    lines = []
-    for dataset, rows in result["datasets"].items():
-        count = len(next(iter(rows.values()))["scenes"])
-        width = max(len("Method"), *(len(r) for r in rows))
-        lines.append(f"Disparity (StereoSGBM) on {dataset}, x{result['scale']} SR, "
-                     f"{plural(count, 'scene')} with ground truth")
-        lines.append(f"{'Method':<{width}}  {'EPE':>6}  {'>1px(%)':>8}  {'>2px(%)':>8}  {'>3px(%)':>8}  "
-                     f"{'density(%)':>10}  {'EPE vs HR':>9}")
-        for label, row in rows.items():
-            vs_hr = "-" if label == "HR" else f"{row['epe_vs_hr']:.3f}"
-            lines.append(f"{label:<{width}}  {row['epe']:>6.3f}  {row['bad1']:>8.2f}  {row['bad2']:>8.2f}  "
-                         f"{row['bad3']:>8.2f}  {row['density']:>10.1f}  {vs_hr:>9}")
-        lines.append("")
-    lines.append("Lower is better. HR = upper bound, Bicubic = baseline. " + result["holes"] + ".")
-    return "\n".join(lines)
+    return text_tables(
+        result, lambda dataset, count: (f"Disparity (StereoSGBM) on {dataset}, x{result['scale']} "
+                                        f"SR, {plural(count, 'scene')} with ground truth"),
+        DISPARITY_COLUMNS,
+        "Lower is better. HR = upper bound, Bicubic = baseline. " + result["holes"] + ".")
 
 
 def format_disparity_markdown(result: dict) -> str:
     """Markdown version of the disparity table."""
-    text = []
-    for dataset, rows in result["datasets"].items():
-        count = len(next(iter(rows.values()))["scenes"])
-        text += [f"## Disparity benefit on {dataset}, x{result['scale']} ({plural(count, 'scene')}, StereoSGBM)", "",
-                 "| Method | EPE | >1px (%) | >2px (%) | >3px (%) | density (%) | EPE vs HR |",
-                 "|---|---|---|---|---|---|---|"]
-        for label, row in rows.items():
-            vs_hr = "-" if label == "HR" else f"{row['epe_vs_hr']:.3f}"
-            text.append(f"| {label} | {row['epe']:.3f} | {row['bad1']:.2f} | {row['bad2']:.2f} | "
-                        f"{row['bad3']:.2f} | {row['density']:.1f} | {vs_hr} |")
-        text.append("")
-    text.append(f"Matcher: {result['matcher']}. {result['holes']}.")
-    return "\n".join(text)
+    return markdown_tables(
+        result, lambda dataset, count: (f"Disparity benefit on {dataset}, x{result['scale']} "
+                                        f"({plural(count, 'scene')}, StereoSGBM)"),
+        DISPARITY_COLUMNS, f"Matcher: {result['matcher']}. {result['holes']}.")

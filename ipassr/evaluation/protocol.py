@@ -14,7 +14,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from ..data.datasets import TestScene, probe_image, read_testset, subdirectories
 from ..errors import ImageReadError, IpassrError
 from ..data.io import PathLike, atomic_path, read_image
 from .metrics import LEFT_CROP, SSIM_DEFINITION, PairScore, score_pair
+from .study import Progress, markdown_table, plural, score_scenes
 from ..data.resize import imresize
 
 __all__ = ["Method", "BicubicMethod", "SrDirMethod", "WeightsMethod", "find_datasets", "check_inputs",
@@ -93,6 +93,8 @@ class WeightsMethod(Method):
     scale: int
     device: str = "cpu"
     label: str = ""
+    dtype: str = "float32"
+    max_memory: int | None = None  # bytes of activations per forward pass (None: the default)
     _model: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +110,8 @@ class WeightsMethod(Method):
         """Load the network (checks the file's scale against the evaluation scale)."""
         from ..inference.api import load_model  # torch only when a network is scored (not for --sr-dir)
 
-        self._model = load_model(self.weights, scale=self.scale, device=self.device)
+        self._model = load_model(self.weights, scale=self.scale, device=self.device,
+                                 dtype=self.dtype, max_memory=self.max_memory)
         if self._model.scale != self.scale:
             raise IpassrError(f"{self.weights}: weights are x{self._model.scale} but --scale is {self.scale}")
 
@@ -239,7 +242,7 @@ class Report:
 
 
 def evaluate(datasets: list[tuple[str, list[TestScene]]], methods: list[Method], scale: int,
-             progress: Callable[[Iterable, str], Iterable] | None = None) -> Report:
+             progress: Progress | None = None) -> Report:
     """Score every method on every scene; inputs are checked first (``check_inputs``)."""
     if not methods:
         raise IpassrError("nothing to evaluate: give --weights, --sr-dir and/or --bicubic")
@@ -248,23 +251,26 @@ def evaluate(datasets: list[tuple[str, list[TestScene]]], methods: list[Method],
     if duplicates:
         raise IpassrError(f"two methods share the label {', '.join(duplicates)}: name them LABEL=PATH")
     check_inputs(datasets, methods, scale)
+
+    def score(case: tuple[str, TestScene]) -> tuple[str, str, dict[str, PairScore]]:
+        name, scene = case
+        hr_left, hr_right = read_image(scene.hr_left), read_image(scene.hr_right)
+        lr_left, lr_right = read_image(scene.lr_left), read_image(scene.lr_right)
+        figures = {}
+        for method in methods:
+            sr_left, sr_right = method.super_resolve(name, scene, lr_left, lr_right)
+            figures[method.label] = score_pair(np.asarray(sr_left), np.asarray(sr_right), hr_left,
+                                               hr_right, f"{name}/{scene.name}")
+        return name, scene.name, figures
+
+    cases = ((name, scene) for name, scenes in datasets  # one progress bar per dataset
+             for scene in (progress(scenes, name) if progress else scenes))
     report = Report(scale, [name for name, _ in datasets], labels,
                     {m.label: {name: {} for name, _ in datasets} for m in methods})
-    for name, scenes in datasets:
-        iterator = progress(scenes, name) if progress else scenes
-        for scene in iterator:
-            hr_left, hr_right = read_image(scene.hr_left), read_image(scene.hr_right)
-            lr_left, lr_right = read_image(scene.lr_left), read_image(scene.lr_right)
-            for method in methods:
-                sr_left, sr_right = method.super_resolve(name, scene, lr_left, lr_right)
-                report.scenes[method.label][name][scene.name] = score_pair(
-                    np.asarray(sr_left), np.asarray(sr_right), hr_left, hr_right, f"{name}/{scene.name}")
+    for name, table in score_scenes(cases, score).items():
+        for label, scenes in table.items():
+            report.scenes[label][name] = scenes
     return report
-
-
-def plural(count: int, word: str) -> str:
-    """'1 scene', '2 scenes'."""
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _cell(psnr: float, ssim: float) -> str:
@@ -294,19 +300,18 @@ def format_table(report: Report) -> str:
 
 def format_markdown(report: Report) -> str:
     """Markdown version of the table."""
-    head = "| Method | Scale | " + " | ".join(f"{d} Left | {d} (Left+Right)/2" for d in report.datasets) + " |"
-    rule = "|---|---|" + "---|---|" * len(report.datasets)
+    headings = ["Method", "Scale"] + [f"{d} {view}" for d in report.datasets
+                                      for view in ("Left", "(Left+Right)/2")]
     rows = []
     for method in report.methods:
         cells = []
         for dataset in report.datasets:
             mean = report.dataset_mean(method, dataset)
             cells += [_cell(mean["left_psnr"], mean["left_ssim"]), _cell(mean["stereo_psnr"], mean["stereo_ssim"])]
-        rows.append(f"| {method} | x{report.scale} | " + " | ".join(cells) + " |")
-    text = [f"## Stereo SR, x{report.scale}", "", head, rule, *rows, "",
-            f"PSNR (dB) / SSIM, mean over scenes. 'Left': left view without its {LEFT_CROP} leftmost columns; "
-            f"'(Left+Right)/2': mean of both uncropped views. {SSIM_DEFINITION}."]
-    return "\n".join(text) + "\n"
+        rows.append([method, f"x{report.scale}", *cells])
+    footer = (f"PSNR (dB) / SSIM, mean over scenes. 'Left': left view without its {LEFT_CROP} "
+              f"leftmost columns; '(Left+Right)/2': mean of both uncropped views. {SSIM_DEFINITION}.")
+    return "\n".join(markdown_table(f"Stereo SR, x{report.scale}", headings, rows) + [footer]) + "\n"
 
 
 def write_json(path: PathLike, data: dict) -> None:
