@@ -31,8 +31,8 @@ from ...sizes import FLOAT_BYTES, format_bytes
 # (rows, W, W) float32 buffers per chunk row: score (reused for the relaxed maps), two softmaxes,
 # and one more for the temporaries of half-precision features and the details (visualize).
 MAPS_PER_ROW = 4
-# bytes for one chunk of attention maps on the CPU: smaller chunks stay nearer the cache (KITTI x2
-# attention in a whole pass: 0.42 s with 32 MiB chunks of 5 rows, 0.48 s with 128 MiB of 21 rows)
+# bytes for one chunk of attention maps on the CPU: smaller chunks stay nearer the cache and were
+# faster (bench/README.md, run F)
 DEFAULT_ATTENTION_MEMORY = 32 * 2 ** 20
 
 
@@ -67,8 +67,8 @@ def subnormals_flushed() -> Iterator[None]:
     """Run a block with float32 subnormal numbers treated as zero on the CPU (x86 FTZ/DAZ).
 
     Softmax attention maps are full of subnormals (exp of scores 87 to 104 below the row
-    maximum), and x86 CPUs compute with them up to 100 times slower: at KITTI size they made
-    the attention three times slower. Flushing only changes values below 1.2e-38, far under
+    maximum), and x86 CPUs compute with them in microcode, many times slower (bench/README.md,
+    "Subnormal floats"). Flushing only changes values below 1.2e-38, far under
     float32 rounding of the outputs (bench/README.md). The setting is per thread: torch's
     worker threads keep the one they were started with, so for full speed enter this before
     a process's first parallel torch operation (the ``ipassr`` CLI does). The calling thread's

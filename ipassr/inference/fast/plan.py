@@ -14,8 +14,8 @@ from .attention import DEFAULT_ATTENTION_MEMORY, attention_row_bytes
 
 DEFAULT_MAX_MEMORY = 4 * 2 ** 30  # bytes of activations one forward pass may use (CPU)
 CUDA_MEMORY_FRACTION = 0.5  # on a GPU the default budget is this share of its available memory
-# Cap on one attention chunk's maps on a GPU, where every chunk costs ~20 kernel launches: at
-# LR 1920x1080 (bf16, H100) 4 GiB chunks (72 rows) took 0.66 s a pair, 128 MiB ones 2.21 s.
+# Cap on one attention chunk's maps on a GPU, where every chunk costs ~20 kernel launches, so
+# larger chunks are faster there (bench/README.md, the GPU results).
 CUDA_ATTENTION_MEMORY = 4 * 2 ** 30
 MIN_BAND_ROWS = 8
 # Peak live activation channels per LR pixel of each view (measured from the code below, rounded
@@ -68,7 +68,7 @@ def memory_budget(max_memory: int | None, device: torch.device) -> int:
 def default_max_memory(device: torch.device) -> int:
     """The activation budget when none is given: 4 GiB on the CPU; on a GPU half of what it has
     available (free memory plus what PyTorch's allocator holds unused), so that a large image
-    runs untiled there (1080p x2 on an H100: 2.2 s tiled in 4 GiB bands, 0.66 s untiled)."""
+    runs untiled there, much faster than in bands (bench/README.md, the GPU results)."""
     if device.type != "cuda":
         return DEFAULT_MAX_MEMORY
     free, _ = torch.cuda.mem_get_info(device)
