@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(_describe_os_error(exc))
     except MemoryError:
         return _fail("out of memory (try a smaller --max-memory or --batch-size)")
-    except KeyboardInterrupt:
-        print("ipassr: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a command may say what was done and how to go on
+        print(f"ipassr: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - anything else is our bug: one line (--debug: all)
         if args.debug:

@@ -96,7 +96,7 @@ def test_cli_folder_carries_on_past_bad_pairs_and_lists_them(tmp_path, small_pai
                  "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "bad: no lr1.png" in err and "0002_L.png: no right view" in err
+    assert "bad/ has lr0.png but no lr1 image" in err and "0002_L.png has no right view" in err
     assert "0003: " in err and "0003_R.png: not a readable image" in err
     assert "3 pair(s) failed, 2 done" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [

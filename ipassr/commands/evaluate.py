@@ -1,4 +1,13 @@
-"""``ipassr evaluate``: the paper's PSNR/SSIM protocol (Table 4) and the disparity benefit (Table 5)."""
+"""``ipassr evaluate``: score methods on test sets with the paper's protocol.
+
+Score one or more methods on every dataset folder of --dataset-root (<Dataset>/hr/<scene>/hr0.png,
+hr1.png and lr_x<S>/<scene>/lr0.png, lr1.png, as 'ipassr prepare testset' writes) and print a
+table in the paper's format (Table 4): per dataset 'Left' (64 leftmost columns cropped) and
+'(Left+Right)/2' PSNR/SSIM. A method is --weights (run the network), --sr-dir (results on disk as
+D/<Dataset>/<scene>_L.png, _R.png) or --bicubic; give each as LABEL=PATH to name its row.
+--disparity adds the Table-5 figures (StereoSGBM on HR, bicubic and SR pairs against ground
+truth); without --dataset-root it uses scikit-image's Motorcycle pair.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from . import add_command, add_device_arguments
 from ..errors import IpassrError
 
 if TYPE_CHECKING:  # torch: imported when a command runs, not for --help
@@ -17,16 +27,7 @@ if TYPE_CHECKING:  # torch: imported when a command runs, not for --help
 
 def add_parser(subparsers) -> None:
     """Register ``ipassr evaluate``."""
-    parser = subparsers.add_parser(
-        "evaluate", help="score methods on test sets with the paper's protocol",
-        description="Score one or more methods on every dataset folder of --dataset-root "
-                    "(<Dataset>/hr/<scene>/hr0.png, hr1.png and lr_x<S>/<scene>/lr0.png, lr1.png, as "
-                    "'ipassr prepare testset' writes) and print a table in the paper's format: per dataset "
-                    "'Left' (64 leftmost columns cropped) and '(Left+Right)/2' PSNR/SSIM. A method is "
-                    "--weights (run the network), --sr-dir (results on disk as D/<Dataset>/<scene>_L.png, "
-                    "_R.png) or --bicubic; give each as LABEL=PATH to name its row. --disparity adds the "
-                    "Table-5 figures (StereoSGBM on HR, bicubic and SR pairs against ground truth); "
-                    "without --dataset-root it uses scikit-image's Motorcycle pair.")
+    parser = add_command(subparsers, run, __doc__, weights=False)
     parser.add_argument("--dataset-root", type=Path, metavar="ROOT", help="folder of test-set folders")
     parser.add_argument("--scale", type=int, required=True, help="upscaling factor (2 or 4)")
     parser.add_argument("--weights", action="append", default=[], metavar="[LABEL=]FILE",
@@ -43,8 +44,7 @@ def add_parser(subparsers) -> None:
                              "scikit-image's Motorcycle pair")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write per-dataset and per-scene figures")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the table(s) as Markdown")
-    parser.add_argument("--device", default="cpu", help="torch device for --weights (default: cpu)")
-    parser.set_defaults(run=run)
+    add_device_arguments(parser)
 
 
 def _split_label(value: str) -> tuple[str, Path]:
@@ -64,11 +64,12 @@ def _methods(args: argparse.Namespace) -> list[Method]:
     for value in args.weights:
         label, path = _split_label(value)
         if shipped_name_scale(path) is not None:
-            path = resolve_weights(path, args.scale)
+            path = resolve_weights(path, args.scale, cli=True)
             label = label or f"shipped x{args.scale}"
         if not path.is_file():
             raise IpassrError(f"--weights {path}: no such file")
-        methods.append(WeightsMethod(path, args.scale, args.device, label))
+        methods.append(WeightsMethod(path, args.scale, args.device, label, dtype=args.dtype,
+                                     max_memory=args.max_memory))
     for value in args.sr_dir:
         label, path = _split_label(value)
         methods.append(SrDirMethod(path, label))

@@ -1,50 +1,43 @@
-"""``ipassr infer``: super-resolve one stereo pair, or every scene of a folder."""
+"""``ipassr infer``: super-resolve a stereo pair or a folder of pairs.
+
+Super-resolve a stereo pair (--left/--right, or --input: an MPO, JPS or spatial HEIC photo, or a
+side-by-side or top-bottom picture with --layout) into two files (--output-left/--output-right)
+or one (--output: .mpo, .jps, or a picture in --output-layout), or every pair of --input-dir:
+scene subfolders holding lr0.png = left and lr1.png = right, <name>_L.png / <name>_R.png files,
+or stereo photos. Folder runs skip pairs whose outputs exist, carry on past bad pairs and list
+them at the end; under torchrun each process takes its share of the pairs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from . import add_weights_arguments, network_options
-from ..data.datasets import IMAGE_SUFFIXES
-from ..errors import IpassrError
-from ..devices import PRECISION_NAMES
+from . import add_command, add_device_arguments, add_pair_arguments, model_from_args
+from ..data.datasets import PairFiles, scene_pairs, side_pairs
 from ..data.io import check_writable_folder
 from ..data.layouts import layout_names
 from ..data.media import (JPS_SUFFIXES, PHOTO_SUFFIXES, StereoImage, StereoTarget, plan_target,
                           read_stereo, read_views, write_stereo)
 from ..data.video import is_video_path
 from .infer_video import add_video_arguments, run_video
-from .visualize import memory_size
+from ..devices import env_from_environment
+from ..errors import IpassrError
 
 if TYPE_CHECKING:  # torch: not for --help
     from ..inference.api import StereoSR
 
-LEFT_NAME, RIGHT_NAME = "lr0.png", "lr1.png"
-SIDE_NAME = re.compile(r"^(?P<stem>.+)_(?P<side>[LR])$")
+LEFT_STEM, RIGHT_STEM = "lr0", "lr1"  # the views of a scene folder, as prepare testset writes
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "infer", help="super-resolve a stereo pair or a folder of pairs",
-        description="Super-resolve a stereo pair (--left/--right, or --input: an MPO, JPS or "
-                    "spatial HEIC photo, or a side-by-side or top-bottom picture with --layout) "
-                    "into two files (--output-left/--output-right) or one (--output: .mpo, .jps, "
-                    "or a picture in --output-layout), or every pair of --input-dir: "
-                    f"scene subfolders holding {LEFT_NAME} = left and {RIGHT_NAME} = right, or "
-                    "<name>_L.png / <name>_R.png files. Folder runs skip pairs whose outputs "
-                    "exist, carry on past bad pairs and list them at the end; under torchrun "
-                    "each process takes its share of the pairs.")
-    add_weights_arguments(parser)
-    parser.add_argument("--left", type=Path, help="left view")
-    parser.add_argument("--right", type=Path, help="right view")
+    parser = add_command(subparsers, run, __doc__)
+    add_pair_arguments(parser, required=False)
     parser.add_argument("--input", type=Path,
                         help="one file holding both views: an MPO, JPS or spatial HEIC photo, a "
                              "picture in --layout, or a 3D video (.mp4, .mkv, .mov, .webm, ...)")
@@ -63,15 +56,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--input-dir", type=Path, help="folder of scene subfolders")
     parser.add_argument("--output-dir", type=Path, help="writes <scene>_L.png and <scene>_R.png")
     parser.add_argument("--overwrite", action="store_true",
-                        help="with --input-dir: redo pairs whose outputs already exist")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--max-memory", type=memory_size,
-                        help="activation memory budget per forward pass, e.g. 2G or 512M "
-                             "(default 4G on the CPU, half the available memory on a GPU); larger "
-                             "images run in chunks, same results")
-    parser.add_argument("--dtype", choices=PRECISION_NAMES, default="float32",
-                        help="network precision: bfloat16 or float16 for speed on a GPU (the "
-                             "attention softmax and valid masks stay float32; default float32)")
+                        help="replace existing outputs (without it a pair refuses them, and a "
+                             "folder run skips the pairs whose two outputs exist)")
+    add_device_arguments(parser)
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network for pairs whose full attention maps fit "
                              "--max-memory (compiles once per image size; slower than the "
@@ -80,7 +67,6 @@ def add_parser(subparsers) -> None:
                         help="with --input-dir: super-resolve up to this many pairs of equal "
                              "size together; with a video, frames (default 1)")
     add_video_arguments(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
     photo, inputs = read_input(args)
     target = plan_output(args, photo)
     check_outputs(inputs, target.paths)
-    from ..inference.api import load_model  # torch: not for --help
-
-    model = load_model(args.weights, scale=args.scale, device=args.device,
-                       max_memory=args.max_memory, dtype=args.dtype, compile=args.compile,
-                       **network_options(args))
+    if not args.overwrite:
+        for path in target.paths:
+            if path.exists():
+                raise IpassrError(f"{path}: already exists (use --overwrite to replace it)")
+    model = model_from_args(args, compile=args.compile)
     write_stereo(target, model.super_resolve_photo(photo))
     print(f"wrote {target.describe()} (x{model.scale})")
     return 0
@@ -169,110 +155,82 @@ def check_outputs(inputs: list[Path], outputs: list[Path]) -> None:
         check_writable_folder(path.parent)
 
 
-@dataclass(frozen=True)
-class Pair:
-    """One LR pair of a folder (two view files, or one stereo photo: left == right) and the
-    names of its outputs."""
-
-    name: str
-    left: Path
-    right: Path
-
-    def outputs(self, folder: Path) -> tuple[Path, Path]:
-        return folder / f"{self.name}_L.png", folder / f"{self.name}_R.png"
-
-    def read(self) -> StereoImage:
-        """Both views, through the same reader as --left/--right and --input."""
-        return read_stereo(self.left) if self.left == self.right else read_views(self.left, self.right)
+def output_paths(pair: PairFiles, folder: Path) -> tuple[Path, Path]:
+    """Where a pair of a folder run is written: ``folder/<name>_L.png``, ``_R.png``."""
+    return folder / f"{pair.name}_L.png", folder / f"{pair.name}_R.png"
 
 
-def find_pairs(root: Path) -> tuple[list[Pair], list[str]]:
+def read_pair(pair: PairFiles) -> StereoImage:
+    """Both views of a folder's pair (two view files, or one stereo photo: left == right),
+    through the same reader as --left/--right and --input."""
+    return read_stereo(pair.left) if pair.left == pair.right else read_views(pair.left, pair.right)
+
+
+def find_pairs(root: Path) -> tuple[list[PairFiles], list[str]]:
     """The pairs of an input folder, and what is wrong with the rest.
 
     Three kinds: scene subfolders ``<scene>/lr0.png, lr1.png`` (what ``prepare testset``
-    writes), flat ``<name>_L.png, <name>_R.png`` files (Flickr1024's, which ``prepare``
-    reads), and stereo photos ``<name>.mpo``, ``.jps``, ``.heic``; all at once are taken too. Incomplete scenes and unpaired files are returned as
-    problems, not raised, so that the rest of the batch can run.
+    writes), flat ``<name>_L.png, <name>_R.png`` files (Flickr1024's, which ``prepare`` reads),
+    and stereo photos ``<name>.mpo``, ``.jps``, ``.heic``; all at once are taken too.
+    Incomplete scenes and unpaired files are returned as problems, not raised, so that the rest
+    of the batch can run.
     """
     if not root.is_dir():
         raise IpassrError(f"{root}: no such folder")
-    pairs: list[Pair] = []
-    problems: list[str] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        present = [(folder / n).is_file() for n in (LEFT_NAME, RIGHT_NAME)]
-        if all(present):
-            pairs.append(Pair(folder.name, folder / LEFT_NAME, folder / RIGHT_NAME))
-        elif any(present):
-            problems.append(f"{folder.name}: no {LEFT_NAME if not present[0] else RIGHT_NAME}")
-    sides: dict[str, dict[str, Path]] = {}
-    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
-        match = SIDE_NAME.match(path.stem)
-        if match and path.suffix.lower() in IMAGE_SUFFIXES:
-            sides.setdefault(match.group("stem"), {})[match.group("side")] = path
-    for stem, views in sorted(sides.items()):
-        if len(views) == 2:
-            pairs.append(Pair(stem, views["L"], views["R"]))
-        else:
-            (side, path), = views.items()
-            problems.append(f"{path.name}: no {'right' if side == 'L' else 'left'} view "
-                            f"({stem}_{'R' if side == 'L' else 'L'}.png)")
-    pairs += [Pair(path.stem, path, path) for path in sorted(root.iterdir())
-              if path.is_file() and path.suffix.lower() in PHOTO_SUFFIXES]
+    pairs, problems = scene_pairs(root, LEFT_STEM, RIGHT_STEM, root_is_scene=False)
+    flat, unpaired = side_pairs(root)
+    pairs, problems = pairs + flat, problems + unpaired
+    pairs += [PairFiles(path.stem, path, path) for path in sorted(root.iterdir())
+              if path.is_file() and not path.name.startswith(".")
+              and path.suffix.lower() in PHOTO_SUFFIXES]
     names = [p.name for p in pairs]
     problems += [f"{name}: found both as a scene folder and as {name}_L/_R files"
                  for name in sorted({n for n in names if names.count(n) > 1})]
     pairs = [p for p in pairs if names.count(p.name) == 1]
     if not pairs and not problems:
-        raise IpassrError(f"{root}: no pairs found (expected <scene>/{LEFT_NAME}, {RIGHT_NAME} "
-                          "subfolders, <name>_L.png, <name>_R.png files or .mpo, .jps, .heic "
-                          "stereo photos)")
+        raise IpassrError(f"{root}: no pairs found (expected <scene>/{LEFT_STEM}.png, "
+                          f"{RIGHT_STEM}.png subfolders, <name>_L.png, <name>_R.png files or "
+                          ".mpo, .jps, .heic stereo photos)")
     return pairs, problems
-
-
-def this_process_share(pairs: list[Pair]) -> tuple[list[Pair], int, int]:
-    """Under torchrun (RANK / WORLD_SIZE set), this process's share of the pairs: every
-    WORLD_SIZE-th pair from its rank, so no pair is done twice; else all of them."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world < 1 or not 0 <= rank < world:
-        raise IpassrError(f"RANK={rank} / WORLD_SIZE={world}: not a valid torchrun process")
-    return pairs[rank::world], rank, world
 
 
 def run_folder(args: argparse.Namespace) -> int:
     """Super-resolve every pair of --input-dir; skip pairs already done, carry on past bad ones,
-    list every failure at the end (exit 2 when there was one)."""
+    list every failure at the end (exit 2 when there was one). Under torchrun each process takes
+    every WORLD_SIZE-th pair from its RANK, so no pair is done twice."""
     pairs, failures = find_pairs(args.input_dir)
-    share, rank, world = this_process_share(pairs)
-    if rank != 0:
+    env = env_from_environment()
+    share = pairs[env.rank::env.world_size]
+    if not env.is_main:
         failures = []  # rank 0 reports the folder's problems
     check_outputs([p for pair in pairs for p in (pair.left, pair.right)],
-                  [p for pair in pairs for p in pair.outputs(args.output_dir)])
+                  [p for pair in pairs for p in output_paths(pair, args.output_dir)])
     todo = [pair for pair in share
-            if args.overwrite or not all(p.is_file() for p in pair.outputs(args.output_dir))]
-    where = (f" (process {rank + 1} of {world}: {len(share)} of {len(pairs)} pairs)"
-             if world > 1 else "")
+            if args.overwrite or not all(p.is_file() for p in output_paths(pair, args.output_dir))]
+    where = (f" (process {env.rank + 1} of {env.world_size}: {len(share)} of {len(pairs)} pairs)"
+             if env.distributed else "")
     done_before = len(share) - len(todo)
     if done_before:
         print(f"{done_before} pair(s) already in {args.output_dir}: skipped (--overwrite redoes "
               f"them){where}")
     written = 0
     if todo:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = f"cuda:{local_rank}" if args.device == "cuda" and world > 1 else args.device
-        from ..inference.api import load_model
-
-        model = load_model(args.weights, scale=args.scale, device=device,
-                           max_memory=args.max_memory, dtype=args.dtype, compile=args.compile,
-                           **network_options(args))
-        with tqdm(total=len(todo), desc=f"super-resolving{where}", unit="pair") as progress:
-            for group in batches_of_equal_size(todo, args.batch_size):
-                try:
-                    super_resolve_group(model, group, args.output_dir)
-                    written += len(group)
-                except (IpassrError, OSError) as error:
-                    failures.append(f"{', '.join(p.name for p in group)}: {error}")
-                progress.update(len(group))
+        device = (f"cuda:{env.local_rank}" if args.device == "cuda" and env.distributed
+                  else args.device)
+        model = model_from_args(args, device=device, compile=args.compile)
+        try:
+            with tqdm(total=len(todo), desc=f"super-resolving{where}", unit="pair") as progress:
+                for group in batches_of_equal_size(todo, args.batch_size):
+                    try:
+                        super_resolve_group(model, group, args.output_dir)
+                        written += len(group)
+                    except (IpassrError, OSError) as error:
+                        failures.append(f"{', '.join(p.name for p in group)}: {error}")
+                    progress.update(len(group))
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                f"{written + done_before} of {len(share)} pair(s) done{where}; run the same "
+                "command again to continue (pairs whose two outputs exist are skipped)") from None
     print(f"wrote {2 * written} images to {args.output_dir}{where}")
     for failure in failures:
         print(f"ipassr: error: {failure}", file=sys.stderr)
@@ -294,25 +252,25 @@ def image_size(path: Path) -> tuple[int, int]:
         return (-1, -1)
 
 
-def batches_of_equal_size(pairs: list[Pair], batch_size: int) -> list[list[Pair]]:
+def batches_of_equal_size(pairs: list[PairFiles], batch_size: int) -> list[list[PairFiles]]:
     """Pairs grouped by left-view size, in runs of at most ``batch_size`` (order kept per size)."""
     if batch_size == 1:
         return [[pair] for pair in pairs]
-    by_size: dict[tuple[int, int], list[Pair]] = {}
+    by_size: dict[tuple[int, int], list[PairFiles]] = {}
     for pair in pairs:
         by_size.setdefault(image_size(pair.left), []).append(pair)
     return [group[i:i + batch_size] for group in by_size.values()
             for i in range(0, len(group), batch_size)]
 
 
-def super_resolve_group(model: StereoSR, group: list[Pair], output_dir: Path) -> None:
+def super_resolve_group(model: StereoSR, group: list[PairFiles], output_dir: Path) -> None:
     """Super-resolve pairs of equal size as one batch (``StereoSR.super_resolve_photos``) and
     write <name>_L.png / _R.png in their inputs' formats."""
-    photos = [pair.read() for pair in group]
+    photos = [read_pair(pair) for pair in group]
     if len({photo.left.shape[:2] for photo in photos}) > 1:  # headers lied: one at a time
         for pair in group:
             super_resolve_group(model, [pair], output_dir)
         return
     for pair, sr in zip(group, model.super_resolve_photos(photos)):
-        output_left, output_right = pair.outputs(output_dir)
+        output_left, output_right = output_paths(pair, output_dir)
         write_stereo(plan_target(output_left=output_left, output_right=output_right), sr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import network_options
+from . import model_from_args
 from ..errors import IpassrError
 from ..data.video_encode import SEGMENT_FRAMES
 
@@ -31,9 +31,8 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_video(args: argparse.Namespace) -> int:
     """Super-resolve the video --input into --output."""
-    from ..inference.api import load_model  # torch: not for --help
-    from ..inference.video import prepare_video, run_video_job
-    from ..train.distributed import env_from_environment
+    from ..devices import env_from_environment
+    from ..inference.video import prepare_video, run_video_job  # torch: not for --help
     extra = [flag for flag, value in (("--left", args.left), ("--right", args.right),
                                       ("--output-left", args.output_left),
                                       ("--output-right", args.output_right)) if value is not None]
@@ -51,8 +50,7 @@ def run_video(args: argparse.Namespace) -> int:
                           "torchrun process")
     device = (f"cuda:{process.local_rank}" if args.device == "cuda" and process.distributed
               else args.device)
-    model = load_model(args.weights, scale=args.scale, device=device, max_memory=args.max_memory,
-                       dtype=args.dtype, compile=args.compile, **network_options(args))
+    model = model_from_args(args, device=device, compile=args.compile)
     done = run_video_job(model, job, batch_size=args.batch_size, rank=process.rank,
                          world=process.world_size)
     if done["joined"]:

@@ -34,7 +34,8 @@ from ..errors import ImageReadError, IpassrError
 from .io import GREY_MODES, PathLike, read_image, too_large
 
 __all__ = ["LAYOUTS", "PairFiles", "StereoDataset", "TestScene", "open_dataset", "detect_layout",
-           "read_testset", "check_pairs", "read_pair", "probe_image", "image_files", "MIDDLEBURY_LAYOUTS"]
+           "read_testset", "check_pairs", "read_pair", "probe_image", "image_files", "side_pairs",
+           "scene_pairs", "MIDDLEBURY_LAYOUTS"]
 
 IMAGE_SUFFIXES = (".png", ".ppm", ".pgm", ".pnm", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp")
 
@@ -137,8 +138,10 @@ def stereo_motorcycle(alternative: str = "") -> tuple[np.ndarray, np.ndarray, np
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files directly in ``folder``, sorted by name; hidden ones (``._x.png`` copies of
+    macOS metadata, temporary files) left out."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _find_image(folder: Path, stem: str) -> Path | None:
@@ -271,17 +274,27 @@ def _unpaired_error(root: Path, problems: list[str]) -> IpassrError:
 
 
 def _side_pairs(root: Path) -> list[PairFiles]:
-    """Pairs of ``<name>_L`` / ``<name>_R`` files in one folder."""
+    """Pairs of ``<name>_L`` / ``<name>_R`` files in one folder; unpaired files are an error."""
+    pairs, problems = side_pairs(root)
+    if problems:
+        raise _unpaired_error(root, problems)
+    return pairs
+
+
+def side_pairs(root: Path) -> tuple[list[PairFiles], list[str]]:
+    """Pairs of ``<name>_L`` / ``<name>_R`` image files in one folder (sorted by name), and a
+    problem for every file without its other view (returned, so that a caller may go on)."""
     sides: dict[str, dict[str, Path]] = {}
     for path in image_files(root):
         match = _SIDE.match(path.stem)
         if match:
             sides.setdefault(match.group("stem"), {})[match.group("side")] = path
-    problems = [f"{p.name} has no {'right' if s == 'L' else 'left'} view"
-                for views in sides.values() if len(views) == 1 for s, p in views.items()]
-    if problems:
-        raise _unpaired_error(root, problems)
-    return [PairFiles(stem, views["L"], views["R"]) for stem, views in sorted(sides.items())]
+    problems = [f"{path.name} has no {'right' if side == 'L' else 'left'} view "
+                f"({stem}_{'R' if side == 'L' else 'L'}{path.suffix})"
+                for stem, views in sorted(sides.items()) if len(views) == 1
+                for side, path in views.items()]
+    return [PairFiles(stem, views["L"], views["R"]) for stem, views in sorted(sides.items())
+            if len(views) == 2], problems
 
 
 def _folder_pairs(root: Path, left_dir: str, right_dir: str, gt_dirs: tuple[str, ...]) -> list[PairFiles]:
@@ -300,8 +313,20 @@ def _folder_pairs(root: Path, left_dir: str, right_dir: str, gt_dirs: tuple[str,
 
 
 def _scene_pairs(root: Path, left: str, right: str, gt_names: tuple[str, ...]) -> list[PairFiles]:
-    """One pair per scene folder (or ``root`` itself when it is a scene folder)."""
-    if _find_image(root, left) or _find_image(root, right):
+    """One pair per scene folder (or ``root`` itself when it is a scene folder); incomplete
+    scenes are an error."""
+    pairs, problems = scene_pairs(root, left, right, gt_names)
+    if problems:
+        raise _unpaired_error(root, problems)
+    return pairs
+
+
+def scene_pairs(root: Path, left: str, right: str, gt_names: tuple[str, ...] = (), *,
+                root_is_scene: bool = True) -> tuple[list[PairFiles], list[str]]:
+    """One pair per scene subfolder holding images ``left.<ext>`` and ``right.<ext>`` (or
+    ``root`` itself when it holds them and ``root_is_scene``), and a problem for every scene with
+    one view only (returned, so that a caller may go on)."""
+    if root_is_scene and (_find_image(root, left) or _find_image(root, right)):
         scenes = [root]
     else:
         scenes = [d for d in subdirectories(root) if _find_image(d, left) or _find_image(d, right)]
@@ -313,9 +338,7 @@ def _scene_pairs(root: Path, left: str, right: str, gt_names: tuple[str, ...]) -
                             f"{left if left_file is None else right} image")
             continue
         pairs.append(PairFiles(scene.name, left_file, right_file, _first_file(scene, gt_names)))
-    if problems:
-        raise _unpaired_error(root, problems)
-    return pairs
+    return pairs, problems
 
 
 def _testset_hr(root: Path) -> list[TestScene]:

@@ -37,14 +37,22 @@ def shipped_weights_path(scale: int) -> Path:
     return Path(str(resources.files("ipassr") / "weights" / f"ipassr_x{scale}.safetensors"))
 
 
-def weights_path(scale: int) -> Path:
-    """The shipped weights for ``scale`` (2 or 4); CheckpointError when the package has none."""
+def weights_path(scale: int, *, cli: bool = False) -> Path:
+    """The shipped weights for ``scale`` (2 or 4); CheckpointError when the package has none
+    (in the command line's words with ``cli``, else in the API's)."""
     path = shipped_weights_path(scale)
     if not path.is_file():
         raise CheckpointError(
-            f"no shipped weights for x{scale} (looked for {path}); pass --weights FILE"
+            f"no shipped weights for x{scale} (looked for {path}); pass "
+            f"{spelled('weights', 'FILE', cli)}"
             + ("" if scale in SHIPPED_SCALES else f"; shipped scales are {SHIPPED_SCALES}"))
     return path
+
+
+def spelled(option: str, value: Any, cli: bool) -> str:
+    """An option as the caller writes it: '--weights FILE' on the command line, 'weights=FILE'
+    in the API."""
+    return f"--{option.replace('_', '-')} {value}" if cli else f"{option}={value}"
 
 
 def shipped_name_scale(weights: PathLike) -> int | None:
@@ -55,20 +63,21 @@ def shipped_name_scale(weights: PathLike) -> int | None:
     return None
 
 
-def resolve_weights(weights: PathLike | None, scale: int | None) -> Path:
+def resolve_weights(weights: PathLike | None, scale: int | None, *, cli: bool = False) -> Path:
     """The weights file to use: the one given ('x2' / 'x4' name the shipped ones), or the shipped
-    one for ``scale``."""
+    one for ``scale``; errors in the command line's words with ``cli``, else in the API's."""
     if weights is not None:
         named = shipped_name_scale(weights)
         if named is None:
             return Path(weights)
         if scale is not None and scale != named:
-            raise CheckpointError(f"--weights {weights} names the shipped x{named} weights but "
-                                  f"x{scale} was requested")
-        return weights_path(named)
+            raise CheckpointError(f"{spelled('weights', weights, cli)} names the shipped x{named} "
+                                  f"weights but x{scale} was requested")
+        return weights_path(named, cli=cli)
     if scale is None:
-        raise IpassrError("give --weights, or --scale to use the shipped weights")
-    return weights_path(scale)
+        raise IpassrError(f"give {spelled('weights', 'FILE', cli)}, or "
+                          f"{spelled('scale', 'S', cli)} for the shipped weights")
+    return weights_path(scale, cli=cli)
 
 
 FastForward = Callable[..., tuple]  # the signature of ``ipassr.inference.fast.stereo_forward``

@@ -12,6 +12,7 @@ configuration is written to ``RUN/config.toml`` so any run can be repeated exact
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import math
 import sys
@@ -168,9 +169,11 @@ FIELDS = {f.name: f for f in fields(TrainConfig)}
 PRESETS: dict[str, dict[str, Any]] = {
     # A couple of minutes on 2 CPU cores: small crops, small batch, a few epochs, visible progress.
     # Any network: its recipe's length in steps and schedule end give way to the 3 epochs.
+    # TensorBoard only where the install has it (the README's install does not): no warning.
     "smoke": {"batch_size": 4, "lr_crop": (24, 48), "epochs": 3, "lr": 5e-4, "lr_step_epochs": 2,
               "workers": 0, "checkpoint_every_steps": 25, "validate_max_scenes": 2,
-              "total_steps": None, "lr_total_steps": None},
+              "total_steps": None, "lr_total_steps": None,
+              "tensorboard": importlib.util.find_spec("tensorboard") is not None},
     "paper": {},
 }
 

@@ -8,41 +8,11 @@ differentiable all-reduces that work on any backend (used on CPU).
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import IpassrError
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    """Where this process stands in the job: rank, number of processes, GPU index on its node."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 writes checkpoints, logs and the progress bar."""
-        return self.rank == 0
-
-
-def env_from_environment() -> DistEnv:
-    """The torchrun variables of this process (a single process when they are absent)."""
-    try:
-        return DistEnv(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                       int(os.environ.get("LOCAL_RANK", 0)))
-    except ValueError as exc:
-        raise IpassrError(f"bad torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {exc}") from exc
+from ..devices import DistEnv, env_from_environment  # torchrun's variables, read in one place
 
 
 def init_distributed(use_cuda: bool) -> DistEnv:
