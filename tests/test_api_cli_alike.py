@@ -111,3 +111,15 @@ def test_the_smoke_preset_turns_on_tensorboard_only_where_it_is_installed():
             "print(preset_config('smoke').tensorboard)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_folder_mode_takes_every_image_format_the_datasets_read(tmp_path):
+    """One folder-of-pairs reader: the same suffixes as the dataset readers (grey .pgm included,
+    any case); other files and hidden ones (macOS ._ copies) ignored."""
+    from ipassr.commands.infer import find_pairs
+    for name in ("a_L.pgm", "a_R.pgm", "b_L.PNG", "b_R.png", "c_L.txt", "c_R.txt", "._b_L.png"):
+        (tmp_path / name).touch()
+    pairs, problems = find_pairs(tmp_path)
+    assert [(p.name, p.left.name, p.right.name) for p in pairs] == [
+        ("a", "a_L.pgm", "a_R.pgm"), ("b", "b_L.PNG", "b_R.png")]
+    assert problems == []

@@ -441,13 +441,3 @@ def test_infer_reports_a_budget_too_small(tmp_path, scene_dir, conformance_dir, 
     assert exit_info.value.code == 2
     assert "expected a positive size" in capsys.readouterr().err
 
-
-def test_folder_mode_takes_every_image_format_the_datasets_read(tmp_path):
-    """The same suffixes as the dataset readers (grey .pgm included, any case); other files ignored."""
-    from ipassr.commands.infer import find_pairs
-    for name in ("a_L.pgm", "a_R.pgm", "b_L.PNG", "b_R.png", "c_L.txt", "c_R.txt"):
-        (tmp_path / name).touch()
-    pairs, problems = find_pairs(tmp_path)
-    assert [(p.name, p.left.name, p.right.name) for p in pairs] == [
-        ("a", "a_L.pgm", "a_R.pgm"), ("b", "b_L.PNG", "b_R.png")]
-    assert problems == []

@@ -112,7 +112,8 @@ def too_large(exc: Exception) -> str:
 def _stored_mode(image: Image.Image) -> str:
     """'RGB;16', 'L;16', ... for 16 bits a channel as the file stores them (from the raw mode of
     an image not yet decoded), else the image's mode."""
-    args = image.tile[0].args if image.tile else None
+    tile = getattr(image, "tile", None)  # only images decoded from a file have one
+    args = tile[0][3] if tile else None  # (codec, extents, offset, args)
     raw = args if isinstance(args, str) else (args[0] if args and isinstance(args[0], str) else "")
     if ";16" not in raw:
         return image.mode
