@@ -1,23 +1,22 @@
-"""``ipassr serve``: a web page (Gradio) to try stereo SR on one's own photos; needs ipassr[web]."""
+"""``ipassr serve``: a web page to try stereo super-resolution on your photos (ipassr[web]).
+
+Serve a page where you upload a stereo photo (MPO, JPS, spatial HEIC, a picture with both views,
+or two pictures) and see bicubic against SR, the valid masks, an anaglyph and where the network
+finds each pixel's match; download the SR pair. Works offline; binds to this computer only unless
+--host says otherwise.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from . import option_type
+from . import add_command, memory_size, option_type
 from ..sizes import parse_memory_size
-from .visualize import memory_size
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "serve", help="a web page to try stereo super-resolution on your photos (ipassr[web])",
-        description="Serve a page where you upload a stereo photo (MPO, JPS, spatial HEIC, a "
-                    "picture with both views, or two pictures) and see bicubic against SR, the "
-                    "valid masks, an anaglyph and where the network finds each pixel's match; "
-                    "download the SR pair. Works offline; binds to this computer only unless "
-                    "--host says otherwise.")
+    parser = add_command(subparsers, run, __doc__, weights=False)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this computer only; "
                              "0.0.0.0 opens it to your network)")
@@ -36,7 +35,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--queue-size", type=int, default=4,
                         help="pairs that may wait while one runs; more are told the server is "
                              "busy (default 4)")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,7 +27,8 @@ from ..data.media import StereoImage, plan_target, write_stereo
 from ..data.resize import degrade, imresize, mod_crop
 from ..errors import IpassrError
 from ..evaluation.metrics import psnr
-from ..inference.api import StereoSR, is_grey, load_model
+from ..inference.api import StereoSR, load_model
+from ..inference.images import grey_pairs, grey_where_grey
 from ..inference.fast import memory_budget, plan_inference
 from ..sizes import FLOAT_BYTES
 from ..visualize import valid_masks_figure
@@ -184,9 +185,8 @@ class Studio:
                 details.rows.clear()
         else:
             sr_left, sr_right = model.super_resolve_tensors(left, right)
-        if is_grey(left) and is_grey(right):  # as StereoSR.super_resolve: grey in, grey out
-            sr_left, sr_right = (v.mean(dim=1, keepdim=True).expand_as(v)
-                                 for v in (sr_left, sr_right))
+        grey = grey_pairs(left, right)  # as StereoSR.super_resolve: grey in, grey out
+        sr_left, sr_right = (grey_where_grey(v, grey) for v in (sr_left, sr_right))
         return (tensor_to_image(sr_left.float()), tensor_to_image(sr_right.float())), details, rows
 
     def _downloads(self, key: str, photo: StereoImage, sr: tuple[np.ndarray, np.ndarray],
