@@ -1,6 +1,9 @@
-"""``ipassr train``: train a network from a patch file, by default by its published recipe.
+"""``ipassr train``: train a network from a patch file (its published recipe by default).
 
-Every TrainConfig key is an option (``lr_step_epochs`` -> ``--lr-step-epochs``; booleans also as
+Train iPASSR (the default), NAFSSR, PASSRnet or a plugin's network (--arch). Defaults reproduce its
+paper (recipes/); every key of the config can be given as an option or in --config FILE (TOML or
+YAML). Run directory: OUT/config.toml, OUT/checkpoints/, OUT/weights/{last,best}.safetensors,
+OUT/log.jsonl. Every TrainConfig key is an option (``lr_step_epochs`` -> ``--lr-step-epochs``; booleans also as
 ``--no-...``). Precedence: defaults < the network's recipe (``--arch``, ``--model-size``) <
 ``--preset`` < ``--config FILE`` < options. Multi-GPU or multi-process:
 ``torchrun --nproc_per_node=K -m ipassr train ...``.
@@ -12,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import option_type
+from . import add_command, option_type
 from ..errors import IpassrError
 from ..train.config import (FIELDS, PRESETS, RENAMED, TrainConfig, apply_overrides,
                             parse_duration, read_config_file)
@@ -24,13 +27,7 @@ def _option(name: str) -> str:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "train", help="train a network from a patch file (its published recipe by default)",
-        description="Train iPASSR (the default), NAFSSR, PASSRnet or a plugin's network (--arch). "
-                    "Defaults reproduce its paper (recipes/); every key of the config can be "
-                    "given as an option or in --config FILE (TOML or YAML). Run directory: "
-                    "OUT/config.toml, OUT/checkpoints/, OUT/weights/{last,best}.safetensors, "
-                    "OUT/log.jsonl.")
+    parser = add_command(subparsers, run, __doc__, weights=False)
     parser.add_argument("--out", "-o", required=True, type=Path, help="run directory")
     parser.add_argument("--config", type=Path, help="config file (.toml or .yaml)")
     parser.add_argument("--preset", choices=sorted(PRESETS),
@@ -63,7 +60,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        default=argparse.SUPPRESS, help="= --no-attention (Table 1 single input)")
     group.add_argument("--asymmetric", dest="views", action="store_const", const="left",
                        default=argparse.SUPPRESS, help="= --views left")
-    parser.set_defaults(run=run)
     return parser
 
 
