@@ -460,3 +460,22 @@ def test_frozen_parts_keep_their_weights_and_the_rest_trains(tmp_path, cones_x2)
     with pytest.raises(IpassrError, match="no part named biPAM .*feature_group"):
         Trainer(tiny_config(freeze="biPAM"), tmp_path / "bad", source=tiny_source(cones_x2),
                 progress=False)
+
+
+def test_the_network_options_of_a_train_config_are_model_configs_fields():
+    """TrainConfig carries ModelConfig's fields (all but the scale) under the same names, types
+    and defaults, and the ones a run changes build the same ModelConfig."""
+    from dataclasses import fields
+
+    from ipassr.models.configs import ModelConfig
+
+    train_fields = {f.name: f for f in fields(TrainConfig)}
+    for field in fields(ModelConfig):
+        if field.name != "scale":
+            assert field.name in train_fields, field.name
+            assert train_fields[field.name].type == field.type, field.name
+            assert train_fields[field.name].default == field.default, field.name
+    config = TrainConfig(scale=2, use_whitening=False, channels=32)
+    assert config.model_options() == {"use_whitening": False, "channels": 32}
+    assert ModelConfig(scale=config.scale, **config.model_options()) == ModelConfig(
+        scale=2, use_whitening=False, channels=32)
