@@ -75,9 +75,10 @@ GROUPS = {
         + ("ipassr.models.morphology.*",)),
     "folder": Group(
         ("ipassr/commands/infer.py",),
-        ("tests/test_infer_cli.py", "-k", "folder or batched"),
-        _in("ipassr.commands.infer", "check_outputs", "Pair.outputs", "find_pairs",
-            "this_process_share", "run_folder", "batches_of_equal_size")),
+        ("tests/test_infer_cli.py", "tests/test_api_cli_alike.py", "tests/test_kept_formats.py",
+         "-k", "folder or batched or batch_size"),
+        _in("ipassr.commands.infer", "check_outputs", "output_paths", "read_pair", "find_pairs",
+            "run_folder", "image_size", "batches_of_equal_size", "super_resolve_group")),
     "resume": Group(
         ("ipassr/train/trainer.py", "ipassr/train/run.py", "ipassr/train/step.py"),
         ("tests/test_training.py", "-k", "resume or rng_state or foreign_file"),
