@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import skimage.metrics as skimage_metrics
@@ -101,3 +103,35 @@ def test_the_left_crop_needs_one_window_of_columns_past_it():
         score_pair(wide[:, :99], wide, wide, wide)
     with pytest.raises(IpassrError, match=r"^ssim: image shapes differ"):
         ssim(fits, fits[:, :74])
+
+
+def test_psnr_one_level_apart_is_finite_and_equal_images_warn_nothing():
+    """MSE exactly 1 is 48.13 dB, not inf; equal images give inf without a division warning."""
+    a = np.full((6, 7, 3), 100, np.uint8)
+    assert psnr(a, a + 1) == pytest.approx(10 * np.log10(255 ** 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert psnr(a, a) == float("inf")
+
+
+def test_every_mixed_dtype_pair_is_refused_and_errors_name_the_metric():
+    a = np.zeros((12, 13, 3), np.uint8)
+    for first, second in ((a, a.astype(np.float32)), (a.astype(np.int16), a)):
+        for metric in (psnr, ssim):
+            with pytest.raises(TypeError, match="uint8"):
+                metric(first, second)
+    for metric, name in ((psnr, "psnr"), (ssim, "ssim")):
+        with pytest.raises(IpassrError, match=rf"^{name}: image shapes differ"):
+            metric(a, a[:, :12])
+
+
+def test_ssim_takes_exactly_one_window_and_refuses_one_row_or_column_less():
+    """11x11 is the smallest image SSIM scores; 10 rows or 10 columns are refused with W x H."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (11, 11, 3), dtype=np.uint8)
+    assert ssim(a, a) == pytest.approx(1.0)
+    wide, tall = np.zeros((10, 30, 3), np.uint8), np.zeros((30, 10, 3), np.uint8)
+    with pytest.raises(IpassrError, match=r"^ssim: image 30x10 is smaller than the 11x11 window$"):
+        ssim(wide, wide)
+    with pytest.raises(IpassrError, match=r"^ssim: image 10x30 is smaller than the 11x11 window$"):
+        ssim(tall, tall)
