@@ -10,17 +10,20 @@ import torch
 
 from ipassr.errors import IpassrError
 from ipassr.data.io import read_image
-from ipassr.data.resize import imresize, imresize_tensor, resize_weights
+from ipassr.data.resize import (_weight_matrix, degrade, imresize, imresize_tensor, mod_crop,
+                                 resize_weights)
 
 
 @pytest.mark.parametrize("scale", [2, 4])
 @pytest.mark.parametrize("name", ["0001_L", "0001_R"])
-def test_matches_matlab_every_pixel(data_dir, scale, name):
-    """imresize(HR mod-cropped, 1/s) equals MATLAB's imresize(..., 'bicubic') output exactly."""
-    hr = read_image(data_dir / "flickr1024" / "Train" / f"{name}.png")
-    hr = hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
+def test_degrade_matches_matlab_every_pixel(data_dir, scale, name):
+    """degrade(HR, s) (mod-crop, then imresize by 1/s) equals MATLAB's imresize(..., 'bicubic')
+    of the mod-cropped HR exactly; the HR gets s-1 extra white rows and 1 column to crop."""
+    hr = read_image(data_dir / "flickr1024" / "Train" / f"{name}.png")   # 1096x744: multiple of 4
     reference = read_image(data_dir / "matlab-bicubic" / f"X{scale}" / f"{name}.png")
-    lr = imresize(hr, 1 / scale)
+    margin = np.pad(hr, ((0, scale - 1), (0, 1), (0, 0)), constant_values=255)
+    assert mod_crop(margin, scale).shape == hr.shape
+    lr = degrade(margin, scale)
     assert lr.dtype == np.uint8 and lr.shape == reference.shape
     np.testing.assert_array_equal(lr, reference)
 
@@ -121,3 +124,29 @@ def test_bad_arguments():
     with pytest.raises(IpassrError, match="shape"):
         imresize(np.zeros((0, 4, 3), np.uint8), 0.5)
     assert imresize(np.zeros((1, 1, 3), np.uint8), 0.1).shape == (1, 1, 3)   # ceil, as MATLAB
+
+
+def test_a_scale_that_is_no_number_or_empties_one_side_is_refused_by_name():
+    """'two' is no number; 1e-10 makes 1 row into 0 rows while 20 columns still give 1."""
+    image = np.zeros((1, 20, 3), np.uint8)
+    with pytest.raises(IpassrError, match=r"^resize scale must be a number, got 'two'$"):
+        imresize(image, "two")
+    with pytest.raises(IpassrError, match=r"^resizing a 20x1 image by 1e-10 gives an empty image$"):
+        imresize(image, 1e-10)
+
+
+def test_tensor_path_takes_a_plain_hw_tensor_and_refuses_integers_and_1d():
+    grey = torch.rand(5, 7, dtype=torch.float64)
+    out = imresize_tensor(grey, 2)
+    assert out.shape == (10, 14)
+    torch.testing.assert_close(out, imresize_tensor(grey[None, None], 2)[0, 0], rtol=0, atol=1e-15)
+    for bad in (torch.zeros(5, 7, dtype=torch.uint8), torch.rand(7)):
+        with pytest.raises(TypeError, match=r"^imresize_tensor expects a floating-point tensor of "
+                                            r"shape \(\.\.\., H, W\)$"):
+            imresize_tensor(bad, 2)
+
+
+def test_weight_matrices_are_made_on_the_tensors_device_and_dtype():
+    """The meta device stands in for a GPU: a CPU matrix would break CUDA training."""
+    matrix = _weight_matrix(8, 16, 2.0, torch.float32, torch.device("meta"))
+    assert matrix.device.type == "meta" and matrix.dtype == torch.float32 and matrix.shape == (16, 8)
