@@ -49,8 +49,8 @@ width, height, scale, passes, threads = map(int, sys.argv[1:6])
 weights = sys.argv[6]
 max_memory = int(sys.argv[7]) or None
 torch.set_num_threads(threads)
-from ipassr.inference.api import load_model
-model = load_model(weights, scale=scale, max_memory=max_memory)
+model = ipassr.load_model(  # the top-level name: every layout has it
+    weights, scale=scale, max_memory=max_memory)
 generator = torch.Generator().manual_seed(0)
 left, right = (torch.rand(1, 3, height, width, generator=generator) for _ in range(2))
 folder = Path(tempfile.mkdtemp())
