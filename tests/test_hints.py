@@ -117,6 +117,16 @@ def test_an_uneven_fractional_hint_splits_its_target_on_each_view(view):
     assert float(hint_loss(_peaked_maps(width, 3), hints)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("view, column", [(0, 3), (1, 16)])
+def test_hint_loss_counts_a_lone_hint_on_the_first_or_last_column(view, column):
+    """Left x = 3 with hint 3 points at column 0, right x = 16 at column 19 = W - 1: both inside
+    the patch, so each counts, alone (a mean over one row), and pays -log(0.9)."""
+    width = 20
+    hints = torch.full((1, 2, 1, width), float("nan"))
+    hints[0, view, 0, column] = 3.0
+    assert float(hint_loss(_peaked_maps(width, 3), hints)) == pytest.approx(-np.log(0.9), rel=1e-5)
+
+
 def test_ipassr_loss_adds_the_weighted_hint_term_only_when_asked():
     torch.manual_seed(0)
     lr = [torch.rand(1, 3, 2, 20) for _ in range(2)]
@@ -128,7 +138,7 @@ def test_ipassr_loss_adds_the_weighted_hint_term_only_when_asked():
                          LossConfig(hint_weight=0.5), hints=hints)
     assert "hint" not in plain
     assert float(hinted["total"]) == pytest.approx(float(plain["total"]) + 0.5 * float(hinted["hint"]))
-    with pytest.raises(ValueError, match="hints"):
+    with pytest.raises(ValueError, match=r"^hint_weight > 0 needs the batch's disparity hints$"):
         ipassr_loss(hr[0], hr[1], hr[0], hr[1], lr[0], lr[1], maps, 2, LossConfig(hint_weight=0.5))
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ipassr.models.bipam import relax, valid_mask
+from ipassr.models.configs import LossConfig
 from ipassr.models.ipassr import IPASSR, count_parameters
 
 
@@ -146,3 +147,63 @@ def test_asymmetric_loss_supervises_only_the_left_view():
                         LossConfig(views="left"))
     assert set(terms) == {"sr", "photo", "smooth", "cycle", "total"}
     torch.testing.assert_close(terms["sr"], torch.nn.functional.l1_loss(sr_left, hr_left))
+
+
+def test_ipassr_loss_switches_each_term_off_and_to_its_plain_form():
+    """Each stereo term off alone leaves the others as they were; the plain forms use the LR
+    images (photo, cycle) and down(SR) (cons); no maps leave L_SR alone, over both views."""
+    from torch.nn.functional import l1_loss
+
+    from ipassr.models.losses import (bicubic, consistency_loss, cycle_loss, ipassr_loss,
+                                      photometric_loss, sr_loss)
+
+    torch.manual_seed(6)
+    left, right = random_pair(height=6, width=12)
+    hr = torch.rand(1, 3, 12, 24), torch.rand(1, 3, 12, 24)
+    with torch.no_grad():
+        sr_left, sr_right, maps = IPASSR(2).train()(left, right, return_attention=True)
+
+    def terms(**config):
+        return ipassr_loss(sr_left, sr_right, *hr, left, right, maps, 2, LossConfig(**config))
+
+    full = terms()
+    for off in ("photo", "smooth", "cycle", "cons"):
+        ablated = terms(**{off: False})
+        assert set(ablated) == set(full) - {off}
+        for kept in set(ablated) - {"total"}:
+            torch.testing.assert_close(ablated[kept], full[kept])
+    plain = terms(residual_photo=False, residual_cycle=False, residual_cons=False)
+    for name, expected in (("photo", photometric_loss(left, right, maps)),
+                           ("cycle", cycle_loss(left, right, maps)),
+                           ("cons", consistency_loss(bicubic(sr_left, 0.5), bicubic(sr_right, 0.5),
+                                                     maps))):
+        torch.testing.assert_close(plain[name], expected)
+        assert abs(float(plain[name]) - float(full[name])) > 1e-3, name
+    no_maps = ipassr_loss(sr_left, sr_right, *hr, left, right, None, 2)
+    assert set(no_maps) == {"sr", "total"}
+    both_views = l1_loss(sr_left, hr[0]) + l1_loss(sr_right, hr[1])
+    torch.testing.assert_close(no_maps["total"], both_views)
+    torch.testing.assert_close(sr_loss(sr_left, sr_right, *hr), both_views)
+
+
+def test_ipassr_loss_sums_in_the_reference_order(monkeypatch):
+    """SR + w*cons + w*(photo + smooth + cycle), bit for bit, as the reference sums: with these
+    term values any other order rounds differently in float32 (1.0200001 against 1.0199999)."""
+    from ipassr.models import losses
+
+    values = {"sr_loss": 0.6, "consistency_loss": 0.1, "photometric_loss": 0.3,
+              "smoothness_loss": 0.9, "cycle_loss": 2.9}
+    for name, value in values.items():
+        monkeypatch.setattr(losses, name, lambda *args, value=value: torch.tensor(value))
+    for name in ("lr_residuals", "_consistency_inputs"):
+        monkeypatch.setattr(losses, name, lambda *args: (None, None))
+    sr, cons, photo, smooth, cycle = (torch.tensor(value) for value in values.values())
+    lr, hr, maps = torch.zeros(1, 3, 2, 4), torch.zeros(1, 3, 4, 8), object()
+
+    def total(sr_right=hr, **config):
+        terms = losses.ipassr_loss(hr, sr_right, hr, hr, lr, lr, maps, 2, LossConfig(**config))
+        return terms["total"]
+
+    assert torch.equal(total(), sr + 0.1 * cons + 0.1 * (photo + smooth + cycle))
+    assert torch.equal(total(None, views="left"), sr + 0.1 * (photo + smooth + cycle))
+    assert torch.equal(total(sr=False), 0.1 * cons + 0.1 * (photo + smooth + cycle))
