@@ -89,6 +89,13 @@ def test_relax_matches_reference_formulation():
     torch.testing.assert_close(relax(m), reference_relax(m))
 
 
+@pytest.mark.parametrize("size, pixels", [(3, 2), (2, 2), (11, 1)])
+def test_relax_of_narrow_maps_and_other_reaches(size, pixels):
+    """A shift of 2 still fits a 3-row map; relax passes its reach on."""
+    m = torch.rand(2, size, size)
+    torch.testing.assert_close(relax(m, pixels), reference_relax(m, pixels))
+
+
 def test_valid_mask_is_high_where_cycle_is_consistent():
     """Identity correspondences are cycle-consistent: V = tanh(5 * 1)."""
     eye = torch.eye(8).expand(1, 4, 8, 8)
@@ -112,6 +119,7 @@ def test_ablation_variants_run(variant, params):
     if variant.get("use_attention") is False:
         assert maps is None and count_parameters(model) < 1_427_851
     if variant.get("use_valid_mask") is False:
+        assert maps.valid_left.shape == maps.valid_right.shape == (1, 1, 6, 12)
         assert torch.all(maps.valid_left == 1)
 
 
@@ -207,3 +215,27 @@ def test_ipassr_loss_sums_in_the_reference_order(monkeypatch):
     assert torch.equal(total(), sr + 0.1 * cons + 0.1 * (photo + smooth + cycle))
     assert torch.equal(total(None, views="left"), sr + 0.1 * (photo + smooth + cycle))
     assert torch.equal(total(sr=False), 0.1 * cons + 0.1 * (photo + smooth + cycle))
+
+
+def test_bipam_module_defaults_are_the_papers_and_groups_reach_the_transition():
+    from ipassr.models.bipam import BiPAM
+
+    bipam = BiPAM()
+    assert bipam.use_whitening and bipam.use_valid_mask
+    query = bipam.query
+    assert (query.in_channels, query.out_channels, query.groups) == (256, 64, 4)
+    assert BiPAM(16, 32, groups=2).transition.conv1.groups == 2
+
+
+def test_attention_maps_under_autocast_are_computed_in_float32():
+    """bf16 would round the large unscaled scores by whole units: autocast is off inside."""
+    from ipassr.models.bipam import parallax_attention
+
+    generator = torch.Generator().manual_seed(7)
+    query, key = (20 * torch.randn(1, 8, 3, 10, generator=generator).bfloat16() for _ in range(2))
+    exact = parallax_attention(query.float(), key.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = parallax_attention(query, key)
+    for ours, reference in zip(maps, exact):
+        assert ours.dtype == torch.float32
+        torch.testing.assert_close(ours, reference)

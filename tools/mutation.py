@@ -57,9 +57,11 @@ GROUPS = {
             "consistency_loss", "hint_loss", "ipassr_loss", "_consistency_inputs")),
     "bipam": Group(
         ("ipassr/models/bipam.py",),
-        ("tests/test_conformance.py", "tests/test_model.py", "tests/test_chunked.py", "-k",
+        ("tests/test_conformance.py", "tests/test_model.py", "tests/test_chunked.py",
+         "tests/test_export.py", "-k",
          "attention_maps or training_outputs or relax or valid_mask or return_attention or "
-         "siamese or batchnorm or running_statistics or ablation or bipam_module")),
+         "siamese or batchnorm or running_statistics or ablation or bipam_module or "
+         "export_forward")),
     "fast-plan": Group(
         ("ipassr/inference/fast/plan.py", "ipassr/inference/fast/forward.py"),
         ("tests/test_tiling.py", "tests/test_paths.py", "-k",
