@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,16 @@ import pytest
 ASSETS = Path(__file__).resolve().parent / "assets"  # provenance: tests/assets/README.md
 CONFORMANCE = ASSETS / "conformance"
 DATA = ASSETS / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (one worker per core) each worker and the processes it starts use one
+    thread: two workers of two threads each on two cores spend their time waiting on each other."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +59,4 @@ def spatial_photo():
     from ipassr.data.media import read_stereo
 
     return read_stereo(ASSETS / "media" / "spatial_photo.heic")
+

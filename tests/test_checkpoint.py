@@ -33,9 +33,9 @@ def test_safetensors_round_trip_keeps_weights_and_metadata(tmp_path, conformance
         metadata = handle.metadata()
     assert metadata["scale"] == "2" and metadata["architecture"] == "ipassr-v1"
     assert metadata["provenance"] == "test"
-    again = load_network(path)
+    again = load_network(path).state_dict()
     for name, value in model.state_dict().items():
-        torch.testing.assert_close(again.state_dict()[name], value)
+        torch.testing.assert_close(again[name], value)
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -160,9 +160,10 @@ def test_graft_tool_takes_the_named_parts_and_keeps_the_rest(tmp_path, monkeypat
 
     assert graft("--parts", "feature_conv,attention") == 0
     out, _ = read_state_dict(tmp_path / "out.safetensors")
+    donor_state, base_state = donor.state_dict(), base.state_dict()
     for name, value in out.items():
-        source = donor if name.split(".")[0] in ("feature_conv", "attention") else base
-        assert torch.equal(value, source.state_dict()[name]), name
+        source = donor_state if name.split(".")[0] in ("feature_conv", "attention") else base_state
+        assert torch.equal(value, source[name]), name
     assert graft("--parts", "upsampler") == 2  # x4 expansion into x2
     assert "do not fit" in capsys.readouterr().err
 

@@ -1,21 +1,26 @@
 """A network from another package, registered only through the ``ipassr.networks`` entry point
 with a name and a build function, runs through the CLI like the built-in ones (docs/networks.md).
 
-The plugin is a real package with its own pyproject.toml, installed offline into a folder that
-the subprocesses put on PYTHONPATH, so the entry point is found as an installed one would be.
+The plugin is a real package with its own pyproject.toml, installed offline into a folder; a
+fresh process with that folder on PYTHONPATH finds its entry point as an installed one's, and the
+commands then run in this process with the folder on sys.path (the same lookup, without paying
+for a Python and torch start-up per command).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 
+from ipassr.cli import main
 from ipassr.data.io import write_image
 from ipassr.errors import CheckpointError
 from ipassr.models.checkpoint import load_network
@@ -79,8 +84,8 @@ class TinySR(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory) -> dict[str, str]:
-    """The plugin installed offline into a folder; the environment that finds it."""
+def plugin(tmp_path_factory) -> Path:
+    """The plugin installed offline (pip, from its own pyproject.toml) into a folder of its own."""
     source = tmp_path_factory.mktemp("tinysr-source")
     (source / "pyproject.toml").write_text(PYPROJECT)
     (source / "tinysr").mkdir()
@@ -90,12 +95,25 @@ def plugin(tmp_path_factory) -> dict[str, str]:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
                    check=True, capture_output=True, cwd=source)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(target)])}
+    return target
 
 
-def _ipassr(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ipassr", *args], env=env, capture_output=True,
-                          text=True)
+@contextlib.contextmanager
+def installed(site: Path) -> Iterator[None]:
+    """The plugin's folder on this process's sys.path (where PYTHONPATH would put it) and the
+    registry looking the entry points up afresh; afterwards all as it was, the plugin unimported."""
+    from ipassr.models import registry
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(registry, "_REGISTRY", dict(registry.registered_networks()))
+        patch.setattr(registry, "_BROKEN", {})
+        patch.setattr(registry, "_LOADED", False)
+        patch.syspath_prepend(str(site))
+        try:
+            yield
+        finally:
+            for name in [n for n in sys.modules if n.partition(".")[0] == "tinysr"]:
+                del sys.modules[name]
 
 
 def _dataset(root: Path, rng: np.random.Generator) -> Path:
@@ -109,45 +127,43 @@ def _dataset(root: Path, rng: np.random.Generator) -> Path:
     return root
 
 
-def test_a_network_registered_by_entry_point_trains_infers_and_evaluates(plugin, tmp_path):
+def test_a_network_registered_by_entry_point_trains_infers_and_evaluates(plugin, tmp_path,
+                                                                          capsys):
+    """A fresh ``ipassr`` process finds it by its installed entry point alone (the CLI offers
+    it by name); train, infer, evaluate and export then run it through the CLI in this process,
+    with the plugin's folder on sys.path; without that folder the same weights are refused."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin)])}
+    fresh = subprocess.run([sys.executable, "-m", "ipassr", "infer", "--help"], env=env,
+                           capture_output=True, text=True)
+    assert fresh.returncode == 0 and "tinysr" in fresh.stdout, fresh.stderr
     rng = np.random.default_rng(0)
     patches = write_patch_file(tmp_path / "cones.safetensors", cones_patches(SCALE), SCALE, count=4)
     run = tmp_path / "run"
-    done = _ipassr(plugin, "train", "--arch", "tinysr", "--patches", str(patches), "--out",
-                   str(run), "--preset", "smoke", "--batch-size", "2", "--lr-crop", "10x20",
-                   "--max-steps", "2", "--no-progress", "--no-tensorboard")
-    assert done.returncode == 0, done.stderr
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [set(r["loss"]) for r in log if r["event"] == "step"] == [{"total", "sr"}] * 2  # L1
-    weights = run / "weights" / "last.safetensors"  # names its network: no --arch below
-
+    weights = run / "weights" / "last.safetensors"  # names its network: no --arch after train
     left, right = tmp_path / "l.png", tmp_path / "r.png"
     for path in (left, right):
         write_image(path, rng.integers(0, 256, (10, 14, 3), dtype=np.uint8))
     outputs = tmp_path / "sr_l.png", tmp_path / "sr_r.png"
-    done = _ipassr(plugin, "infer", "--weights", str(weights), "--left", str(left), "--right",
-                   str(right), "--output-left", str(outputs[0]), "--output-right",
-                   str(outputs[1]))
-    assert done.returncode == 0, done.stderr
+    report, exported = tmp_path / "scores.json", tmp_path / "tinysr.pt"
+    with installed(plugin):
+        for command in (
+                ["train", "--arch", "tinysr", "--patches", str(patches), "--out", str(run),
+                 "--preset", "smoke", "--batch-size", "2", "--lr-crop", "10x20", "--max-steps",
+                 "2", "--no-progress", "--no-tensorboard"],
+                ["infer", "--weights", str(weights), "--left", str(left), "--right", str(right),
+                 "--output-left", str(outputs[0]), "--output-right", str(outputs[1])],
+                ["evaluate", "--dataset-root", str(_dataset(tmp_path / "data", rng)), "--scale",
+                 str(SCALE), "--weights", f"tiny={weights}", "--bicubic", "--json", str(report)],
+                ["export", "--weights", str(weights), "--format", "torchscript", "--output",
+                 str(exported)]):
+            assert main(command) == 0, f"{command[0]}: {capsys.readouterr().err}"
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [set(r["loss"]) for r in log if r["event"] == "step"] == [{"total", "sr"}] * 2  # L1
     assert all(path.is_file() for path in outputs)
-
-    report = tmp_path / "scores.json"
-    done = _ipassr(plugin, "evaluate", "--dataset-root", str(_dataset(tmp_path / "data", rng)),
-                   "--scale", str(SCALE), "--weights", f"tiny={weights}", "--bicubic",
-                   "--json", str(report))
-    assert done.returncode == 0, done.stderr
     methods = json.loads(report.read_text())["methods"]
     assert set(methods) == {"Bicubic", "tiny"}
     assert methods["tiny"]["Tiny"]["stereo_psnr"] != methods["Bicubic"]["Tiny"]["stereo_psnr"]
-
-    exported = tmp_path / "tinysr.pt"
-    done = _ipassr(plugin, "export", "--weights", str(weights), "--format", "torchscript",
-                   "--output", str(exported))
-    assert done.returncode == 0, done.stderr
     assert exported.is_file()
-
-    # the CLI offers it by name; here, without the plugin installed, the same file is refused
-    assert "tinysr" in _ipassr(plugin, "infer", "--help").stdout
     with pytest.raises(CheckpointError, match="'tinysr', which is not registered"):
         load_network(weights)
 

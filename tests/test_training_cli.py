@@ -44,7 +44,22 @@ def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
-def test_smoke_preset_loss_decreases_and_weights_infer(tmp_path, patch_file, test_root, capsys):
+@pytest.fixture
+def motorcycle_rows(monkeypatch):
+    """Validation's biPAM correspondence on 64 of Motorcycle's 500 rows (every column, so every
+    match stays in the pair): on the whole pair it took two thirds of a smoke run's test. Its
+    scores are checked where they matter (test_shipped_weights.py). The smoke preset's own
+    validation crop (train/smoke.py, bound at its import, done first) stays the real one."""
+    import ipassr.data.datasets
+    import ipassr.train.smoke  # noqa: F401
+
+    whole = ipassr.data.datasets.stereo_motorcycle
+    monkeypatch.setattr(ipassr.data.datasets, "stereo_motorcycle",
+                        lambda *args: tuple(a[160:224] for a in whole(*args)))
+
+
+def test_smoke_preset_loss_decreases_and_weights_infer(tmp_path, patch_file, test_root, capsys,
+                                                       motorcycle_rows):
     run = tmp_path / "run"
     code = main(["train", "--preset", "smoke", "--patches", str(patch_file), "--out", str(run),
                  "--max-steps", "4", "--validate", str(test_root), "--validate-every-steps", "4",
@@ -231,7 +246,9 @@ def test_loader_workers_read_the_memory_mapped_file_and_change_nothing(tmp_path,
 
 
 def test_sigterm_to_the_whole_process_group_checkpoints_cleanly(tmp_path, patch_file):
-    """As a scheduler stops a job: every process, DataLoader workers included, gets SIGTERM."""
+    """As a scheduler stops a job: every process, DataLoader workers included, gets SIGTERM.
+    Batches of 2 LR 10x20 crops, not the smoke preset's 4 of 24x48: the run finishes the step
+    under way when the signal comes, and the first step waited for, so both are short."""
     import os
     import signal
     import subprocess
@@ -241,7 +258,7 @@ def test_sigterm_to_the_whole_process_group_checkpoints_cleanly(tmp_path, patch_
     run = tmp_path / "run"
     command = [sys.executable, "-m", "ipassr", "train", "--preset", "smoke", "--patches",
                str(patch_file), "--out", str(run), "--workers", "1", "--epochs", "1000",
-               "--no-progress"]
+               "--batch-size", "2", "--lr-crop", "10x20", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env,
                                start_new_session=True)
@@ -257,7 +274,8 @@ def test_sigterm_to_the_whole_process_group_checkpoints_cleanly(tmp_path, patch_
     assert (run / "checkpoints" / "last.pt").is_file()
 
 
-def test_plain_resume_of_a_smoke_run_without_patches(tmp_path, capsys, monkeypatch):
+def test_plain_resume_of_a_smoke_run_without_patches(tmp_path, capsys, monkeypatch,
+                                                     motorcycle_rows):
     """The smoke preset's built-in data is found again by a plain --resume."""
     import ipassr.train.data
 

@@ -118,7 +118,9 @@ def run_group(name: str, group: Group, jobs: int) -> tuple[float, float]:
     """Run mutmut on one group; (wall seconds, CPU seconds of its processes)."""
     folder = prepare(name, group)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the mutated copy only
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # no pytest-xdist workers (pyproject's addopts): mutmut records in its own process which
+    # tests reach which function
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTEST_ADDOPTS="-n 0")
     started, cpu = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs),
                     *group.functions], cwd=folder, env=env, check=True)
