@@ -41,6 +41,16 @@ def cones_pair(data_dir: Path) -> tuple[Path, Path]:
     return folder / "im2.png", folder / "im6.png"
 
 
+def write_cones_crop(folder: Path, cones_pair: tuple[Path, Path], rows: slice, columns: slice
+                     ) -> tuple[Path, Path]:
+    """The same crop of both views of the Cones pair as folder/left.png, folder/right.png."""
+    from ipassr.data.io import read_image, write_image
+
+    for source, name in zip(cones_pair, ("left.png", "right.png")):
+        write_image(folder / name, read_image(source)[rows, columns])
+    return folder / "left.png", folder / "right.png"
+
+
 @pytest.fixture
 def forward_out_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every fast forward fails as PyTorch's CPU allocator does when memory runs out."""

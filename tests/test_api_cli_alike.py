@@ -13,14 +13,14 @@ from ipassr.cli import build_parser, main
 from ipassr.data.io import read_image, write_image
 from ipassr.errors import CheckpointError, IpassrError
 
+from conftest import write_cones_crop
+
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, cones_pair):
     """A 16x24 crop of the real Cones pair."""
-    folder = tmp_path_factory.mktemp("pair")
-    for source, name in zip(cones_pair, ("left.png", "right.png")):
-        write_image(folder / name, read_image(source)[120:136, 180:204])
-    return folder / "left.png", folder / "right.png"
+    return write_cones_crop(tmp_path_factory.mktemp("pair"), cones_pair, slice(120, 136),
+                            slice(180, 204))
 
 
 def test_load_model_answers_in_api_words_and_the_cli_in_its_own(pair, tmp_path, capsys):

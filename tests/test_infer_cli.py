@@ -16,14 +16,14 @@ from ipassr.cli import main
 from ipassr.errors import CheckpointError, IpassrError
 from ipassr.data.io import read_image, write_image
 
+from conftest import write_cones_crop
+
 
 @pytest.fixture(scope="module")
 def small_pair(tmp_path_factory, cones_pair):
     """A 40x64 crop of the real Cones pair (keeps the CPU test quick)."""
-    folder = tmp_path_factory.mktemp("pair")
-    for source, name in zip(cones_pair, ("left.png", "right.png")):
-        write_image(folder / name, read_image(source)[100:140, 150:214])
-    return folder / "left.png", folder / "right.png"
+    return write_cones_crop(tmp_path_factory.mktemp("pair"), cones_pair, slice(100, 140),
+                            slice(150, 214))
 
 
 @pytest.fixture(scope="module")
