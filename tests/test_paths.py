@@ -145,3 +145,30 @@ def test_stereo_sr_picks_the_path_and_runs_the_fast_one_it_is_given(variant, pai
         with pytest.raises(IpassrError, match="no parallax attention"):
             model.forward_with_details(*pair)
     assert calls == [False, True] if model.has_attention else calls == [False]
+
+
+def test_a_batch_of_tall_pairs_in_bands_gives_each_pairs_output_and_details(pair):
+    """Two pairs taller than wide (16 columns, 22 rows) in one batch, whole and in bands of 7:
+    each pair's SR views, per-pixel details and kept maps (rows on both sides of each band
+    boundary) are what that pair gives alone and whole. (Halos clipped at the width instead of
+    the height, or a batch read from the channels, would differ.)"""
+    network = _with_shipped_weights(*VARIANTS["x2"])
+    pairs = [tuple(view[:, :, :22, cols] for view in pair) for cols in (slice(0, 16), slice(20, 36))]
+    batched = tuple(torch.cat(views) for views in zip(*pairs))
+    keep = [0, 6, 7, 13, 14, 21]
+    whole = InferencePlan(False, 22, 3, 0)
+    alone = [stereo_forward(network, *p, return_details=True, keep_rows=keep, plan=whole)
+             for p in pairs]
+    for plan in (whole, InferencePlan(True, BAND, 2, 0)):
+        *sr, details = stereo_forward(network, *batched, return_details=True, keep_rows=keep,
+                                      plan=plan)
+        assert sorted(details.rows) == keep
+        for index, (*sr_alone, details_alone) in enumerate(alone):
+            assert _gap([view[index:index + 1] for view in sr], sr_alone) <= TOLERANCE
+            for name in details._fields[:-1]:
+                torch.testing.assert_close(getattr(details, name)[index:index + 1],
+                                           getattr(details_alone, name), rtol=0, atol=1e-4)
+            for row in keep:
+                for maps, maps_alone in zip(details.rows[row], details_alone.rows[row]):
+                    torch.testing.assert_close(maps[index:index + 1], maps_alone, rtol=0,
+                                               atol=1e-5)

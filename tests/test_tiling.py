@@ -11,9 +11,9 @@ import torch
 from ipassr.errors import IpassrError
 from ipassr.models.ipassr import IPASSR, ResidualDenseBlock
 from ipassr.models.bipam import BiPAM
-from ipassr.sizes import parse_memory_size
+from ipassr.sizes import FLOAT_BYTES, format_bytes, parse_memory_size
 from ipassr.inference.fast import InferencePlan, plan_inference, stage_halos, stereo_forward
-from ipassr.inference.fast.plan import receptive_radius
+from ipassr.inference.fast.plan import BAND_CHANNELS, MIN_BAND_ROWS, receptive_radius
 from ipassr.inference.fast.stages import dense_block, embed, normalize
 
 
@@ -163,17 +163,126 @@ def test_default_budget_and_chunks_follow_the_device(monkeypatch, conformance_di
     assert plan_inference(network, 1, 1080, 1920).tiled
     kitti = plan_inference(network, 1, 187, 621)  # untiled: the chunk cap decides
     assert kitti.attention_rows == DEFAULT_ATTENTION_MEMORY // attention_row_bytes(1, 621) < 187
-    monkeypatch.setattr(torch.cuda, "mem_get_info",
-                        lambda device=None: (70 * 2 ** 30, 80 * 2 ** 30))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 6 * 2 ** 30)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * 2 ** 30)
     gpu = torch.device("cuda")
+
+    def on_the_gpu(value):  # each query must name the device being planned for
+        def query(device=None):
+            assert device == gpu, f"asked about {device}, not {gpu}"
+            return value
+        return query
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", on_the_gpu((70 * 2 ** 30, 80 * 2 ** 30)))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", on_the_gpu(6 * 2 ** 30))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", on_the_gpu(2 * 2 ** 30))
     assert default_max_memory(gpu) == 37 * 2 ** 30  # (70 free + 4 cached unused) / 2
     plan = plan_inference(network, 1, 1080, 1920, device=gpu)
     assert not plan.tiled and plan.estimated_bytes <= 37 * 2 ** 30
     assert plan.attention_rows == CUDA_ATTENTION_MEMORY // attention_row_bytes(1, 1920) > 1
     assert plan_inference(network, 1, 187, 621, device=gpu).attention_rows == 187
     assert plan_inference(network, 1, 1080, 1920, max_memory=4 * 2 ** 30, device=gpu).tiled
+
+
+def _plan_or_none(network, batch: int, height: int, width: int, budget: int):
+    try:
+        return plan_inference(network, batch, height, width, max_memory=budget)
+    except IpassrError:
+        return None
+
+
+def _smallest_budget(accepts, high: int = 2 ** 42) -> int:
+    """The smallest budget in bytes that ``accepts`` (which every larger budget passes too)."""
+    low = 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if accepts(middle) else (middle, high)
+    return high
+
+
+def _band_row_bytes(batch: int, width: int) -> int:
+    """What one more LR row of band costs a tiled plan (both views of each pair)."""
+    return BAND_CHANNELS * 2 * batch * width * FLOAT_BYTES
+
+
+@pytest.mark.parametrize("scale,batch", [(2, 1), (4, 2)])
+def test_plans_fill_their_budget_without_passing_it(scale, batch):
+    """Every plan's estimate is whole bytes within its budget, and a tiled plan's bands are as
+    tall as the budget allows: what it leaves unused is less than one more band row."""
+    network = IPASSR(scale)
+    for height, width in ((1080, 1920), (2000, 450), (375, 450), (40, 60)):
+        for budget in (48 * 2 ** 20, 256 * 2 ** 20, 2 ** 30, 4 * 2 ** 30):
+            plan = _plan_or_none(network, batch, height, width, budget)
+            if plan is None:
+                continue
+            assert type(plan.estimated_bytes) is int and plan.estimated_bytes <= budget
+            if plan.tiled and plan.band_rows < height:
+                assert budget - plan.estimated_bytes < _band_row_bytes(batch, width), (height, width, budget)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_untiled_threshold_is_the_untiled_estimate(batch):
+    """The smallest budget that runs untiled is exactly the untiled estimate with one attention
+    row; it grows by one attention row with biPAM, by the real SR outputs with the scale, and
+    the plain forward fits exactly from its own estimate."""
+    from ipassr.inference.fast.attention import attention_row_bytes
+    from ipassr.inference.fast.plan import PLAIN_MAPS, UNTILED_CHANNELS, plain_forward_bytes
+
+    height, width = 12, 16
+
+    found = {}
+
+    def threshold(network):
+        if network not in found:
+            found[network] = _smallest_budget(lambda b: getattr(
+                _plan_or_none(network, batch, height, width, b), "tiled", True) is False)
+        return found[network]
+
+    x2, x4, without = (IPASSR(2).eval(), IPASSR(4).eval(),
+                       IPASSR(2, use_attention=False).eval())
+    views = torch.rand(batch, 3, height, width), torch.rand(batch, 3, height, width)
+    outputs = {network: sum(view.nbytes for view in stereo_forward(network, *views))
+               for network in (x2, x4)}  # the SR views of a real pass
+    row = attention_row_bytes(batch, width)
+    for network in (x2, x4, without):
+        plan = plan_inference(network, batch, height, width, max_memory=threshold(network))
+        assert plan.estimated_bytes == threshold(network) and plan.attention_rows == 1
+    assert threshold(x2) - threshold(without) == row
+    assert threshold(x4) - threshold(x2) == outputs[x4] - outputs[x2]
+    assert (threshold(x2) - row - outputs[x2]
+            == UNTILED_CHANNELS * 2 * batch * height * width * FLOAT_BYTES)
+    plain = plain_forward_bytes(x2, batch, height, width)
+    assert plain - (threshold(x2) - row) == PLAIN_MAPS * batch * height * width * width * FLOAT_BYTES
+    assert plain_forward_bytes(without, batch, height, width) == threshold(without)
+    assert plan_inference(x2, batch, height, width, max_memory=plain).plain_fits
+    assert not plan_inference(x2, batch, height, width, max_memory=plain - 1).plain_fits
+
+
+def test_the_smallest_tiled_plan_and_what_the_refusal_says():
+    """The smallest budget that plans a large pair is one band of MIN_BAND_ROWS and fills it;
+    a byte less is refused, quoting that figure; the rows the refusal says would fit do fit (and
+    one more does not); the hint speaks of rows from the first budget that holds one band."""
+    network, batch, height, width = IPASSR(2), 2, 600, 1920
+    least = _smallest_budget(lambda b: _plan_or_none(network, batch, height, width, b) is not None)
+    plan = plan_inference(network, batch, height, width, max_memory=least)
+    assert plan.tiled and plan.band_rows == MIN_BAND_ROWS and plan.estimated_bytes == least
+    with pytest.raises(IpassrError) as refused:
+        plan_inference(network, batch, height, width, max_memory=least - 1)
+    said = str(refused.value)
+    assert (f"a {width}x{height} pair (batch {batch}) needs at least {format_bytes(least)}" in said
+            and said.endswith("raise --max-memory or use smaller images"))
+
+    def rows_said(budget: int) -> int | None:
+        with pytest.raises(IpassrError) as refused:
+            plan_inference(network, batch, height, width, max_memory=budget)
+        found = re.search(r"up to about (\d+) rows high", str(refused.value))
+        return int(found.group(1)) if found else None
+
+    budget = least // 2
+    fits = rows_said(budget)
+    assert fits > 100  # tall enough that tiling, not an untiled pass, decides what fits
+    assert _plan_or_none(network, batch, fits, width, budget) is not None
+    assert _plan_or_none(network, batch, fits + 1, width, budget) is None
+    first = _smallest_budget(lambda b: rows_said(b) is not None, high=least - 1)
+    assert rows_said(first) == MIN_BAND_ROWS and rows_said(first - 1) is None
 
 
 @pytest.mark.parametrize("scale", [1, 2, 3, 4])
