@@ -22,6 +22,23 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+# The longest test files, longest first (docs/testing.md, "Time"): pytest-xdist's loadfile hands
+# files out in collection order (``--no-loadscope-reorder`` in pyproject.toml), so starting these
+# first keeps one worker from being left with a long file at the end.
+LONGEST_FILES_FIRST = (
+    "test_serve_browser.py", "test_zoo.py", "test_training_cli.py", "test_infer_cli.py",
+    "test_demo.py", "test_training.py", "test_paths.py", "test_shipped_weights.py",
+    "test_training_distributed.py", "test_zoo_training.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the files of ``LONGEST_FILES_FIRST`` first, in that order; each file's tests keep
+    their order."""
+    rank = {name: position for position, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def conformance_dir() -> Path:
     assert CONFORMANCE.is_dir(), f"conformance fixtures not found at {CONFORMANCE}"
