@@ -287,6 +287,21 @@ def test_an_export_that_bakes_the_pooling_branch_is_refused(tmp_path, monkeypatc
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_exports_are_checked_past_size_windows_unless_the_spec_says_there_are_none():
+    """NAFSSR (pooling window (45, 135)) and a plugin that says nothing are also checked at a
+    size past the window; PASSRnet, whose windows are all fixed, at the new small size only."""
+    from ipassr.inference.export import CHECK_SIZE, LARGE_CHECK_SIZE, OwnForward, check_sizes
+    from ipassr.models.registry import NetworkSpec
+    from ipassr.models.specs import NAFSSR_SPEC, PASSRNET_SPEC
+
+    own = OwnForward(torch.nn.Identity())
+    plugin = NetworkSpec(name="mine", build=torch.nn.Identity)
+    assert LARGE_CHECK_SIZE[1:] > (45, 135) and LARGE_CHECK_SIZE[2] > 135
+    for spec, sizes in ((NAFSSR_SPEC, [CHECK_SIZE, LARGE_CHECK_SIZE]),
+                        (plugin, [CHECK_SIZE, LARGE_CHECK_SIZE]), (PASSRNET_SPEC, [CHECK_SIZE])):
+        assert check_sizes(own, spec.size_windows) == sizes, spec.name
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_passrnet_exports_with_its_mask_morphology_in_the_graph(conformance_dir, tmp_path, fmt):
     """On the fixture's real crop the valid mask has structure that the morphology changes (both

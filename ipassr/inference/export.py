@@ -99,16 +99,18 @@ def run_torchscript(data: bytes | PathLike, left: torch.Tensor, right: torch.Ten
         return list(module(left, right))
 
 
-def check_sizes(module: nn.Module) -> list[tuple[int, int, int]]:
+def check_sizes(module: nn.Module, size_windows: bool = True) -> list[tuple[int, int, int]]:
     """Where an export is checked: a new batch/height/width, and for a network's own forward
-    also a larger size, past a pooling window that depends on the size (NAFSSR's)."""
-    return [CHECK_SIZE] + ([LARGE_CHECK_SIZE] if isinstance(module, OwnForward) else [])
+    that may have windows sized from the input (NAFSSR's pooling; ``NetworkSpec.size_windows``)
+    also a larger size, past such a window."""
+    past_windows = isinstance(module, OwnForward) and size_windows
+    return [CHECK_SIZE] + ([LARGE_CHECK_SIZE] if past_windows else [])
 
 
-def check_export(data: bytes, fmt: str, module: nn.Module) -> float:
+def check_export(data: bytes, fmt: str, module: nn.Module, size_windows: bool = True) -> float:
     """Max abs difference of the exported model against PyTorch at the ``check_sizes``."""
     worst = 0.0
-    for size in check_sizes(module):
+    for size in check_sizes(module, size_windows):
         left, right = _example(size, seed=1)
         with torch.inference_mode():
             expected = module(left, right)
@@ -149,11 +151,12 @@ def export_model(network: nn.Module, path: PathLike,
                           f"{fmt}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     error = None
     if check:
-        error = check_export(data, fmt, module)
+        error = check_export(data, fmt, module, spec.size_windows)
         if not error <= TOLERANCE:
+            sizes = " and ".join(map(str, check_sizes(module, spec.size_windows)))
             raise IpassrError(
                 f"this model variant ({_describe(network)}) cannot be exported to {fmt} with a "
-                f"dynamic size: at batch/height/width {' and '.join(map(str, check_sizes(module)))}"
+                f"dynamic size: at batch/height/width {sizes}"
                 f" the exported model differs from PyTorch by up to {error:.3g} (the graph fixed "
                 "a size while tracing); nothing was written")
     with atomic_path(path) as temporary:

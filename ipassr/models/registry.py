@@ -56,6 +56,8 @@ class NetworkSpec:
     banded: bool = False            # runs ipassr.inference.fast: exact bands of rows, any size
     batch_independent: bool = True  # a pair's output never depends on its batch neighbours
     exportable: bool = True         # ONNX / TorchScript export
+    # a window sized from the input (NAFSSR's pooling): its exports are also checked past one
+    size_windows: bool = True
     # network -> the module to export (default: the network's own forward)
     export_forward: Callable[["nn.Module"], "nn.Module"] | None = None
     huge_pages: bool = False        # CPU tensors on transparent huge pages help it (ipassr.startup)

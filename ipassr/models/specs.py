@@ -65,6 +65,7 @@ PASSRNET_SPEC = register_network(NetworkSpec(
     from_state=lazy("ipassr.models.passrnet:from_state"),
     attention_rows=True, valid_masks=True,
     batch_independent=False,  # the official mask cleaning links the pairs of a batch
+    size_windows=False,  # convolutions, row attention and a morphology loop run to a fixed point
     memory=lambda network, batch, height, width: untiled_bytes(
         network, batch, height, width, 64),
     loss=lazy("ipassr.models.passrnet:training_objective"), recipe="passrnet.toml",
