@@ -75,9 +75,10 @@ def parallax_attention(query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Te
 
 
 class TransitionBlock(nn.Module):
-    """ResB(256): grouped 3x3 conv, LeakyReLU, grouped 3x3 conv, plus input."""
+    """ResB (256 channels, 4 groups in BiPAM): grouped 3x3 conv, LeakyReLU, grouped 3x3 conv,
+    plus input."""
 
-    def __init__(self, channels: int = 256, groups: int = 4) -> None:
+    def __init__(self, channels: int, groups: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, groups=groups)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, groups=groups)
