@@ -334,7 +334,7 @@ def test_the_graph_morphology_is_scipys_pixel_for_pixel():
     """One pair and batches (whose pairs the official 4-D labelling links) of blob masks."""
     from scipy import ndimage
 
-    from ipassr.models.morphology import clean_valid_masks_graph, scripted_cleaner
+    from ipassr.models.morphology import clean_valid_masks_graph
     from ipassr.models.passrnet import clean_valid_mask
 
     generator = np.random.default_rng(0)
@@ -348,6 +348,14 @@ def test_the_graph_morphology_is_scipys_pixel_for_pixel():
         assert torch.equal(clean_valid_masks_graph(valid), expected)
         changed += int((expected != valid.float()).sum())
     assert changed > 100  # the masks gave the morphology work to do
+
+
+def test_the_scripted_cleaner_is_the_graph_cleaner():
+    """TorchScript compiles the graph cleaning with its loops (tools/mutation.py leaves this
+    out: TorchScript cannot compile mutmut's wrapped functions)."""
+    from ipassr.models.morphology import scripted_cleaner
+    from ipassr.models.passrnet import clean_valid_mask
+
     batch = torch.rand(3, 1, 20, 30) > 0.4
     assert torch.equal(scripted_cleaner()(batch), clean_valid_mask(batch))
 
@@ -374,11 +382,13 @@ def _thresholds_masks() -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(objects, objects_cleaned), (holes, holes_cleaned)]
 
 
-@pytest.mark.parametrize("cleaner", ["scipy", "torchscript"])
+@pytest.mark.parametrize("cleaner", ["scipy", "graph", "torchscript"])
 def test_the_morphology_thresholds_are_20_and_10_pixels(cleaner):
-    from ipassr.models.morphology import scripted_cleaner
+    """SciPy's cleaning, the graph one in Python, and the same compiled by TorchScript."""
+    from ipassr.models.morphology import clean_valid_masks_graph, scripted_cleaner
     from ipassr.models.passrnet import clean_valid_mask
 
-    clean = clean_valid_mask if cleaner == "scipy" else scripted_cleaner()
+    clean = {"scipy": clean_valid_mask, "graph": clean_valid_masks_graph}.get(cleaner)
+    clean = clean or scripted_cleaner()
     for valid, expected in _thresholds_masks():
         assert torch.equal(clean(valid), expected.float())
