@@ -113,8 +113,28 @@ def test_a_plan_without_rows_is_refused():
 
 def test_training_mode_is_refused():
     network = IPASSR(2)
-    with pytest.raises(ValueError, match="eval"):
+    with pytest.raises(ValueError, match=r"^stereo_forward implements eval-mode inference: call "
+                                         r"network\.eval\(\)$"):
         stereo_forward(network, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+
+
+def test_the_smallest_pairs_and_mismatched_views():
+    """biPAM needs 2 pixels per view (its per-view statistics): 1x2 and 2x1 pairs run, a 1x1
+    pair is refused in words, and without biPAM even 1x1 runs; views of different sizes are
+    refused naming both shapes."""
+    with_bipam, without = _network(2), IPASSR(2, use_attention=False).eval()
+    for height, width in ((1, 2), (2, 1)):
+        sr_left, _ = stereo_forward(with_bipam, torch.rand(1, 3, height, width),
+                                    torch.rand(1, 3, height, width))
+        assert sr_left.shape == (1, 3, 2 * height, 2 * width)
+    one = torch.rand(1, 3, 1, 1)
+    with pytest.raises(IpassrError, match=r"^a 1x1 pair is too small: biPAM normalises each view "
+                                          r"by the mean and variance of its own pixels, which "
+                                          r"needs at least 2 pixels$"):
+        stereo_forward(with_bipam, one, one)
+    assert stereo_forward(without, one, one)[0].shape == (1, 3, 2, 2)
+    with pytest.raises(IpassrError, match=r"^left \(1, 3, 4, 5\) and right \(1, 3, 4, 6\) differ$"):
+        stereo_forward(with_bipam, torch.rand(1, 3, 4, 5), torch.rand(1, 3, 4, 6))
 
 
 def test_memory_sizes_parse_and_bad_ones_are_refused():
@@ -207,15 +227,20 @@ def _band_row_bytes(batch: int, width: int) -> int:
 def test_plans_fill_their_budget_without_passing_it(scale, batch):
     """Every plan's estimate is whole bytes within its budget, and a tiled plan's bands are as
     tall as the budget allows: what it leaves unused is less than one more band row."""
+    from ipassr.inference.fast.attention import DEFAULT_ATTENTION_MEMORY, attention_row_bytes
+
     network = IPASSR(scale)
-    for height, width in ((1080, 1920), (2000, 450), (375, 450), (40, 60)):
+    for height, width in ((1080, 1920), (2000, 450), (375, 450), (40, 60), (3000, 64)):
         for budget in (48 * 2 ** 20, 256 * 2 ** 20, 2 ** 30, 4 * 2 ** 30):
             plan = _plan_or_none(network, batch, height, width, budget)
             if plan is None:
                 continue
             assert type(plan.estimated_bytes) is int and plan.estimated_bytes <= budget
+            unused, row = budget - plan.estimated_bytes, attention_row_bytes(batch, width)
             if plan.tiled and plan.band_rows < height:
-                assert budget - plan.estimated_bytes < _band_row_bytes(batch, width), (height, width, budget)
+                assert unused < _band_row_bytes(batch, width), (height, width, budget)
+                if plan.attention_rows < min(plan.band_rows, DEFAULT_ATTENTION_MEMORY // row):
+                    assert unused < row, (height, width, budget)  # nor one more attention row
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -256,11 +281,12 @@ def test_the_untiled_threshold_is_the_untiled_estimate(batch):
     assert not plan_inference(x2, batch, height, width, max_memory=plain - 1).plain_fits
 
 
-def test_the_smallest_tiled_plan_and_what_the_refusal_says():
+@pytest.mark.parametrize("scale", [2, 4])
+def test_the_smallest_tiled_plan_and_what_the_refusal_says(scale):
     """The smallest budget that plans a large pair is one band of MIN_BAND_ROWS and fills it;
     a byte less is refused, quoting that figure; the rows the refusal says would fit do fit (and
     one more does not); the hint speaks of rows from the first budget that holds one band."""
-    network, batch, height, width = IPASSR(2), 2, 600, 1920
+    network, batch, height, width = IPASSR(scale), 2, 600, 1920
     least = _smallest_budget(lambda b: _plan_or_none(network, batch, height, width, b) is not None)
     plan = plan_inference(network, batch, height, width, max_memory=least)
     assert plan.tiled and plan.band_rows == MIN_BAND_ROWS and plan.estimated_bytes == least
