@@ -86,4 +86,3 @@ def spatial_photo():
     from ipassr.data.media import read_stereo
 
     return read_stereo(ASSETS / "media" / "spatial_photo.heic")
-

@@ -153,7 +153,8 @@ def test_a_batch_of_tall_pairs_in_bands_gives_each_pairs_output_and_details(pair
     boundary) are what that pair gives alone and whole. (Halos clipped at the width instead of
     the height, or a batch read from the channels, would differ.)"""
     network = _with_shipped_weights(*VARIANTS["x2"])
-    pairs = [tuple(view[:, :, :22, cols] for view in pair) for cols in (slice(0, 16), slice(20, 36))]
+    pairs = [tuple(view[:, :, :22, cols] for view in pair)
+             for cols in (slice(0, 16), slice(20, 36))]
     batched = tuple(torch.cat(views) for views in zip(*pairs))
     keep = [0, 6, 7, 13, 14, 21]
     whole = InferencePlan(False, 22, 3, 0)

@@ -275,7 +275,8 @@ def test_the_untiled_threshold_is_the_untiled_estimate(batch):
     assert (threshold(x2) - row - outputs[x2]
             == UNTILED_CHANNELS * 2 * batch * height * width * FLOAT_BYTES)
     plain = plain_forward_bytes(x2, batch, height, width)
-    assert plain - (threshold(x2) - row) == PLAIN_MAPS * batch * height * width * width * FLOAT_BYTES
+    maps = PLAIN_MAPS * batch * height * width * width * FLOAT_BYTES
+    assert plain - (threshold(x2) - row) == maps
     assert plain_forward_bytes(without, batch, height, width) == threshold(without)
     assert plan_inference(x2, batch, height, width, max_memory=plain).plain_fits
     assert not plan_inference(x2, batch, height, width, max_memory=plain - 1).plain_fits

@@ -388,7 +388,7 @@ def test_the_morphology_thresholds_are_20_and_10_pixels(cleaner):
     from ipassr.models.morphology import clean_valid_masks_graph, scripted_cleaner
     from ipassr.models.passrnet import clean_valid_mask
 
-    clean = {"scipy": clean_valid_mask, "graph": clean_valid_masks_graph}.get(cleaner)
-    clean = clean or scripted_cleaner()
+    clean = (scripted_cleaner() if cleaner == "torchscript" else
+             {"scipy": clean_valid_mask, "graph": clean_valid_masks_graph}[cleaner])
     for valid, expected in _thresholds_masks():
         assert torch.equal(clean(valid), expected.float())

@@ -107,10 +107,12 @@ def check_sizes(module: nn.Module, size_windows: bool = True) -> list[tuple[int,
     return [CHECK_SIZE] + ([LARGE_CHECK_SIZE] if past_windows else [])
 
 
-def check_export(data: bytes, fmt: str, module: nn.Module, size_windows: bool = True) -> float:
-    """Max abs difference of the exported model against PyTorch at the ``check_sizes``."""
+def check_export(data: bytes, fmt: str, module: nn.Module,
+                 sizes: list[tuple[int, int, int]] | None = None) -> float:
+    """Max abs difference of the exported model against PyTorch at ``sizes`` (default: the
+    ``check_sizes`` of a network that may have size windows)."""
     worst = 0.0
-    for size in check_sizes(module, size_windows):
+    for size in check_sizes(module) if sizes is None else sizes:
         left, right = _example(size, seed=1)
         with torch.inference_mode():
             expected = module(left, right)
@@ -151,12 +153,12 @@ def export_model(network: nn.Module, path: PathLike,
                           f"{fmt}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     error = None
     if check:
-        error = check_export(data, fmt, module, spec.size_windows)
+        sizes = check_sizes(module, spec.size_windows)
+        error = check_export(data, fmt, module, sizes)
         if not error <= TOLERANCE:
-            sizes = " and ".join(map(str, check_sizes(module, spec.size_windows)))
             raise IpassrError(
                 f"this model variant ({_describe(network)}) cannot be exported to {fmt} with a "
-                f"dynamic size: at batch/height/width {sizes}"
+                f"dynamic size: at batch/height/width {' and '.join(map(str, sizes))}"
                 f" the exported model differs from PyTorch by up to {error:.3g} (the graph fixed "
                 "a size while tracing); nothing was written")
     with atomic_path(path) as temporary:
