@@ -4,6 +4,7 @@ checkpoints as published, and everything ipassr runs them through."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -15,9 +16,8 @@ from ipassr.cli import main
 from ipassr.errors import CheckpointError, IpassrError
 from ipassr.data.io import read_image, write_image
 from ipassr.models.ipassr import count_parameters
-from ipassr.models.nafssr import NAFSSR
+from ipassr.models.nafssr import NAFSSR, SIZES, NAFSSRConfig, local_average
 from ipassr.models.passrnet import PASSRnet
-from ipassr.models.nafssr import local_average
 
 # Float32 against float64 of the same network, measured (AMD EPYC, 1 and 2 threads), plus the
 # official outputs against float64: NAFSSR-T 3.4e-6 + 3.4e-6, NAFSSR-S 7.5e-6 + 6.8e-6,
@@ -82,6 +82,29 @@ def test_local_pooling_window_and_its_global_fallback():
     assert torch.equal(out[..., :, 0], out[..., :, 2]) and torch.equal(out[..., :, 7], out[..., :, 5])
     tall = local_average(x, (3, 20))  # window wider than the image: one column of boxes
     assert tall.shape == x.shape and torch.equal(tall[..., 0], tall[..., 7])
+    # one row, one column: the window shrinks to the image along that side
+    row, column = x[..., :1, :], x[..., :, :1]
+    boxes = torch.nn.functional.avg_pool2d(row.double(), (1, 5), stride=1).float()
+    torch.testing.assert_close(local_average(row, (3, 5)),
+                               torch.nn.functional.pad(boxes, (2, 2, 0, 0), mode="replicate"),
+                               rtol=1e-6, atol=0)
+    boxes = torch.nn.functional.avg_pool2d(column.double(), (3, 1), stride=1).float()
+    torch.testing.assert_close(local_average(column, (3, 5)),
+                               torch.nn.functional.pad(boxes, (0, 0, 1, 1), mode="replicate"),
+                               rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("network", [NAFSSR, PASSRnet])
+def test_constructor_refuses_scales_that_are_not_positive_integers(network):
+    options = {"width": 8, "blocks": 1} if network is NAFSSR else {}
+    assert network(1, **options).scale == 1
+    for scale in (0, -2, 2.0, "2"):
+        with pytest.raises(ValueError, match=rf"^scale must be a positive integer, got {scale!r}$"):
+            network(scale, **options)
+
+
+def test_constructor_defaults_to_nafssr_t_at_x4():
+    assert NAFSSR().config == NAFSSRConfig(4, *SIZES["T"])
 
 
 def test_our_safetensors_record_the_architecture(tmp_path, conformance_dir):
@@ -104,6 +127,15 @@ def test_bad_checkpoints_and_options_are_named(tmp_path, conformance_dir):
         load_network(zoo / "passrnet_x4.pth", architecture="nafssr")
     with pytest.raises(CheckpointError, match=r"holds x4 PASSRnet weights but x2"):
         load_network(zoo / "passrnet_x4.pth", scale=2)
+    for network, upsampler in ((NAFSSR(4, 8, 1), "upsampler.weight"),
+                               (PASSRnet(4), "upscale.4.weight")):
+        state = network.state_dict()
+        state[upsampler] = torch.zeros(40, *state[upsampler].shape[1:])
+        torch.save(state, tmp_path / "odd.pth")
+        with pytest.raises(CheckpointError, match=r"odd\.pth: cannot read the .* network's shape "
+                                                  r"\(ValueError: upsampler of 40 channels fits "
+                                                  r"no scale\)"):
+            load_network(tmp_path / "odd.pth")
     torch.save({"params": {"encoder.weight": torch.zeros(2, 2)}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match=r"architecture ipassr does not know.*encoder\.weight"
                                               r".*iPASSR.*NAFSSR.*PASSRnet"):
@@ -350,6 +382,22 @@ def test_the_graph_morphology_is_scipys_pixel_for_pixel():
     assert changed > 100  # the masks gave the morphology work to do
 
 
+def test_the_graph_morphology_labels_in_float64():
+    """ONNX's MaxPool takes no integer tensors, and float64 labels stay exact past 2**24 pixels."""
+    from ipassr.models.morphology import component_labels
+
+    labels = component_labels(torch.tensor([[[True, False, True]]]))
+    assert labels.dtype == torch.float64 and labels.tolist() == [[[1.0, 0.0, 3.0]]]
+
+
+def test_without_scipy_the_morphology_names_what_to_install(monkeypatch):
+    from ipassr.models.passrnet import clean_valid_mask
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # `from scipy import ndimage` fails
+    with pytest.raises(IpassrError, match=r"^PASSRnet's valid mask needs SciPy: pip install scipy$"):
+        clean_valid_mask(torch.ones(1, 1, 4, 4, dtype=torch.bool))
+
+
 def test_the_scripted_cleaner_is_the_graph_cleaner():
     """TorchScript compiles the graph cleaning with its loops (tools/mutation.py leaves this
     out: TorchScript cannot compile mutmut's wrapped functions)."""
@@ -391,4 +439,5 @@ def test_the_morphology_thresholds_are_20_and_10_pixels(cleaner):
     clean = (scripted_cleaner() if cleaner == "torchscript" else
              {"scipy": clean_valid_mask, "graph": clean_valid_masks_graph}[cleaner])
     for valid, expected in _thresholds_masks():
-        assert torch.equal(clean(valid), expected.float())
+        cleaned = clean(valid)
+        assert cleaned.dtype == torch.float32 and torch.equal(cleaned, expected.float())

@@ -109,9 +109,7 @@ def clean_valid_mask(valid: torch.Tensor) -> torch.Tensor:
     def drop_small(mask: np.ndarray, minimum: int) -> np.ndarray:
         labels, _ = ndimage.label(mask, structure=structure)
         sizes = np.bincount(labels.ravel())
-        small = sizes < minimum
-        small[0] = False
-        return mask & ~small[labels]
+        return mask & ~(sizes < minimum)[labels]  # label 0 is outside the mask anyway
 
     invalid = drop_small(invalid, SMALL_OBJECT)  # remove_small_objects(invalid, 20, 2)
     invalid = ~drop_small(~invalid, SMALL_HOLE)  # remove_small_holes(invalid, 10, 2)
