@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import signal
@@ -113,6 +114,35 @@ def test_resume_restores_the_checkpoints_rng_state(tmp_path, cones_x2):
     assert not torch.equal(saved, seeded)
     Trainer(tiny_config(), tmp_path / "run", source=source, resume=True, progress=False)
     assert torch.equal(torch.get_rng_state(), saved)
+
+
+def test_resume_with_a_changed_schedule_follows_the_new_config():
+    """A config changed between runs rules the restored Adam and StepLR: the new betas, epsilon
+    and decay, the new schedule's lr in closed form at the restored epoch, and StepLR stepping on
+    from there; an unchanged schedule leaves the restored lr as it was."""
+    from ipassr.train.step import apply_schedule_config, make_optimizer
+
+    old = TrainConfig(lr=1e-3, lr_step_epochs=2, lr_gamma=0.5)
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], old)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, old.lr_step_epochs, old.lr_gamma)
+    for _ in range(5):  # epoch 5: lr 1e-3 * 0.5 ** 2
+        optimizer.step()
+        scheduler.step()
+    group = optimizer.param_groups[0]
+    group["lr"] = 1.25e-4  # as a per-step schedule may leave it
+    apply_schedule_config(optimizer, scheduler, dataclasses.replace(old, adam_eps=1e-7))
+    assert (group["lr"], group["eps"], scheduler.base_lrs) == (1.25e-4, 1e-7, [1e-3])
+
+    new = dataclasses.replace(old, lr=4e-4, lr_step_epochs=3, lr_gamma=0.1, adam_beta1=0.8,
+                              adam_beta2=0.99, adam_eps=1e-6, weight_decay=0.01)
+    apply_schedule_config(optimizer, scheduler, new)
+    assert (group["betas"], group["eps"], group["weight_decay"]) == ((0.8, 0.99), 1e-6, 0.01)
+    assert (scheduler.step_size, scheduler.gamma, scheduler.base_lrs) == (3, 0.1, [4e-4])
+    assert group["initial_lr"] == 4e-4 and group["lr"] == pytest.approx(4e-5)  # 5 // 3: once
+    assert scheduler.get_last_lr() == [group["lr"]]
+    optimizer.step()
+    scheduler.step()  # epoch 6: down again
+    assert group["lr"] == pytest.approx(4e-6)
 
 
 def test_checkpoint_is_weights_only_and_exports_load_for_inference(tmp_path, cones_x2):
