@@ -72,19 +72,15 @@ def test_shipped_weights_were_trained_with_the_recipe_the_docs_name(tmp_path, sc
         assert (Path(ran[key]).name if key == "patches" else ran[key]) == value, key
 
 
-@pytest.mark.parametrize("scale,within_1px,mask_contrast", [(2, 0.87, 0.3), (4, 0.89, 0.3)])
-def test_shipped_weights_find_motorcycles_matches(tmp_path, capsys, scale, within_1px,
-                                                  mask_contrast):
-    """biPAM of the shipped weights finds the matches (measured 88.5% / 90.5% of the visible
-    pixels within 1 LR pixel at x2 / x4; the first weights shipped found 12% / 72%) and its valid
-    masks tell occlusions apart (visible 0.94 / 0.96 against occluded 0.46 / 0.52). Both are held
-    to issue 13's 85% with points to spare: weights scaled by 1 + 1e-5 noise (far more than float
-    rounding between CPUs) left both scales' numbers unchanged (88.53% / 90.52%)."""
-    assert main(["evaluate", "--scale", str(scale), "--attention", "--weights", f"shipped=x{scale}",
+def test_evaluate_attention_scores_the_shipped_weights_on_motorcycle(tmp_path, capsys):
+    """``evaluate --attention`` on its built-in scene, into JSON and Markdown: the same scores as
+    the demo reports (``test_demo.py`` holds both scales to their measured numbers; x4 here,
+    the quicker pass)."""
+    assert main(["evaluate", "--scale", "4", "--attention", "--weights", "shipped=x4",
                  "--json", str(tmp_path / "a.json"), "--markdown", str(tmp_path / "a.md")]) == 0
-    assert f"biPAM correspondence on Motorcycle, x{scale}" in capsys.readouterr().out
+    assert "biPAM correspondence on Motorcycle, x4" in capsys.readouterr().out
     row = json.loads((tmp_path / "a.json").read_text())["attention"]["datasets"]["Motorcycle"]
     mean = row["shipped"]["mean"]
-    assert mean["within_1px"] >= within_1px
-    assert mean["valid_visible"] > mean["valid_occluded"] + mask_contrast
+    assert mean["within_1px"] >= 0.89
+    assert mean["valid_visible"] > mean["valid_occluded"] + 0.3
     assert "| shipped |" in (tmp_path / "a.md").read_text()

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import motorcycle_pair, own_pair, run_demo
+    from ..demo import correspondence_line, motorcycle_pair, own_pair, run_demo
 
     if (args.left is None) != (args.right is None):
         raise IpassrError("give both --left and --right, or neither for the built-in pair")
@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     for method, score in result.scores.items():
         print(f"  {method:8s} (Left+Right)/2 PSNR {score['stereo_psnr']:.2f} dB, "
               f"SSIM {score['stereo_ssim']:.4f}")
+    if result.correspondence is not None:
+        print(f"  {correspondence_line(result.correspondence)}")
     print(f"wrote to {args.output_dir}/:")
     for name, path in result.files.items():
         print(f"  {path.name:16s} {name.replace('_', ' ')}")
