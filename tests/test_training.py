@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import re
 import signal
 import sys
 import types
@@ -22,6 +23,8 @@ from ipassr.train.data import (ArrayPatches, Augmentation, EpochBatches, PatchDa
 from ipassr.train.interrupts import interrupts_blocked_while_workers_start
 from ipassr.train import trainer as training
 from ipassr.train.trainer import Trainer, TrainingDiverged, read_checkpoint
+from ipassr.train.run import CHECKPOINT_VERSION
+from ipassr.models.registry import network_options
 
 from training_helpers import CONFORMANCE, TINY, cones_patches, one_thread  # noqa: F401
 
@@ -114,6 +117,56 @@ def test_resume_restores_the_checkpoints_rng_state(tmp_path, cones_x2):
     assert not torch.equal(saved, seeded)
     Trainer(tiny_config(), tmp_path / "run", source=source, resume=True, progress=False)
     assert torch.equal(torch.get_rng_state(), saved)
+
+
+def test_resume_keeps_the_best_score_and_names_what_it_cannot_read(tmp_path, cones_x2):
+    """The best validation so far survives a resume (else a worse one would overwrite best.*);
+    the checkpoint says what it holds; a missing or damaged one is refused, naming the file."""
+    source = tiny_source(cones_x2, count=4)
+    empty = tmp_path / "empty"
+    with pytest.raises(IpassrError, match=rf"^{re.escape(str(empty))}: nothing to resume "
+                                          r"\(no checkpoints/last\.pt\)$"):
+        Trainer(tiny_config(), empty, source=source, resume=True, progress=False)
+    root = tmp_path / "run"
+    first = Trainer(tiny_config(), root, source=source, progress=False)
+    first.best = {"stereo_psnr": 30.5, "global_step": 1}
+    first.save_checkpoint()
+    last = root / "checkpoints" / "last.pt"
+    payload = read_checkpoint(last)
+    assert (payload["version"], payload["architecture"], payload["init_sha256"]) == (
+        CHECKPOINT_VERSION, "ipassr-v1", None)
+    assert payload["model_config"] == network_options(first.network)
+    assert Trainer(tiny_config(), root, source=source, resume=True, progress=False).best == first.best
+    damages = {"unknown config key 'lrr'": lambda p: p["config"].update(lrr=1),
+               "upsampler": lambda p: p["model"].update({"upsampler.to_rgb.weight": torch.zeros(1)}),
+               "optimizer state does not fit": lambda p: p.update(optimizer={})}
+    for message, damage in damages.items():
+        broken = read_checkpoint(last)
+        damage(broken)
+        torch.save(broken, last)
+        with pytest.raises(IpassrError, match=rf"^{re.escape(str(last))}: .*{message}"):
+            Trainer(tiny_config(), root, source=source, resume=True, progress=False)
+        torch.save(payload, last)
+
+
+def test_rng_state_keeps_each_gpus_generator(monkeypatch):
+    """Two GPUs, faked: both generators are saved and restored; a checkpoint from another
+    number of GPUs, or from the CPU, leaves them as seeded."""
+    from ipassr.train.run import rng_state, set_rng_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.tensor([1]), torch.tensor([2])])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = rng_state()
+    assert [s.item() for s in state["cuda"]] == [1, 2]
+    set_rng_state(state)
+    assert restored == [state["cuda"]]
+    set_rng_state({"torch": state["torch"]})
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    set_rng_state(state)
+    assert restored == [state["cuda"]]
 
 
 def test_resume_with_a_changed_schedule_follows_the_new_config():
