@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import errno
 import json
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from ipassr.models.checkpoint import load_network, reference_to_ours
-from ipassr.errors import IpassrError
+from ipassr.errors import CheckpointError, IpassrError
 from ipassr.inference.api import StereoSR
 from ipassr.train.config import TrainConfig
 from ipassr.train.data import (ArrayPatches, Augmentation, EpochBatches, PatchDataset, epoch_plan,
@@ -23,7 +24,7 @@ from ipassr.train.data import (ArrayPatches, Augmentation, EpochBatches, PatchDa
 from ipassr.train.interrupts import interrupts_blocked_while_workers_start
 from ipassr.train import trainer as training
 from ipassr.train.trainer import Trainer, TrainingDiverged, read_checkpoint
-from ipassr.train.run import CHECKPOINT_VERSION
+from ipassr.train.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from ipassr.models.registry import network_options
 
 from training_helpers import CONFORMANCE, TINY, cones_patches, one_thread  # noqa: F401
@@ -375,9 +376,15 @@ def test_fewer_patches_than_a_batch_is_refused(tmp_path, cones_x2):
 
 def test_resume_with_a_different_network_is_refused(tmp_path, cones_x2):
     Trainer(tiny_config(), tmp_path / "run", source=tiny_source(cones_x2), progress=False).fit(max_steps=1)
-    with pytest.raises(IpassrError, match=r"different network \(use_attention: True -> False\)"):
+    run = re.escape(str(tmp_path / "run"))
+    with pytest.raises(IpassrError, match=rf"^{run}: cannot resume: the run was trained with a "
+                                          r"different network \(use_attention: True -> False\)$"):
         Trainer(tiny_config(use_attention=False), tmp_path / "run", source=tiny_source(cones_x2),
                 resume=True, overrides={"use_attention"})
+    # only what was asked for on the command line overrides the saved config
+    kept = Trainer(tiny_config(use_attention=False), tmp_path / "run",
+                   source=tiny_source(cones_x2), resume=True, overrides=set())
+    assert kept.config.use_attention
     with pytest.raises(IpassrError, match=r"scale: 2 -> 4"):
         Trainer(tiny_config(scale=4), tmp_path / "run", source=tiny_source(cones_x2),
                 resume=True, overrides={"scale"})
@@ -385,15 +392,29 @@ def test_resume_with_a_different_network_is_refused(tmp_path, cones_x2):
         Trainer(tiny_config(), tmp_path / "run", source=tiny_source(cones_x2))
 
 
-def test_a_foreign_file_is_not_resumed(tmp_path):
+def test_a_foreign_file_is_not_resumed(tmp_path, monkeypatch):
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     last.parent.mkdir(parents=True)
     torch.save({"state_dict": {"w": torch.zeros(1)}}, last)
     with pytest.raises(IpassrError, match="not an ipassr training checkpoint"):
         Trainer(tiny_config(), tmp_path / "run", resume=True)
     last.write_bytes(b"garbage")
-    with pytest.raises(IpassrError, match="not a readable training checkpoint"):
+    with pytest.raises(IpassrError, match=r"not a readable training checkpoint \(UnpicklingError: "
+                                          r"Weights only load failed\. In PyTorch"):
         Trainer(tiny_config(), tmp_path / "run", resume=True)
+    # any object besides tensors and plain containers is refused, not unpickled
+    torch.save({"format": CHECKPOINT_FORMAT, "note": argparse.Namespace(run=1)}, last)
+    with pytest.raises(CheckpointError, match=r"not a readable training checkpoint \(Unpickling"):
+        read_checkpoint(last)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(tmp_path))}/none\.pt: no such "
+                                              r"checkpoint$"):
+        read_checkpoint(tmp_path / "none.pt")
+    def fails_without_a_message(*args, **kwargs):
+        raise RuntimeError()
+
+    monkeypatch.setattr(torch, "load", fails_without_a_message)
+    with pytest.raises(CheckpointError, match=r"checkpoint \(RuntimeError: \)$"):
+        read_checkpoint(last)
 
 
 def test_speed_options_train_close_to_the_fp32_step(tmp_path, cones_x2):

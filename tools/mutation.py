@@ -71,7 +71,7 @@ GROUPS = {
         ("ipassr/models/nafssr.py", "ipassr/models/passrnet.py", "ipassr/models/morphology.py"),
         # not what TorchScript compiles (it cannot compile mutmut's wrapped functions): the graph
         # morphology is checked in Python, against SciPy
-        ("tests/test_zoo.py", "-k", "(official or local_pooling or tlc or thresholds or "
+        ("tests/test_zoo.py", "-k", "(official or local_pooling or tlc or thresholds or constructor or "
          "morphology or bad_checkpoints or safetensors) and not torchscript and not scripted "
          "and not in_the_graph"),
         _in("ipassr.models.nafssr", "official_to_ours", "is_official", "config_from_state",
@@ -86,7 +86,9 @@ GROUPS = {
             "run_folder", "image_size", "batches_of_equal_size", "super_resolve_group")),
     "resume": Group(
         ("ipassr/train/trainer.py", "ipassr/train/run.py", "ipassr/train/step.py"),
-        ("tests/test_training.py", "-k", "resume or rng_state or foreign_file"),
+        ("tests/test_training.py", "tests/test_training_cli.py::"
+         "test_resume_says_when_the_init_weights_file_was_replaced", "-k",
+         "resume or rng_state or foreign_file"),
         _in("ipassr.train.trainer", "Trainer._load_resume_state", "Trainer._restore",
             "Trainer.checkpoint_payload")
         + _in("ipassr.train.run", "rng_state", "set_rng_state", "read_checkpoint")
@@ -99,6 +101,7 @@ def mutmut_config(group: Group) -> str:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     settings = {**project["tool"]["mutmut"], "only_mutate": list(group.modules),
                 "pytest_add_cli_args_test_selection": list(group.tests)}
+    settings["pytest_add_cli_args"] = settings["pytest_add_cli_args"] + ["-p", "mutation_order"]
     lines = ["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     pytest_options = project["tool"].get("pytest", {}).get("ini_options", {})
     lines += ["", "[tool.pytest.ini_options]"]
@@ -120,7 +123,8 @@ def prepare(name: str, group: Group) -> Path:
 def run_group(name: str, group: Group, jobs: int) -> tuple[float, float]:
     """Run mutmut on one group; (wall seconds, CPU seconds of its processes)."""
     folder = prepare(name, group)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the mutated copy only
+    # the mutated copy of the package, and tools/ for the plugin mutation_order.py only
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tools")}
     # no pytest-xdist workers (pyproject's addopts): mutmut records in its own process which
     # tests reach which function
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTEST_ADDOPTS="-n 0")
