@@ -388,6 +388,7 @@ def test_the_graph_morphology_labels_in_float64():
 
     labels = component_labels(torch.tensor([[[True, False, True]]]))
     assert labels.dtype == torch.float64 and labels.tolist() == [[[1.0, 0.0, 3.0]]]
+    assert component_labels(torch.ones(1, 1, 1, dtype=torch.bool)).tolist() == [[[1.0]]]  # 1 px
 
 
 def test_without_scipy_the_morphology_names_what_to_install(monkeypatch):
