@@ -101,7 +101,7 @@ def mutmut_config(group: Group) -> str:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     settings = {**project["tool"]["mutmut"], "only_mutate": list(group.modules),
                 "pytest_add_cli_args_test_selection": list(group.tests)}
-    settings["pytest_add_cli_args"] = settings["pytest_add_cli_args"] + ["-p", "mutation_order"]
+    settings["pytest_add_cli_args"] = settings["pytest_add_cli_args"] + ["-p", "mutation_plugin"]
     lines = ["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     pytest_options = project["tool"].get("pytest", {}).get("ini_options", {})
     lines += ["", "[tool.pytest.ini_options]"]
@@ -123,7 +123,7 @@ def prepare(name: str, group: Group) -> Path:
 def run_group(name: str, group: Group, jobs: int) -> tuple[float, float]:
     """Run mutmut on one group; (wall seconds, CPU seconds of its processes)."""
     folder = prepare(name, group)
-    # the mutated copy of the package, and tools/ for the plugin mutation_order.py only
+    # the mutated copy of the package, and tools/ for the plugin mutation_plugin.py only
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tools")}
     # no pytest-xdist workers (pyproject's addopts): mutmut records in its own process which
     # tests reach which function
