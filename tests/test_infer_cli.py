@@ -450,6 +450,50 @@ def test_infer_folder_batched_equals_one_by_one(tmp_path, scene_dir, conformance
         assert np.abs(one.astype(int) - two.astype(int)).max() <= 1  # float rounding at .5
 
 
+def test_folder_batches_group_pairs_by_size_in_runs_of_batch_size(tmp_path, scene_dir):
+    """Batches are runs of at most --batch-size pairs of one left-view size (a and b are 20x12, c
+    16x10), in folder order within a size; a file whose header cannot be read goes alone; batch
+    size 1 keeps the folder's order."""
+    from ipassr.commands.infer import batches_of_equal_size
+    from ipassr.data.datasets import PairFiles
+
+    (tmp_path / "bad.png").write_text("not a picture")
+    a, b, c = (PairFiles(n, scene_dir / n / "lr0.png", scene_dir / n / "lr1.png") for n in "abc")
+    again = PairFiles("again", a.left, a.right)
+    bad = PairFiles("bad", tmp_path / "bad.png", tmp_path / "bad.png")
+    pairs = [a, c, bad, b, again]
+
+    def names(batches):
+        return [[pair.name for pair in batch] for batch in batches]
+
+    assert names(batches_of_equal_size(pairs, 2)) == [["a", "b"], ["again"], ["c"], ["bad"]]
+    assert names(batches_of_equal_size(pairs, 3)) == [["a", "b", "again"], ["c"], ["bad"]]
+    assert names(batches_of_equal_size(pairs, 1)) == [["a"], ["c"], ["bad"], ["b"], ["again"]]
+
+
+def test_folder_batched_with_a_photo_whose_header_matches_a_pairs_size(tmp_path, scene_dir,
+                                                                       conformance_dir):
+    """A JPS photo's picture (20x12: two 10x12 views) is the size of scene a's left view, so its
+    header batches it with a and b; decoded, its views are smaller, and each pair is done on its
+    own: the same outputs as one at a time, the photo's from its two views (20x24 at x2)."""
+    from ipassr.data import media
+
+    folder = tmp_path / "in"
+    shutil.copytree(scene_dir, folder)
+    picture = read_image(folder / "a" / "lr0.png")
+    media.write_stereo(media.plan_target(folder / "p.jps"),
+                       media.StereoImage(picture[:, :10], picture[:, 10:], None, "files", "p"))
+    weights = str(conformance_dir / "x2.pth.tar")
+    for batch, out in ((1, tmp_path / "one"), (3, tmp_path / "three")):
+        assert main(["infer", "--weights", weights, "--input-dir", str(folder),
+                     "--output-dir", str(out), "--batch-size", str(batch),
+                     "--max-memory", "64M"]) == 0
+    for name in ("a_L.png", "b_R.png", "p_L.png", "p_R.png"):
+        one, three = read_image(tmp_path / "one" / name), read_image(tmp_path / "three" / name)
+        assert np.abs(one.astype(int) - three.astype(int)).max() <= 1  # float rounding at .5
+    assert read_image(tmp_path / "three" / "p_L.png").shape == (24, 20, 3)
+
+
 def test_infer_reports_a_budget_too_small(tmp_path, scene_dir, conformance_dir, capsys):
     code = main(["infer", "--weights", str(conformance_dir / "x2.pth.tar"),
                  "--left", str(scene_dir / "a" / "lr0.png"), "--right",

@@ -48,7 +48,7 @@ def records(run: Path) -> list[dict]:
 def motorcycle_rows(monkeypatch):
     """Validation's biPAM correspondence on 64 of Motorcycle's 500 rows (every column, so every
     match stays in the pair): on the whole pair it took two thirds of a smoke run's test. Its
-    scores are checked where they matter (test_shipped_weights.py). The smoke preset's own
+    scores are checked where they matter (test_demo.py, both scales). The smoke preset's own
     validation crop (train/smoke.py, bound at its import, done first) stays the real one."""
     import ipassr.data.datasets
     import ipassr.train.smoke  # noqa: F401
