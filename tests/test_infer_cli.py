@@ -167,6 +167,24 @@ def test_torchrun_processes_share_a_folder_without_overlap(tmp_path, small_pair,
     assert len(list((tmp_path / "out").glob("*.png"))) == 10
 
 
+def test_folder_share_of_the_second_torchrun_process(tmp_path, small_pair, x2_weights, capsys,
+                                                    monkeypatch):
+    """In-process, as torchrun's second of two processes: every other pair from the second, said
+    so, and the folder's problems left to the first process to report (exit 0 here)."""
+    for k in range(3):
+        shutil.copy(small_pair[0], tmp_path / f"{k:04d}_L.png")
+        shutil.copy(small_pair[1], tmp_path / f"{k:04d}_R.png")
+    shutil.copy(small_pair[0], tmp_path / "lone_L.png")  # a problem of the folder
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    assert main(["infer", "--input-dir", str(tmp_path), "--weights", str(x2_weights),
+                 "--output-dir", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr()
+    assert f"wrote 2 images to {tmp_path / 'out'} (process 2 of 2: 1 of 3 pairs)" in printed.out
+    assert "lone" not in printed.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0001_L.png", "0001_R.png"]
+
+
 def test_outputs_are_checked_before_any_compute(tmp_path, small_pair, x2_weights, capsys,
                                                 monkeypatch):
     import ipassr.inference.api  # infer imports load_model from here when it runs (lazily)
@@ -180,18 +198,24 @@ def test_outputs_are_checked_before_any_compute(tmp_path, small_pair, x2_weights
     base = ["infer", "--left", str(left), "--right", str(right), "--weights", str(x2_weights)]
     (tmp_path / "file").write_text("a file where a folder would go")
     (tmp_path / "folder.png").mkdir()
+    out, xyz, folder = tmp_path / "o.png", tmp_path / "o.xyz", tmp_path / "folder.png"
     cases = {
-        (str(left), str(tmp_path / "b.png")): "is also an input",
-        (str(tmp_path / "o.png"), str(tmp_path / "o.png")): "is also another output",
-        (str(tmp_path / "o.xyz"), str(tmp_path / "b.png")): "unknown image format '.xyz'",
-        (str(tmp_path / "folder.png"), str(tmp_path / "b.png")): "is a folder",
-        (str(tmp_path / "file" / "x.png"), str(tmp_path / "b.png")): "is a file",
+        (str(left), str(tmp_path / "b.png")):
+            f"{left}: is also an input ({left}); refusing to overwrite it",
+        (str(out), str(out)): f"{out}: is also another output ({out}); refusing to overwrite it",
+        (str(xyz), str(tmp_path / "b.png")): f"{xyz}: unknown image format '.xyz' (use .png)",
+        (str(folder), str(tmp_path / "b.png")): f"{folder}: is a folder; give an image file name",
+        (str(tmp_path / "file" / "x.png"), str(tmp_path / "b.png")):
+            f"{tmp_path / 'file'}: cannot create this folder ({tmp_path / 'file'} is a file)",
     }
     for (out_left, out_right), expected in cases.items():
         message = run_cli_error(base + ["--output-left", out_left, "--output-right", out_right],
                                 capsys)
-        assert expected in message, message
+        assert message.endswith(expected), message
     assert left.read_bytes() == before
+    from ipassr.commands.infer import check_outputs
+
+    check_outputs([left], [tmp_path / "photo.JPS"])  # a stereo JPEG, whatever its case
 
 
 def run_cli_error(args, capsys):
