@@ -52,7 +52,8 @@ def test_a_single_pair_refuses_existing_outputs_without_overwrite(pair, tmp_path
 def test_an_interrupted_folder_run_says_how_to_continue(pair, tmp_path, capsys, monkeypatch,
                                                        conformance_dir):
     """Ctrl-C after one pair: the message says the same command continues; the rerun skips the
-    finished pair and redoes the one whose right view was never written."""
+    finished pair and redoes the one whose right view was never written (stopped again, it counts
+    the pair done before)."""
     import ipassr.commands.infer as infer
 
     for name in ("a", "b", "c"):
@@ -75,9 +76,13 @@ def test_an_interrupted_folder_run_says_how_to_continue(pair, tmp_path, capsys, 
     last = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
     assert last.startswith("ipassr: interrupted: 1 of 3 pair(s) done; run the same command "
                            "again to continue")
+    done.clear()
+    assert main(args) == 130  # stopped again: the pair done before counts
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        "ipassr: interrupted: 2 of 3 pair(s) done")
     monkeypatch.setattr(infer, "super_resolve_group", real_group)
     assert main(args) == 0
-    assert "1 pair(s) already in" in capsys.readouterr().out
+    assert "2 pair(s) already in" in capsys.readouterr().out
     assert read_image(tmp_path / "out" / "b_L.png").shape == (32, 48, 3)  # redone at x2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -82,10 +83,12 @@ def test_cli_folder_of_scenes(tmp_path, small_pair, x2_weights):
         "sceneA_L.png", "sceneA_R.png", "sceneB_L.png", "sceneB_R.png"]
 
 
+@pytest.mark.parametrize("batch", [1, 3])
 def test_cli_folder_carries_on_past_bad_pairs_and_lists_them(tmp_path, small_pair, x2_weights,
-                                                              capsys):
+                                                              capsys, batch):
     """Scene folders and flat _L/_R files together; an incomplete scene, an unpaired file and a
-    corrupt image fail, the good pairs are written, every failure is listed, exit 2."""
+    corrupt image fail, the good pairs are written, every failure is listed, exit 2. In one
+    batch of three, the corrupt pair fails alone, not the two good pairs batched with it."""
     (tmp_path / "in" / "good").mkdir(parents=True)
     (tmp_path / "in" / "bad").mkdir(parents=True)
     shutil.copy(small_pair[0], tmp_path / "in" / "good" / "lr0.png")
@@ -97,11 +100,11 @@ def test_cli_folder_carries_on_past_bad_pairs_and_lists_them(tmp_path, small_pai
     shutil.copy(small_pair[0], tmp_path / "in" / "0003_L.png")
     (tmp_path / "in" / "0003_R.png").write_bytes(b"not a png")
     code = main(["infer", "--input-dir", str(tmp_path / "in"), "--weights", str(x2_weights),
-                 "--output-dir", str(tmp_path / "out")])
+                 "--output-dir", str(tmp_path / "out"), "--batch-size", str(batch)])
     err = capsys.readouterr().err
     assert code == 2
     assert "bad/ has lr0.png but no lr1 image" in err and "0002_L.png has no right view" in err
-    assert "0003: " in err and "0003_R.png: not a readable image" in err
+    assert "ipassr: error: 0003: " in err and "0003_R.png: not a readable image" in err
     assert "3 pair(s) failed, 2 done" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "0001_L.png", "0001_R.png", "good_L.png", "good_R.png"]
@@ -181,6 +184,8 @@ def test_folder_share_of_the_second_torchrun_process(tmp_path, small_pair, x2_we
                  "--output-dir", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr()
     assert f"wrote 2 images to {tmp_path / 'out'} (process 2 of 2: 1 of 3 pairs)" in printed.out
+    assert re.search(r"super-resolving \(process 2 of 2: 1 of 3 pairs\): 100%.* 1/1 \[.*"
+                     r"(pair/s|s/pair)\]", printed.err)  # the progress bar
     assert "lone" not in printed.err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0001_L.png", "0001_R.png"]
 

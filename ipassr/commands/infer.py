@@ -221,11 +221,9 @@ def run_folder(args: argparse.Namespace) -> int:
         try:
             with tqdm(total=len(todo), desc=f"super-resolving{where}", unit="pair") as progress:
                 for group in batches_of_equal_size(todo, args.batch_size):
-                    try:
-                        super_resolve_group(model, group, args.output_dir)
-                        written += len(group)
-                    except (IpassrError, OSError) as error:
-                        failures.append(f"{', '.join(p.name for p in group)}: {error}")
+                    failed = super_resolve_or_say_why(model, group, args.output_dir)
+                    failures += failed
+                    written += len(group) - len(failed)
                     progress.update(len(group))
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
@@ -261,6 +259,20 @@ def batches_of_equal_size(pairs: list[PairFiles], batch_size: int) -> list[list[
         by_size.setdefault(image_size(pair.left), []).append(pair)
     return [group[i:i + batch_size] for group in by_size.values()
             for i in range(0, len(group), batch_size)]
+
+
+def super_resolve_or_say_why(model: StereoSR, group: list[PairFiles], output_dir: Path
+                             ) -> list[str]:
+    """``super_resolve_group``, and 'name: what went wrong' for each pair that failed: a batch
+    that fails is redone one pair at a time, so that a bad file fails only its own pair."""
+    try:
+        super_resolve_group(model, group, output_dir)
+        return []
+    except (IpassrError, OSError) as error:
+        if len(group) == 1:
+            return [f"{group[0].name}: {error}"]
+    return [failure for pair in group
+            for failure in super_resolve_or_say_why(model, [pair], output_dir)]
 
 
 def super_resolve_group(model: StereoSR, group: list[PairFiles], output_dir: Path) -> None:
