@@ -105,7 +105,12 @@ def test_cli_folder_carries_on_past_bad_pairs_and_lists_them(tmp_path, small_pai
     assert code == 2
     assert "bad/ has lr0.png but no lr1 image" in err and "0002_L.png has no right view" in err
     assert "ipassr: error: 0003: " in err and "0003_R.png: not a readable image" in err
-    assert "3 pair(s) failed, 2 done" in err
+    summary = ("ipassr: error: 3 pair(s) failed, 2 done; run the same command again to retry "
+               "only the missing ones")
+    assert summary in err
+    assert main(["infer", "--input-dir", str(tmp_path / "in"), "--weights", str(x2_weights),
+                 "--output-dir", str(tmp_path / "out")]) == 2  # again: the done pairs count
+    assert summary in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "0001_L.png", "0001_R.png", "good_L.png", "good_R.png"]
     assert not list((tmp_path / "out").glob(".*"))  # no temporary file left
@@ -168,6 +173,29 @@ def test_torchrun_processes_share_a_folder_without_overlap(tmp_path, small_pair,
     assert "process 1 of 2: 3 of 5 pairs" in out and "process 2 of 2: 2 of 5 pairs" in out
     assert out.count("wrote 6 images") == 1 and out.count("wrote 4 images") == 1
     assert len(list((tmp_path / "out").glob("*.png"))) == 10
+
+
+def test_folder_pairs_named_twice_and_folders_without_pairs(tmp_path, small_pair):
+    """A name that is both a scene folder and _L/_R files is a problem, not a pair; views beside
+    the scene folders are not a scene; an empty or missing folder is refused, naming it."""
+    from ipassr.commands.infer import find_pairs
+
+    root = tmp_path / "in"
+    (root / "d").mkdir(parents=True)
+    for view, scene, flat in zip(small_pair, ("lr0.png", "lr1.png"), ("d_L.png", "d_R.png")):
+        shutil.copy(view, root / "d" / scene)
+        shutil.copy(view, root / scene)
+        shutil.copy(view, root / flat)
+    assert find_pairs(root) == ([], ["d: found both as a scene folder and as d_L/_R files"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IpassrError, match=rf"^{re.escape(str(tmp_path / 'empty'))}: no pairs found "
+                                          r"\(expected <scene>/lr0\.png, lr1\.png subfolders, "
+                                          r"<name>_L\.png, <name>_R\.png files or \.mpo, \.jps, "
+                                          r"\.heic stereo photos\)$"):
+        find_pairs(tmp_path / "empty")
+    missing = re.escape(str(tmp_path / "none"))
+    with pytest.raises(IpassrError, match=rf"^{missing}: no such folder$"):
+        find_pairs(tmp_path / "none")
 
 
 def test_folder_share_of_the_second_torchrun_process(tmp_path, small_pair, x2_weights, capsys,
@@ -512,6 +540,7 @@ def test_folder_batched_with_a_photo_whose_header_matches_a_pairs_size(tmp_path,
     picture = read_image(folder / "a" / "lr0.png")
     media.write_stereo(media.plan_target(folder / "p.jps"),
                        media.StereoImage(picture[:, :10], picture[:, 10:], None, "files", "p"))
+    (folder / "._p.jps").write_bytes(b"macOS metadata")  # hidden: not a photo
     weights = str(conformance_dir / "x2.pth.tar")
     for batch, out in ((1, tmp_path / "one"), (3, tmp_path / "three")):
         assert main(["infer", "--weights", weights, "--input-dir", str(folder),
