@@ -137,7 +137,8 @@ def test_resume_keeps_the_best_score_and_names_what_it_cannot_read(tmp_path, con
     assert (payload["version"], payload["architecture"], payload["init_sha256"]) == (
         CHECKPOINT_VERSION, "ipassr-v1", None)
     assert payload["model_config"] == network_options(first.network)
-    assert Trainer(tiny_config(), root, source=source, resume=True, progress=False).best == first.best
+    resumed = Trainer(tiny_config(), root, source=source, resume=True, progress=False)
+    assert (resumed.best, resumed.resume_notes) == (first.best, [])
     damages = {"unknown config key 'lrr'": lambda p: p["config"].update(lrr=1),
                "upsampler": lambda p: p["model"].update({"upsampler.to_rgb.weight": torch.zeros(1)}),
                "optimizer state does not fit": lambda p: p.update(optimizer={})}
@@ -148,6 +149,29 @@ def test_resume_keeps_the_best_score_and_names_what_it_cannot_read(tmp_path, con
         with pytest.raises(IpassrError, match=rf"^{re.escape(str(last))}: .*{message}"):
             Trainer(tiny_config(), root, source=source, resume=True, progress=False)
         torch.save(payload, last)
+    del payload["best"]  # a checkpoint from before validations were kept: no best yet
+    torch.save(payload, last)
+    assert Trainer(tiny_config(), root, source=source, resume=True, progress=False).best == {}
+
+
+def test_resume_notes_a_replaced_init_file_only_when_it_was_asked_for(tmp_path, cones_x2):
+    """The config names init weights replaced since the run started from them: a resume that
+    passes them again (in its overrides) is told so; one that does not pass them is not."""
+    from ipassr.models.checkpoint import save_weights
+    from ipassr.models.ipassr import IPASSR
+
+    source, init = tiny_source(cones_x2, count=4), tmp_path / "init.safetensors"
+    torch.manual_seed(1)
+    save_weights(IPASSR(2), init)
+    config = tiny_config(init_weights=str(init))
+    Trainer(config, tmp_path / "run", source=source, progress=False).save_checkpoint()
+    save_weights(IPASSR(2), init)  # other random weights, same path
+    asked, not_asked = (Trainer(config, tmp_path / "run", source=source, resume=True,
+                                overrides=overrides, progress=False)
+                        for overrides in ({"init_weights"}, set()))
+    assert len(asked.resume_notes) == 1 and "not the weights this run started from" in \
+        asked.resume_notes[0]
+    assert not_asked.resume_notes == []
 
 
 def test_rng_state_keeps_each_gpus_generator(monkeypatch):
@@ -179,24 +203,25 @@ def test_resume_with_a_changed_schedule_follows_the_new_config():
     old = TrainConfig(lr=1e-3, lr_step_epochs=2, lr_gamma=0.5)
     optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], old)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, old.lr_step_epochs, old.lr_gamma)
-    for _ in range(5):  # epoch 5: lr 1e-3 * 0.5 ** 2
+    for _ in range(7):  # epoch 7: lr 1e-3 * 0.5 ** 3
         optimizer.step()
         scheduler.step()
     group = optimizer.param_groups[0]
-    group["lr"] = 1.25e-4  # as a per-step schedule may leave it
+    group["lr"] = 3.3e-5  # as a per-step schedule may leave it
     apply_schedule_config(optimizer, scheduler, dataclasses.replace(old, adam_eps=1e-7))
-    assert (group["lr"], group["eps"], scheduler.base_lrs) == (1.25e-4, 1e-7, [1e-3])
+    assert (group["lr"], group["eps"], scheduler.base_lrs) == (3.3e-5, 1e-7, [1e-3])
 
     new = dataclasses.replace(old, lr=4e-4, lr_step_epochs=3, lr_gamma=0.1, adam_beta1=0.8,
                               adam_beta2=0.99, adam_eps=1e-6, weight_decay=0.01)
     apply_schedule_config(optimizer, scheduler, new)
     assert (group["betas"], group["eps"], group["weight_decay"]) == ((0.8, 0.99), 1e-6, 0.01)
     assert (scheduler.step_size, scheduler.gamma, scheduler.base_lrs) == (3, 0.1, [4e-4])
-    assert group["initial_lr"] == 4e-4 and group["lr"] == pytest.approx(4e-5)  # 5 // 3: once
+    assert group["initial_lr"] == 4e-4 and group["lr"] == pytest.approx(4e-6)  # 7 // 3: twice
     assert scheduler.get_last_lr() == [group["lr"]]
-    optimizer.step()
-    scheduler.step()  # epoch 6: down again
-    assert group["lr"] == pytest.approx(4e-6)
+    for _ in range(2):  # epoch 9: down again
+        optimizer.step()
+        scheduler.step()
+    assert group["lr"] == pytest.approx(4e-7)
 
 
 def test_checkpoint_is_weights_only_and_exports_load_for_inference(tmp_path, cones_x2):
