@@ -66,7 +66,7 @@ GROUPS = {
         ("ipassr/inference/fast/plan.py", "ipassr/inference/fast/forward.py"),
         ("tests/test_tiling.py", "tests/test_paths.py", "-k",
          "plan or halo or budget or details or training_mode or default_budget or banded "
-         "or narrower or untiled")),
+         "or narrower or untiled or smallest_pairs")),
     "zoo": Group(
         ("ipassr/models/nafssr.py", "ipassr/models/passrnet.py", "ipassr/models/morphology.py"),
         # not what TorchScript compiles (it cannot compile mutmut's wrapped functions): the graph
