@@ -72,15 +72,20 @@ def test_shipped_weights_were_trained_with_the_recipe_the_docs_name(tmp_path, sc
         assert (Path(ran[key]).name if key == "patches" else ran[key]) == value, key
 
 
-def test_evaluate_attention_scores_the_shipped_weights_on_motorcycle(tmp_path, capsys):
-    """``evaluate --attention`` on its built-in scene, into JSON and Markdown: the same scores as
-    the demo reports (``test_demo.py`` holds both scales to their measured numbers; x4 here,
-    the quicker pass)."""
+def test_evaluate_attention_scores_the_shipped_weights_on_motorcycle(tmp_path, capsys,
+                                                                     monkeypatch):
+    """``evaluate --attention`` on its built-in scene, into JSON and Markdown, here on 64 of
+    Motorcycle's rows (every column, so every match stays in the pair): the scores on the whole
+    pair are the demo's, the same pass, held to their measured numbers in ``test_demo.py``."""
+    import ipassr.data.datasets
+
+    whole = ipassr.data.datasets.stereo_motorcycle
+    monkeypatch.setattr(ipassr.data.datasets, "stereo_motorcycle",
+                        lambda *args: tuple(a[160:224] for a in whole(*args)))
     assert main(["evaluate", "--scale", "4", "--attention", "--weights", "shipped=x4",
                  "--json", str(tmp_path / "a.json"), "--markdown", str(tmp_path / "a.md")]) == 0
     assert "biPAM correspondence on Motorcycle, x4" in capsys.readouterr().out
     row = json.loads((tmp_path / "a.json").read_text())["attention"]["datasets"]["Motorcycle"]
     mean = row["shipped"]["mean"]
-    assert mean["within_1px"] >= 0.89
-    assert mean["valid_visible"] > mean["valid_occluded"] + 0.3
+    assert 0.8 < mean["within_1px"] <= mean["within_2px"] <= 1  # measured 0.890 / 0.908 there
     assert "| shipped |" in (tmp_path / "a.md").read_text()
