@@ -198,6 +198,27 @@ def test_folder_pairs_named_twice_and_folders_without_pairs(tmp_path, small_pair
         find_pairs(tmp_path / "none")
 
 
+def test_folder_mode_loads_the_network_with_compile_when_asked(tmp_path, small_pair, x2_weights,
+                                                                monkeypatch):
+    """--compile reaches the network of a folder run (what compiling does is
+    test_cli_compile_runs_the_compiled_forward_with_the_same_result's; here it is not run)."""
+    import ipassr.inference.api
+
+    real_load, asked = ipassr.inference.api.load_model, []
+
+    def load_without_compiling(*args, **kwargs):
+        asked.append(kwargs.pop("compile"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(ipassr.inference.api, "load_model", load_without_compiling)
+    shutil.copy(small_pair[0], tmp_path / "p_L.png")
+    shutil.copy(small_pair[1], tmp_path / "p_R.png")
+    for flags in ([], ["--compile"]):
+        assert main(["infer", "--input-dir", str(tmp_path), "--weights", str(x2_weights),
+                     "--output-dir", str(tmp_path / "out"), "--overwrite", *flags]) == 0
+    assert asked == [False, True]
+
+
 def test_folder_share_of_the_second_torchrun_process(tmp_path, small_pair, x2_weights, capsys,
                                                     monkeypatch):
     """In-process, as torchrun's second of two processes: every other pair from the second, said
