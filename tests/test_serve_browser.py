@@ -71,7 +71,8 @@ def server(tmp_path_factory):
             time.sleep(0.5)
     yield url, process, temporary_folder(log)
     process.terminate()
-    process.wait(timeout=60)
+    assert process.wait(timeout=60) == 0, log.read_text()
+    assert "ipassr serve: stopped" in log.read_text()
     assert not Path(temporary_folder(log)).exists()  # the server cleaned up after itself
 
 

@@ -8,6 +8,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +57,27 @@ def serve(options: ServeOptions, announce=print) -> None:
                      f"temporary files in {temp}, removed then)")
             page.launch(server_name=options.host, server_port=options.port, share=False,
                         max_file_size=options.limits.max_bytes, ssr_mode=False, mcp_server=False,
-                        show_error=False, quiet=True, css=CSS, footer_links=[], pwa=False)
+                        show_error=False, quiet=True, css=CSS, footer_links=[], pwa=False,
+                        prevent_thread_lock=True)
+            try:
+                while page.is_running:
+                    time.sleep(0.1)
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (ipassr.cli)
+                announce("ipassr serve: stopped")
+            finally:
+                stop_now(page)
         finally:
             studio.close()
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def stop_now(page) -> None:
+    """Stop serving without waiting for open connections: every open tab holds an event stream,
+    and Gradio's own close waits up to 5 s for them to end."""
+    if page.server is not None:
+        page.server.force_exit = True  # uvicorn: skip waiting for connections and tasks
+    page.close(verbose=False)
 
 
 __all__ = ["ServeOptions", "serve", "prepare_environment"]
