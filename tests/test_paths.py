@@ -125,6 +125,25 @@ def test_bands_narrower_than_the_fusion_halo_give_the_plain_forward(pair):
                     expected) <= TOLERANCE
 
 
+def test_stereo_forward_plans_within_the_budget_it_is_given(pair):
+    """``max_memory`` reaches the planner: 64 KiB holds not even one band of this crop, and is
+    refused with the figure; the default budget runs it whole."""
+    network = IPASSR(2).eval()
+    with pytest.raises(IpassrError, match="not even one band"):
+        stereo_forward(network, *pair, max_memory=2 ** 16)
+    assert stereo_forward(network, *pair)[0].shape == (1, 3, 2 * ROWS, 2 * COLUMNS)
+
+
+def test_the_untiled_forward_runs_in_the_networks_dtype(pair):
+    """float32 views into a float64 network: the pass runs, and answers, in float64."""
+    network = IPASSR(2).eval()
+    with torch.no_grad():
+        expected = network(*pair)
+    sr_left, sr_right = stereo_forward(network.double(), *pair)
+    assert sr_left.dtype == sr_right.dtype == torch.float64
+    assert _gap((sr_left, sr_right), expected) <= TOLERANCE
+
+
 def test_stereo_sr_picks_the_path_and_runs_the_fast_one_it_is_given(variant, pair):
     """One place decides: SR and biPAM's details both go through the given fast forward; full
     attention maps through the plain forward."""
