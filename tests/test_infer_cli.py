@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -517,15 +518,22 @@ def scene_dir(tmp_path_factory, cones_pair):
     return root
 
 
-def test_infer_folder_batched_equals_one_by_one(tmp_path, scene_dir, conformance_dir):
-    weights = str(conformance_dir / "x2.pth.tar")
-    for batch, out in ((1, tmp_path / "one"), (2, tmp_path / "two")):
-        assert main(["infer", "--weights", weights, "--input-dir", str(scene_dir),
-                     "--output-dir", str(out), "--batch-size", str(batch),
+def assert_batched_equals_one_by_one(folder: Path, out: Path, weights: Path, batch: int,
+                                     names: tuple[str, ...]) -> None:
+    """``infer --input-dir folder`` at --batch-size 1 (into out/one) and ``batch`` (out/batched)
+    writes the same ``names``, up to float rounding at .5."""
+    for size, written in ((1, out / "one"), (batch, out / "batched")):
+        assert main(["infer", "--weights", str(weights), "--input-dir", str(folder),
+                     "--output-dir", str(written), "--batch-size", str(size),
                      "--max-memory", "64M"]) == 0
-    for name in ("a_L.png", "a_R.png", "b_L.png", "c_R.png"):
-        one, two = read_image(tmp_path / "one" / name), read_image(tmp_path / "two" / name)
-        assert np.abs(one.astype(int) - two.astype(int)).max() <= 1  # float rounding at .5
+    for name in names:
+        one, batched = read_image(out / "one" / name), read_image(out / "batched" / name)
+        assert np.abs(one.astype(int) - batched.astype(int)).max() <= 1
+
+
+def test_infer_folder_batched_equals_one_by_one(tmp_path, scene_dir, conformance_dir):
+    assert_batched_equals_one_by_one(scene_dir, tmp_path, conformance_dir / "x2.pth.tar", 2,
+                                     ("a_L.png", "a_R.png", "b_L.png", "c_R.png"))
 
 
 def test_folder_batches_group_pairs_by_size_in_runs_of_batch_size(tmp_path, scene_dir):
@@ -562,15 +570,9 @@ def test_folder_batched_with_a_photo_whose_header_matches_a_pairs_size(tmp_path,
     media.write_stereo(media.plan_target(folder / "p.jps"),
                        media.StereoImage(picture[:, :10], picture[:, 10:], None, "files", "p"))
     (folder / "._p.jps").write_bytes(b"macOS metadata")  # hidden: not a photo
-    weights = str(conformance_dir / "x2.pth.tar")
-    for batch, out in ((1, tmp_path / "one"), (3, tmp_path / "three")):
-        assert main(["infer", "--weights", weights, "--input-dir", str(folder),
-                     "--output-dir", str(out), "--batch-size", str(batch),
-                     "--max-memory", "64M"]) == 0
-    for name in ("a_L.png", "b_R.png", "p_L.png", "p_R.png"):
-        one, three = read_image(tmp_path / "one" / name), read_image(tmp_path / "three" / name)
-        assert np.abs(one.astype(int) - three.astype(int)).max() <= 1  # float rounding at .5
-    assert read_image(tmp_path / "three" / "p_L.png").shape == (24, 20, 3)
+    assert_batched_equals_one_by_one(folder, tmp_path, conformance_dir / "x2.pth.tar", 3,
+                                     ("a_L.png", "b_R.png", "p_L.png", "p_R.png"))
+    assert read_image(tmp_path / "batched" / "p_L.png").shape == (24, 20, 3)
 
 
 def test_infer_reports_a_budget_too_small(tmp_path, scene_dir, conformance_dir, capsys):

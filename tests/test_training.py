@@ -434,6 +434,7 @@ def test_a_foreign_file_is_not_resumed(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=rf"^{re.escape(str(tmp_path))}/none\.pt: no such "
                                               r"checkpoint$"):
         read_checkpoint(tmp_path / "none.pt")
+
     def fails_without_a_message(*args, **kwargs):
         raise RuntimeError()
 
