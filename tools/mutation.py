@@ -83,7 +83,8 @@ GROUPS = {
         ("tests/test_infer_cli.py", "tests/test_api_cli_alike.py", "tests/test_kept_formats.py",
          "-k", "folder or batched or batch_size or outputs_are_checked"),
         _in("ipassr.commands.infer", "check_outputs", "output_paths", "read_pair", "find_pairs",
-            "run_folder", "image_size", "batches_of_equal_size", "super_resolve_group")),
+            "run_folder", "image_size", "batches_of_equal_size", "super_resolve_or_say_why",
+            "super_resolve_group")),
     "resume": Group(
         ("ipassr/train/trainer.py", "ipassr/train/run.py", "ipassr/train/step.py"),
         ("tests/test_training.py", "tests/test_training_cli.py::"
